@@ -1,0 +1,66 @@
+//! The gateway's one error type, and the one place it becomes a `tonic::Status`.
+
+use shell::{FieldViolation, error_status, internal_error, invalid_fields};
+use tonic::{Code, Status};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid request fields")]
+    InvalidFields(Vec<FieldViolation>),
+    /// A backend answered with an error; ours carry their own details and pass through.
+    #[error("{service} answered {}: {}", status.code(), status.message())]
+    Backend {
+        service: &'static str,
+        status: Status,
+    },
+    #[error("the call's deadline passed before the backends answered")]
+    DeadlineExceeded,
+    #[error("this method acts for a user: call it with a user's access token")]
+    UserCredentialRequired,
+    #[error("the call carries no authenticated caller")]
+    Unauthenticated,
+    #[error(transparent)]
+    Sign(#[from] token::SignError),
+    #[error("{flag} is not a valid backend URL: {url}")]
+    BackendUrl { flag: &'static str, url: String },
+}
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Self {
+        match error {
+            Error::InvalidFields(violations) => invalid_fields(violations),
+            Error::Backend { service, status } => backend_status(service, status),
+            Error::DeadlineExceeded => error_status(
+                Code::DeadlineExceeded,
+                "DEADLINE_EXCEEDED",
+                error.to_string(),
+            ),
+            Error::UserCredentialRequired => error_status(
+                Code::PermissionDenied,
+                "USER_CREDENTIAL_REQUIRED",
+                error.to_string(),
+            ),
+            Error::Unauthenticated => {
+                error_status(Code::Unauthenticated, "TOKEN_MISSING", error.to_string())
+            }
+            Error::Sign(_) | Error::BackendUrl { .. } => internal_error(&error),
+        }
+    }
+}
+
+/// Errors from our backends carry details and reach the client unchanged: the backend
+/// knows best. A bare UNAVAILABLE or UNKNOWN comes from the transport (connection refused,
+/// reset) and says so in our own terms.
+fn backend_status(service: &'static str, status: Status) -> Status {
+    let from_transport =
+        status.details().is_empty() && matches!(status.code(), Code::Unavailable | Code::Unknown);
+    if !from_transport {
+        return status;
+    }
+    tracing::warn!(backend = service, code = ?status.code(), message = status.message(), "backend unreachable");
+    error_status(
+        Code::Unavailable,
+        "BACKEND_UNAVAILABLE",
+        format!("{service} is unavailable; retry shortly"),
+    )
+}

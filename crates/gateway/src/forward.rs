@@ -1,0 +1,194 @@
+//! Forwarding the public methods of users and notes, without decoding them.
+//!
+//! The gateway serves `notesuite.users.v1.UsersService` and `notesuite.notes.v1.NotesService`
+//! under their own names, so stubs generated for those services work against the gateway.
+//! Each call is checked against a per-method policy and its token verified here; then the
+//! HTTP/2 request goes to the backend as it came (the token included: the backends verify it
+//! again, trusting no network) with its deadline rewritten to the remaining budget. Bodies
+//! stream through untouched, so this works for any method shape and never pays for a decode.
+
+use std::convert::Infallible;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use tonic::body::Body;
+use tonic::server::NamedService;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+use tower::ServiceExt as _;
+
+use crate::deadline::Deadline;
+use shell::error_status;
+
+/// Who may call a forwarded method through the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// Any caller with a valid user token.
+    User,
+    /// Not reachable through the gateway (service credential only, on the backend itself).
+    Internal,
+}
+
+/// A backend service whose methods the gateway forwards.
+pub(crate) trait Route: Send + Sync + 'static {
+    const NAME: &'static str;
+    /// The policy of every method; methods not listed are UNIMPLEMENTED.
+    const METHODS: &'static [(&'static str, Access)];
+}
+
+pub(crate) const USERS_SERVICE: &str = "notesuite.users.v1.UsersService";
+pub(crate) const NOTES_SERVICE: &str = "notesuite.notes.v1.NotesService";
+
+#[derive(Debug)]
+pub(crate) struct UsersRoute;
+
+impl Route for UsersRoute {
+    const NAME: &'static str = USERS_SERVICE;
+    const METHODS: &'static [(&'static str, Access)] = &[
+        ("GetUser", Access::User),
+        ("UpdateUser", Access::User),
+        ("DeleteUser", Access::User),
+        ("CreateUser", Access::Internal),
+        ("BatchGetUsers", Access::Internal),
+        ("ListUsers", Access::Internal),
+        ("VerifyCredentials", Access::Internal),
+    ];
+}
+
+#[derive(Debug)]
+pub(crate) struct NotesRoute;
+
+impl Route for NotesRoute {
+    const NAME: &'static str = NOTES_SERVICE;
+    const METHODS: &'static [(&'static str, Access)] = &[
+        ("CreateNote", Access::User),
+        ("GetNote", Access::User),
+        ("ListNotes", Access::User),
+        ("UpdateNote", Access::User),
+        ("DeleteNote", Access::User),
+    ];
+}
+
+/// The tonic service that forwards every call of route `R` to `backend`.
+pub(crate) struct Forward<R> {
+    backend: Channel,
+    verifier: Arc<token::Verifier>,
+    default_deadline: Duration,
+    _route: PhantomData<fn() -> R>,
+}
+
+impl<R> Forward<R> {
+    pub(crate) fn new(
+        backend: Channel,
+        verifier: Arc<token::Verifier>,
+        default_deadline: Duration,
+    ) -> Self {
+        Self {
+            backend,
+            verifier,
+            default_deadline,
+            _route: PhantomData,
+        }
+    }
+}
+
+impl<R> Clone for Forward<R> {
+    fn clone(&self) -> Self {
+        Self {
+            backend: self.backend.clone(),
+            verifier: self.verifier.clone(),
+            default_deadline: self.default_deadline,
+            _route: PhantomData,
+        }
+    }
+}
+
+impl<R> std::fmt::Debug for Forward<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Forward").finish_non_exhaustive()
+    }
+}
+
+impl<R: Route> NamedService for Forward<R> {
+    const NAME: &'static str = R::NAME;
+}
+
+impl<R: Route> tower_service::Service<http::Request<Body>> for Forward<R> {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // Readiness of the backend is awaited per call (`oneshot`), within its deadline.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+        if let Err(status) = self.admit(&request) {
+            return Box::pin(std::future::ready(Ok(status.into_http())));
+        }
+        let deadline = Deadline::from_headers(request.headers(), self.default_deadline);
+        deadline.apply_to(request.headers_mut());
+        // `host` is HTTP/1 only; the channel sets the backend's `:authority`.
+        request.headers_mut().remove(http::header::HOST);
+        let backend = self.backend.clone();
+        Box::pin(async move {
+            let response =
+                tokio::time::timeout_at(deadline.instant(), backend.oneshot(request)).await;
+            Ok(match response {
+                Ok(Ok(response)) => response,
+                Ok(Err(error)) => {
+                    tracing::warn!(backend = R::NAME, %error, "backend call failed");
+                    error_status(
+                        Code::Unavailable,
+                        "BACKEND_UNAVAILABLE",
+                        format!("{} is unavailable; retry shortly", R::NAME),
+                    )
+                    .into_http()
+                }
+                Err(_) => error_status(
+                    Code::DeadlineExceeded,
+                    "DEADLINE_EXCEEDED",
+                    format!("{} did not answer before the deadline", R::NAME),
+                )
+                .into_http(),
+            })
+        })
+    }
+}
+
+impl<R: Route> Forward<R> {
+    /// Applies the method's policy and verifies the caller's token.
+    fn admit(&self, request: &http::Request<Body>) -> Result<(), Status> {
+        let method = request.uri().path().rsplit('/').next().unwrap_or_default();
+        let access = R::METHODS
+            .iter()
+            .find(|(name, _)| *name == method)
+            .map(|(_, access)| *access);
+        match access {
+            None => Err(Status::unimplemented(format!(
+                "{}/{method} is not served",
+                R::NAME
+            ))),
+            Some(Access::Internal) => Err(error_status(
+                Code::PermissionDenied,
+                "METHOD_NOT_PUBLIC",
+                format!(
+                    "{}/{method} is internal and not reachable through the gateway",
+                    R::NAME
+                ),
+            )),
+            Some(Access::User) => match self.verifier.authenticate(request.headers())? {
+                token::Principal::User { .. } => Ok(()),
+                token::Principal::Service { .. } => Err(error_status(
+                    Code::PermissionDenied,
+                    "USER_CREDENTIAL_REQUIRED",
+                    "this method acts for a user: call it with a user's access token",
+                )),
+            },
+        }
+    }
+}

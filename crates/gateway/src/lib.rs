@@ -1,0 +1,89 @@
+//! The gateway: the suite's only public entry point. It signs tokens (SignUp, Login),
+//! verifies them on every call, serves the GetProfile fan-out, and forwards the public
+//! methods of users and notes under their own service names.
+
+mod api;
+pub mod config;
+mod deadline;
+pub mod error;
+mod forward;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use proto::gateway::gateway_service_server::GatewayServiceServer;
+use proto::notes::notes_service_client::NotesServiceClient;
+use proto::users::users_service_client::UsersServiceClient;
+use shell::ServiceDefinition;
+use tonic::service::Routes;
+use tonic::transport::{Channel, Endpoint};
+
+pub use config::GatewayConfig;
+pub use error::Error;
+
+use crate::api::GatewayApi;
+use crate::forward::{Forward, NotesRoute, UsersRoute};
+
+/// Full name of the gateway's own service: its health name.
+pub const SERVICE_NAME: &str = "notesuite.gateway.v1.GatewayService";
+
+/// Methods callable without a token.
+const ANONYMOUS_METHODS: &[&str] = &["SignUp", "Login"];
+
+/// Largest request the gateway's own methods accept.
+const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// Assembles the gateway, ready for [`shell::serve`]. Backends are connected lazily, so the
+/// gateway starts (and reports ready) while they come up; calls meanwhile get UNAVAILABLE.
+pub fn build(
+    config: &GatewayConfig,
+    signing_key: &token::SigningKey,
+) -> Result<ServiceDefinition, Error> {
+    let users_channel = backend(&config.users_url, "--users-url")?;
+    let notes_channel = backend(&config.notes_url, "--notes-url")?;
+    let verifier = Arc::new(token::Verifier::new(&signing_key.verifying_key()));
+    let api = GatewayApi {
+        users: UsersServiceClient::new(users_channel.clone()),
+        notes: NotesServiceClient::new(notes_channel.clone()),
+        issuer: token::Issuer::new(signing_key, config.access_token_ttl),
+        default_deadline: config.default_deadline,
+    };
+    let gateway = GatewayServiceServer::new(api).max_decoding_message_size(MAX_REQUEST_BYTES);
+    let routes = Routes::new(token::authenticated(
+        gateway,
+        verifier.clone(),
+        ANONYMOUS_METHODS,
+    ))
+    .add_service(Forward::<UsersRoute>::new(
+        users_channel,
+        verifier.clone(),
+        config.default_deadline,
+    ))
+    .add_service(Forward::<NotesRoute>::new(
+        notes_channel,
+        verifier,
+        config.default_deadline,
+    ));
+    Ok(ServiceDefinition {
+        name: SERVICE_NAME,
+        routes,
+        advertised_services: vec![SERVICE_NAME, forward::USERS_SERVICE, forward::NOTES_SERVICE],
+        descriptor_sets: vec![proto::FILE_DESCRIPTOR_SET],
+        // The gateway has no database: it is ready unless draining. Backend outages show up
+        // as UNAVAILABLE answers, not as the gateway leaving the load balancer.
+        readiness: None,
+    })
+}
+
+fn backend(url: &str, flag: &'static str) -> Result<Channel, Error> {
+    let endpoint = Endpoint::from_shared(url.to_owned()).map_err(|_| Error::BackendUrl {
+        flag,
+        url: url.to_owned(),
+    })?;
+    Ok(endpoint
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_while_idle(true)
+        .connect_lazy())
+}

@@ -1,0 +1,305 @@
+//! The gRPC adapter: parse the request at the edge, call the service, convert the answer.
+//! No rules live here.
+
+use pagination::{PageSize, PageTokenError, decode_token, encode_token};
+use proto::notes::notes_service_server::NotesService;
+use proto::notes::{
+    CreateNoteRequest, CreateNoteResponse, DeleteNoteRequest, DeleteNoteResponse, GetNoteRequest,
+    GetNoteResponse, ListNotesRequest, ListNotesResponse, UpdateNoteRequest, UpdateNoteResponse,
+};
+use shell::Violations;
+use token::Principal;
+use tonic::{Request, Response, Status};
+
+use crate::domain::{
+    Content, Note, NoteDraft, NoteId, NotePatch, RequestId, Revision, Tag, Tags, Title,
+};
+use crate::error::Error;
+use crate::service::Notes;
+use crate::store::NoteStore;
+
+#[derive(Debug)]
+pub struct NotesGrpc<S> {
+    notes: Notes<S>,
+}
+
+impl<S> NotesGrpc<S> {
+    pub fn new(notes: Notes<S>) -> Self {
+        Self { notes }
+    }
+}
+
+fn caller<T>(request: &Request<T>) -> Result<Principal, Error> {
+    request
+        .extensions()
+        .get::<Principal>()
+        .cloned()
+        .ok_or(Error::Unauthenticated)
+}
+
+fn invalid(violations: Violations) -> Error {
+    Error::InvalidFields(violations.into_vec())
+}
+
+fn note_to_proto(note: Note) -> proto::notes::Note {
+    proto::notes::Note {
+        id: note.id.to_string(),
+        owner_id: note.owner.as_str().to_owned(),
+        title: note.title.into_string(),
+        content: note.content.into_string(),
+        tags: note.tags.into_strings(),
+        create_time: Some(note.create_time.into()),
+        update_time: Some(note.update_time.into()),
+        revision: note.revision.get(),
+        etag: note.revision.etag(),
+    }
+}
+
+fn check_tags(violations: &mut Violations, field: &str, raw: &[String]) -> Option<Tags> {
+    match Tags::parse(raw) {
+        Ok(tags) => Some(tags),
+        Err(problems) => {
+            for (index, reason) in problems {
+                match index {
+                    Some(index) => violations.add(format!("{field}[{index}]"), reason),
+                    None => violations.add(field, reason),
+                }
+            }
+            None
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl<S: NoteStore> NotesService for NotesGrpc<S> {
+    async fn create_note(
+        &self,
+        request: Request<CreateNoteRequest>,
+    ) -> Result<Response<CreateNoteResponse>, Status> {
+        let caller = caller(&request)?;
+        let CreateNoteRequest { note, request_id } = request.into_inner();
+        let mut violations = Violations::default();
+        let Some(note) = note else {
+            violations.add("note", "is required");
+            return Err(invalid(violations).into());
+        };
+        let title = violations.check("note.title", Title::parse(&note.title));
+        let content = violations.check("note.content", Content::parse(note.content));
+        let tags = check_tags(&mut violations, "note.tags", &note.tags);
+        let request_id = violations.check(
+            "request_id",
+            match request_id.as_str() {
+                "" => Ok(None),
+                raw => RequestId::parse(raw).map(Some),
+            },
+        );
+        let (Some(title), Some(content), Some(tags), Some(request_id)) =
+            (title, content, tags, request_id)
+        else {
+            return Err(invalid(violations).into());
+        };
+        let note = self
+            .notes
+            .create(
+                &caller,
+                NoteDraft {
+                    title,
+                    content,
+                    tags,
+                },
+                request_id,
+            )
+            .await?;
+        Ok(Response::new(CreateNoteResponse {
+            note: Some(note_to_proto(note)),
+        }))
+    }
+
+    async fn get_note(
+        &self,
+        request: Request<GetNoteRequest>,
+    ) -> Result<Response<GetNoteResponse>, Status> {
+        let caller = caller(&request)?;
+        let mut violations = Violations::default();
+        let Some(id) = violations.check("id", NoteId::parse(&request.get_ref().id)) else {
+            return Err(invalid(violations).into());
+        };
+        let note = self.notes.get(&caller, id).await?;
+        Ok(Response::new(GetNoteResponse {
+            note: Some(note_to_proto(note)),
+        }))
+    }
+
+    async fn list_notes(
+        &self,
+        request: Request<ListNotesRequest>,
+    ) -> Result<Response<ListNotesResponse>, Status> {
+        let caller = caller(&request)?;
+        let request = request.get_ref();
+        let mut violations = Violations::default();
+        let page_size = violations.check("page_size", PageSize::parse(request.page_size));
+        let tag = violations.check(
+            "tag",
+            match request.tag.as_str() {
+                "" => Ok(None),
+                raw => Tag::parse(raw).map(Some),
+            },
+        );
+        // The token is bound to the filter, so that it cannot continue a different listing.
+        let filter = format!("tag={}", request.tag);
+        let before = violations.check(
+            "page_token",
+            decode_token(&request.page_token, &filter).and_then(|key| match key {
+                None => Ok(None),
+                Some(key) => NoteId::from_bytes(&key)
+                    .map(Some)
+                    .ok_or(PageTokenError::Malformed),
+            }),
+        );
+        let (Some(page_size), Some(tag), Some(before)) = (page_size, tag, before) else {
+            return Err(invalid(violations).into());
+        };
+        let page = self
+            .notes
+            .list(&caller, tag, before, page_size.get())
+            .await?;
+        let next_page_token = match (page.more, page.notes.last()) {
+            (true, Some(last)) => encode_token(last.id.as_bytes(), &filter),
+            _ => String::new(),
+        };
+        Ok(Response::new(ListNotesResponse {
+            notes: page.notes.into_iter().map(note_to_proto).collect(),
+            next_page_token,
+            total_size: i32::try_from(page.total).unwrap_or(i32::MAX),
+        }))
+    }
+
+    async fn update_note(
+        &self,
+        request: Request<UpdateNoteRequest>,
+    ) -> Result<Response<UpdateNoteResponse>, Status> {
+        let caller = caller(&request)?;
+        let UpdateNoteRequest { note, update_mask } = request.into_inner();
+        let mut violations = Violations::default();
+        let Some(note) = note else {
+            violations.add("note", "is required");
+            return Err(invalid(violations).into());
+        };
+        let id = violations.check("note.id", NoteId::parse(&note.id));
+        let expected = violations.check(
+            "note.etag",
+            match note.etag.as_str() {
+                "" => Err("is required: send the etag of the note you read"),
+                etag => Revision::parse_etag(etag),
+            },
+        );
+        let mut patch = NotePatch::default();
+        let proto::notes::Note {
+            title,
+            content,
+            tags,
+            ..
+        } = note;
+        for path in update_paths(update_mask, &title, &content, &tags, &mut violations) {
+            match path {
+                UpdatePath::Title => {
+                    patch.title = violations.check("note.title", Title::parse(&title))
+                }
+                UpdatePath::Content => {
+                    patch.content =
+                        violations.check("note.content", Content::parse(content.clone()));
+                }
+                UpdatePath::Tags => patch.tags = check_tags(&mut violations, "note.tags", &tags),
+            }
+        }
+        let (Some(id), Some(expected), true) = (id, expected, violations.is_empty()) else {
+            return Err(invalid(violations).into());
+        };
+        let note = self.notes.update(&caller, id, expected, patch).await?;
+        Ok(Response::new(UpdateNoteResponse {
+            note: Some(note_to_proto(note)),
+        }))
+    }
+
+    async fn delete_note(
+        &self,
+        request: Request<DeleteNoteRequest>,
+    ) -> Result<Response<DeleteNoteResponse>, Status> {
+        let caller = caller(&request)?;
+        let request = request.get_ref();
+        let mut violations = Violations::default();
+        let id = violations.check("id", NoteId::parse(&request.id));
+        let expected = violations.check(
+            "etag",
+            match request.etag.as_str() {
+                "" => Ok(None),
+                etag => Revision::parse_etag(etag).map(Some),
+            },
+        );
+        let (Some(id), Some(expected)) = (id, expected) else {
+            return Err(invalid(violations).into());
+        };
+        self.notes.delete(&caller, id, expected).await?;
+        Ok(Response::new(DeleteNoteResponse {}))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UpdatePath {
+    Title,
+    Content,
+    Tags,
+}
+
+const OUTPUT_ONLY: &[&str] = &[
+    "id",
+    "owner_id",
+    "create_time",
+    "update_time",
+    "revision",
+    "etag",
+];
+
+/// The fields an update changes: the mask's paths, or (AIP-134) every non-empty updatable
+/// field when the mask is empty.
+fn update_paths(
+    mask: Option<prost_types::FieldMask>,
+    title: &str,
+    content: &str,
+    tags: &[String],
+    violations: &mut Violations,
+) -> Vec<UpdatePath> {
+    let paths = mask.map(|mask| mask.paths).unwrap_or_default();
+    if paths.is_empty() {
+        let implied: Vec<UpdatePath> = [
+            (UpdatePath::Title, !title.is_empty()),
+            (UpdatePath::Content, !content.is_empty()),
+            (UpdatePath::Tags, !tags.is_empty()),
+        ]
+        .into_iter()
+        .filter_map(|(path, present)| present.then_some(path))
+        .collect();
+        if implied.is_empty() {
+            violations.add("update_mask", "names no field to change");
+        }
+        return implied;
+    }
+    let mut chosen = Vec::new();
+    for (index, path) in paths.iter().enumerate() {
+        let field = format!("update_mask.paths[{index}]");
+        match path.as_str() {
+            "title" => chosen.push(UpdatePath::Title),
+            "content" => chosen.push(UpdatePath::Content),
+            "tags" => chosen.push(UpdatePath::Tags),
+            output_only if OUTPUT_ONLY.contains(&output_only) => {
+                violations.add(field, format!("{path:?} cannot be changed"));
+            }
+            _ => violations.add(
+                field,
+                format!("{path:?} is not a field of Note; updatable fields: title, content, tags"),
+            ),
+        }
+    }
+    chosen.dedup();
+    chosen
+}

@@ -1,0 +1,62 @@
+//! The notes service: each user's notes, with idempotent creates, etags, update masks and
+//! keyset pagination. Library plus a thin `main` (the `notesuite notes` subcommand).
+
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod grpc;
+pub mod service;
+pub mod store;
+
+use std::sync::Arc;
+
+use proto::notes::notes_service_server::NotesServiceServer;
+use shell::ServiceDefinition;
+use tonic::service::Routes;
+
+pub use config::NotesConfig;
+pub use error::Error;
+
+use crate::grpc::NotesGrpc;
+use crate::service::Notes;
+use crate::store::{NoteStore, SqliteNoteStore};
+
+/// Full name of the service: its health name and its reflection name.
+pub const SERVICE_NAME: &str = "notesuite.notes.v1.NotesService";
+
+/// Largest request accepted: a note's 256 KiB of content plus its other fields, with room
+/// to spare so that oversized content gets a field violation rather than a codec error.
+pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
+
+/// Opens the database (running migrations) and assembles the service, ready for
+/// [`shell::serve`]. Everything that can fail on bad configuration fails here, before any
+/// port is bound.
+pub async fn build(
+    config: &NotesConfig,
+    token_key: &token::VerifyingKey,
+) -> Result<ServiceDefinition, Error> {
+    let store =
+        SqliteNoteStore::connect(&config.database_url, config.database_max_connections).await?;
+    Ok(definition(store, token_key))
+}
+
+/// The service over any store (tests use it to run the same suite on every backend).
+pub fn definition<S: NoteStore + Clone>(
+    store: S,
+    token_key: &token::VerifyingKey,
+) -> ServiceDefinition {
+    let probe_store = store.clone();
+    let verifier = Arc::new(token::Verifier::new(token_key));
+    let server = NotesServiceServer::new(NotesGrpc::new(Notes::new(store)))
+        .max_decoding_message_size(MAX_REQUEST_BYTES);
+    ServiceDefinition {
+        name: SERVICE_NAME,
+        routes: Routes::new(token::authenticated(server, verifier, &[])),
+        advertised_services: vec![SERVICE_NAME],
+        descriptor_sets: vec![proto::FILE_DESCRIPTOR_SET],
+        readiness: Some(Box::new(move || {
+            let store = probe_store.clone();
+            Box::pin(async move { store.ping().await.map_err(|error| error.to_string()) })
+        })),
+    }
+}

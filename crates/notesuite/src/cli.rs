@@ -1,0 +1,96 @@
+//! The command line: one subcommand per service, `up` for the whole suite, `keygen`.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use telemetry::TelemetryConfig;
+
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "notesuite",
+    version,
+    about = "A gRPC microservice suite: users, notes and a gateway",
+    long_about = "A gRPC microservice suite: users, notes and a gateway.\n\n\
+        Every setting has a flag and an environment variable (shown in each subcommand's --help).\n\
+        Logs go to stderr; their level comes from RUST_LOG (default: info)."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub telemetry: TelemetryConfig,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Run the users service.
+    Users(users::UsersConfig),
+    /// Run the notes service.
+    Notes(notes::NotesConfig),
+    /// Run the gateway, the suite's public entry point.
+    Gateway(gateway::GatewayConfig),
+    /// Run the whole suite in one process on three ports, with SQLite files in a data
+    /// directory and a throwaway signing key: for local development.
+    Up(UpConfig),
+    /// Write a new Ed25519 key pair for signing (gateway) and verifying (users, notes)
+    /// access tokens.
+    Keygen(KeygenConfig),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct UpConfig {
+    /// Directory for the SQLite databases (created if missing).
+    #[arg(long, env = "NOTESUITE_DATA_DIR", default_value = "notesuite-data")]
+    pub data_dir: PathBuf,
+
+    /// Address the three services listen on.
+    #[arg(long, env = "NOTESUITE_HOST", default_value = "127.0.0.1")]
+    pub host: IpAddr,
+
+    /// Port of the gateway, the public entry point (0 picks a free one).
+    #[arg(long, env = "NOTESUITE_GATEWAY_PORT", default_value_t = 50050)]
+    pub gateway_port: u16,
+
+    /// Port of the users service (0 picks a free one).
+    #[arg(long, env = "NOTESUITE_USERS_PORT", default_value_t = 50051)]
+    pub users_port: u16,
+
+    /// Port of the notes service (0 picks a free one).
+    #[arg(long, env = "NOTESUITE_NOTES_PORT", default_value_t = 50052)]
+    pub notes_port: u16,
+
+    /// Ed25519 private key (PKCS#8 PEM) to sign tokens with. Without it a throwaway key is
+    /// generated, and tokens stop working when the suite restarts.
+    #[arg(long, env = "NOTESUITE_JWT_PRIVATE_KEY")]
+    pub jwt_private_key: Option<PathBuf>,
+
+    /// After Ctrl-C/SIGTERM, how long to keep serving with readiness NOT_SERVING. Nothing
+    /// balances load locally, so the default is not to wait.
+    #[arg(long, env = "NOTESUITE_DRAIN_DELAY", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub drain_delay: Duration,
+
+    /// How long in-flight calls get to finish once the listeners are closed.
+    #[arg(long, env = "NOTESUITE_SHUTDOWN_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct KeygenConfig {
+    /// Directory to write `jwt-private.pem` and `jwt-public.pem` into.
+    #[arg(long, default_value = ".")]
+    pub out_dir: PathBuf,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,102 @@
+//! The `notesuite` binary's wiring: parse, set up telemetry, build, bind, serve, drain.
+
+pub mod cli;
+pub mod up;
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{Cli, Command, KeygenConfig};
+
+/// Runs the command to completion. Configuration problems fail before any port is bound.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Users(config) => {
+            let key = token::VerifyingKey::read_pem_file(&config.jwt_public_key)
+                .context("--jwt-public-key")?;
+            let definition = users::build(&config, &key)
+                .await
+                .context("--database-url")?;
+            serve_one(config.listen, definition, &config.serve).await
+        }
+        Command::Notes(config) => {
+            let key = token::VerifyingKey::read_pem_file(&config.jwt_public_key)
+                .context("--jwt-public-key")?;
+            let definition = notes::build(&config, &key)
+                .await
+                .context("--database-url")?;
+            serve_one(config.listen, definition, &config.serve).await
+        }
+        Command::Gateway(config) => {
+            let key = token::SigningKey::read_pem_file(&config.jwt_private_key)
+                .context("--jwt-private-key")?;
+            let definition = gateway::build(&config, &key)?;
+            serve_one(config.listen, definition, &config.serve).await
+        }
+        Command::Up(config) => {
+            let suite = up::Suite::build(&config).await?;
+            suite.write_banner(&mut std::io::stdout().lock())?;
+            let shutdown = CancellationToken::new();
+            let signal = shutdown.clone();
+            tokio::spawn(async move {
+                shell::shutdown_signal().await;
+                signal.cancel();
+            });
+            suite.serve(shutdown).await
+        }
+        Command::Keygen(config) => keygen(&config),
+    }
+}
+
+async fn serve_one(
+    listen: SocketAddr,
+    definition: shell::ServiceDefinition,
+    serve: &shell::ServeConfig,
+) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("--listen: cannot listen on {listen}"))?;
+    shell::serve(listener, definition, serve, shell::shutdown_signal()).await?;
+    Ok(())
+}
+
+fn keygen(config: &KeygenConfig) -> anyhow::Result<()> {
+    let key = token::SigningKey::generate()?;
+    let private_path = config.out_dir.join("jwt-private.pem");
+    let public_path = config.out_dir.join("jwt-public.pem");
+    write_new(&private_path, &key.to_pkcs8_pem()?, 0o600)?;
+    write_new(
+        &public_path,
+        &key.verifying_key().to_public_key_pem()?,
+        0o644,
+    )?;
+    writeln!(
+        std::io::stdout().lock(),
+        "wrote {} (gateway: --jwt-private-key) and {} (users, notes: --jwt-public-key)",
+        private_path.display(),
+        public_path.display()
+    )?;
+    Ok(())
+}
+
+/// Writes a file that must not exist yet, so that keygen never overwrites a key in use.
+fn write_new(path: &std::path::Path, contents: &str, mode: u32) -> anyhow::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
+    #[cfg(not(unix))]
+    let _ = mode;
+    let mut file = options.open(path).with_context(|| {
+        format!(
+            "cannot create {} (keygen never overwrites a key)",
+            path.display()
+        )
+    })?;
+    file.write_all(contents.as_bytes())?;
+    Ok(())
+}

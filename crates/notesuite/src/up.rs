@@ -1,0 +1,197 @@
+//! `notesuite up`: the whole suite in one process, for a laptop.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use anyhow::Context as _;
+use shell::ServeConfig;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::UpConfig;
+
+/// The suite, built and bound, not yet serving.
+#[derive(Debug)]
+pub struct Suite {
+    pub gateway_addr: SocketAddr,
+    pub users_addr: SocketAddr,
+    pub notes_addr: SocketAddr,
+    /// Whether the signing key was generated for this run.
+    pub throwaway_key: bool,
+    services: Vec<(shell::ServiceDefinition, TcpListener)>,
+    serve_config: ServeConfig,
+}
+
+impl Suite {
+    /// Opens the databases, loads or generates the key and binds the three ports. Every
+    /// configuration error surfaces here, naming its setting.
+    pub async fn build(config: &UpConfig) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!(
+                "--data-dir {}: cannot create the directory",
+                config.data_dir.display()
+            )
+        })?;
+        let (signing_key, throwaway_key) = match &config.jwt_private_key {
+            Some(path) => (
+                token::SigningKey::read_pem_file(path).context("--jwt-private-key")?,
+                false,
+            ),
+            None => (token::SigningKey::generate()?, true),
+        };
+        let verifying_key = signing_key.verifying_key();
+        let serve_config = ServeConfig {
+            drain_delay: config.drain_delay,
+            shutdown_grace: config.shutdown_grace,
+            ..ServeConfig::default()
+        };
+
+        let users_config = users::UsersConfig {
+            listen: SocketAddr::new(config.host, config.users_port),
+            database_url: sqlite_url(&config.data_dir, "users.db"),
+            database_max_connections: 8,
+            jwt_public_key: Default::default(),
+            password_hash_concurrency: 2,
+            serve: serve_config.clone(),
+        };
+        let notes_config = notes::NotesConfig {
+            listen: SocketAddr::new(config.host, config.notes_port),
+            database_url: sqlite_url(&config.data_dir, "notes.db"),
+            database_max_connections: 8,
+            jwt_public_key: Default::default(),
+            serve: serve_config.clone(),
+        };
+        let users_definition = users::build(&users_config, &verifying_key)
+            .await
+            .context("users: cannot open its database")?;
+        let notes_definition = notes::build(&notes_config, &verifying_key)
+            .await
+            .context("notes: cannot open its database")?;
+
+        let users_listener = bind(users_config.listen, "--users-port").await?;
+        let notes_listener = bind(notes_config.listen, "--notes-port").await?;
+        let users_addr = users_listener.local_addr()?;
+        let notes_addr = notes_listener.local_addr()?;
+        let gateway_config = gateway::GatewayConfig {
+            listen: SocketAddr::new(config.host, config.gateway_port),
+            users_url: format!("http://{}", connectable(users_addr)),
+            notes_url: format!("http://{}", connectable(notes_addr)),
+            jwt_private_key: Default::default(),
+            access_token_ttl: std::time::Duration::from_secs(15 * 60),
+            default_deadline: std::time::Duration::from_secs(10),
+            serve: serve_config.clone(),
+        };
+        let gateway_definition = gateway::build(&gateway_config, &signing_key)?;
+        let gateway_listener = bind(gateway_config.listen, "--gateway-port").await?;
+        let gateway_addr = gateway_listener.local_addr()?;
+
+        Ok(Self {
+            gateway_addr,
+            users_addr,
+            notes_addr,
+            throwaway_key,
+            services: vec![
+                (users_definition, users_listener),
+                (notes_definition, notes_listener),
+                (gateway_definition, gateway_listener),
+            ],
+            serve_config,
+        })
+    }
+
+    /// Serves all three until `shutdown`, then drains them together.
+    pub async fn serve(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let serve_config = self.serve_config;
+        let mut tasks = tokio::task::JoinSet::new();
+        for (definition, listener) in self.services {
+            let serve_config = serve_config.clone();
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move {
+                let name = definition.name;
+                shell::serve(
+                    listener,
+                    definition,
+                    &serve_config,
+                    shutdown.cancelled_owned(),
+                )
+                .await
+                .with_context(|| format!("{name} failed"))
+            });
+        }
+        let mut outcome = Ok(());
+        while let Some(joined) = tasks.join_next().await {
+            let result = joined
+                .context("a service task panicked")
+                .and_then(|served| served);
+            if let Err(error) = result {
+                // One service failing takes the others down with it: a half suite misleads.
+                shutdown.cancel();
+                if outcome.is_ok() {
+                    outcome = Err(error);
+                }
+            }
+        }
+        outcome
+    }
+
+    /// What `up` prints on stdout once the ports are bound.
+    pub fn write_banner(&self, out: &mut impl Write) -> std::io::Result<()> {
+        let gateway = connectable(self.gateway_addr);
+        let suffix: u32 = {
+            let mut bytes = [0u8; 4];
+            let _ = getrandom::fill(&mut bytes);
+            u32::from_le_bytes(bytes) % 100_000
+        };
+        writeln!(out, "notesuite is up")?;
+        writeln!(out, "  gateway  {gateway}   (the public entry point)")?;
+        writeln!(out, "  users    {}", connectable(self.users_addr))?;
+        writeln!(out, "  notes    {}", connectable(self.notes_addr))?;
+        if self.throwaway_key {
+            writeln!(
+                out,
+                "  signing key: generated for this run only (tokens stop working on restart; \
+                 pass --jwt-private-key to keep one)"
+            )?;
+        }
+        writeln!(out)?;
+        writeln!(out, "Try it (grpcurl):")?;
+        writeln!(out, "  grpcurl -plaintext {gateway} list")?;
+        writeln!(
+            out,
+            "  grpcurl -plaintext -d '{{\"email\":\"demo{suffix}@example.com\",\"display_name\":\"Demo\",\"password\":\"correct horse battery\"}}' {gateway} notesuite.gateway.v1.GatewayService/SignUp"
+        )?;
+        writeln!(
+            out,
+            "  grpcurl -plaintext -H \"authorization: Bearer $TOKEN\" -d '{{\"note\":{{\"title\":\"Hello\",\"tags\":[\"demo\"]}}}}' {gateway} notesuite.notes.v1.NotesService/CreateNote"
+        )?;
+        writeln!(
+            out,
+            "  (TOKEN is the accessToken that SignUp or Login returns)"
+        )?;
+        writeln!(out)?;
+        writeln!(out, "Ctrl-C stops the suite.")?;
+        out.flush()
+    }
+}
+
+fn sqlite_url(data_dir: &Path, file: &str) -> String {
+    format!("sqlite://{}", data_dir.join(file).display())
+}
+
+async fn bind(addr: SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("{flag}: cannot listen on {addr}"))
+}
+
+/// An address a client on this machine can dial: `0.0.0.0` becomes `127.0.0.1`.
+fn connectable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => {
+            SocketAddr::from(([127, 0, 0, 1], addr.port()))
+        }
+        ip if ip.is_unspecified() => SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port())),
+        _ => addr,
+    }
+}

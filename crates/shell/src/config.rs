@@ -1,0 +1,61 @@
+use std::time::Duration;
+
+/// Serving settings every service shares. Each has a flag and an environment variable.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeConfig {
+    /// After SIGTERM/SIGINT, how long to keep serving with readiness NOT_SERVING so that load
+    /// balancers stop routing here before the listener closes.
+    #[arg(long, env = "NOTESUITE_DRAIN_DELAY", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub drain_delay: Duration,
+
+    /// How long in-flight calls get to finish once the listener is closed. After it the
+    /// process exits anyway.
+    #[arg(long, env = "NOTESUITE_SHUTDOWN_GRACE", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// Age after which a client connection is asked to reconnect (GOAWAY), so that long-lived
+    /// HTTP/2 connections rebalance across replicas.
+    #[arg(long, env = "NOTESUITE_MAX_CONNECTION_AGE", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub max_connection_age: Duration,
+
+    /// How long calls on a connection past its maximum age may still run before it is closed.
+    #[arg(long, env = "NOTESUITE_MAX_CONNECTION_AGE_GRACE", default_value = "1m", value_parser = humantime::parse_duration)]
+    pub max_connection_age_grace: Duration,
+
+    /// Calls served at once (health checks excepted); more are shed at once with
+    /// RESOURCE_EXHAUSTED and a retry delay instead of queueing.
+    #[arg(long, env = "NOTESUITE_MAX_CONCURRENT_CALLS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_concurrent_calls: u32,
+
+    /// HTTP/2 streams (calls) one connection may have open at once.
+    #[arg(long, env = "NOTESUITE_MAX_CONCURRENT_STREAMS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_streams: u32,
+
+    /// Interval of the server's HTTP/2 keepalive pings, which find dead peers.
+    #[arg(long, env = "NOTESUITE_HTTP2_KEEPALIVE_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub http2_keepalive_interval: Duration,
+
+    /// How long a keepalive ping may go unanswered before the connection is closed.
+    #[arg(long, env = "NOTESUITE_HTTP2_KEEPALIVE_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub http2_keepalive_timeout: Duration,
+
+    /// How often readiness re-checks the service's dependencies (e.g. its database).
+    #[arg(long, env = "NOTESUITE_READINESS_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub readiness_interval: Duration,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            drain_delay: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(20),
+            max_connection_age: Duration::from_secs(600),
+            max_connection_age_grace: Duration::from_secs(60),
+            max_concurrent_calls: 1024,
+            max_concurrent_streams: 1024,
+            http2_keepalive_interval: Duration::from_secs(60),
+            http2_keepalive_timeout: Duration::from_secs(20),
+            readiness_interval: Duration::from_secs(5),
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! Ending open streams when the server drains.
+//!
+//! Closing the listener and sending GOAWAY lets unary calls finish, but a stream (health
+//! Watch, reflection, a notes watch) would keep its connection open until the grace period
+//! runs out. Once the drain cuts off, every streaming response still open ends with
+//! UNAVAILABLE, which tells its client to reconnect (to another replica) and resume.
+//!
+//! Which methods stream is read from the descriptor sets, so unary responses are never
+//! touched: a unary call whose handler is still running when the cutoff comes completes
+//! normally.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http_body::Frame;
+use prost::Message as _;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tonic::Status;
+use tonic::body::Body;
+
+use crate::reflection::SHELL_DESCRIPTOR_SETS;
+
+/// Paths (`/package.Service/Method`) of every streaming method in the descriptor sets,
+/// including the shell's own (health Watch, reflection).
+pub(crate) fn streaming_paths(
+    descriptor_sets: &[&'static [u8]],
+) -> Result<HashSet<String>, prost::DecodeError> {
+    let mut paths = HashSet::new();
+    for encoded in descriptor_sets.iter().chain(SHELL_DESCRIPTOR_SETS) {
+        let set = prost_types::FileDescriptorSet::decode(*encoded)?;
+        for file in &set.file {
+            let package = file.package();
+            for service in &file.service {
+                for method in &service.method {
+                    if method.client_streaming() || method.server_streaming() {
+                        let service_name = match package {
+                            "" => service.name().to_owned(),
+                            package => format!("{package}.{}", service.name()),
+                        };
+                        paths.insert(format!("/{service_name}/{}", method.name()));
+                    }
+                }
+            }
+        }
+    }
+    Ok(paths)
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct DrainLayer {
+    streaming_paths: Arc<HashSet<String>>,
+    cutoff: CancellationToken,
+}
+
+impl DrainLayer {
+    pub(crate) fn new(streaming_paths: Arc<HashSet<String>>, cutoff: CancellationToken) -> Self {
+        Self {
+            streaming_paths,
+            cutoff,
+        }
+    }
+}
+
+impl<S> tower_layer::Layer<S> for DrainLayer {
+    type Service = Drain<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Drain {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Drain<S> {
+    inner: S,
+    layer: DrainLayer,
+}
+
+impl<S> tower_service::Service<http::Request<Body>> for Drain<S>
+where
+    S: tower_service::Service<http::Request<Body>, Response = http::Response<Body>>,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = DrainFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let cutoff = self
+            .layer
+            .streaming_paths
+            .contains(request.uri().path())
+            .then(|| self.layer.cutoff.clone());
+        DrainFuture {
+            inner: self.inner.call(request),
+            cutoff,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    pub(crate) struct DrainFuture<F> {
+        #[pin]
+        inner: F,
+        cutoff: Option<CancellationToken>,
+    }
+}
+
+impl<F, E> Future for DrainFuture<F>
+where
+    F: Future<Output = Result<http::Response<Body>, E>>,
+{
+    type Output = Result<http::Response<Body>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = ready!(this.inner.poll(cx))?;
+        Poll::Ready(Ok(match this.cutoff.take() {
+            Some(cutoff) => response.map(|body| Body::new(CutOffBody::new(body, cutoff))),
+            None => response,
+        }))
+    }
+}
+
+/// A streaming response body that ends with UNAVAILABLE once the drain cuts off.
+struct CutOffBody {
+    inner: Body,
+    cutoff: Pin<Box<WaitForCancellationFutureOwned>>,
+    finished: bool,
+}
+
+impl CutOffBody {
+    fn new(inner: Body, cutoff: CancellationToken) -> Self {
+        Self {
+            inner,
+            cutoff: Box::pin(cutoff.cancelled_owned()),
+            finished: false,
+        }
+    }
+}
+
+impl http_body::Body for CutOffBody {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        if self.finished {
+            return Poll::Ready(None);
+        }
+        if self.cutoff.as_mut().poll(cx).is_ready() {
+            self.finished = true;
+            let mut trailers = http::HeaderMap::new();
+            let status = Status::unavailable("server is shutting down: reconnect and resume");
+            if status.add_header(&mut trailers).is_err() {
+                return Poll::Ready(None);
+            }
+            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+        }
+        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        match &frame {
+            Some(Ok(frame)) if frame.is_trailers() => self.finished = true,
+            None => self.finished = true,
+            _ => {}
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.finished || self.inner.is_end_stream()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_streaming_methods_are_found() {
+        let paths = streaming_paths(&[]).expect("descriptor sets decode");
+        assert!(paths.contains("/grpc.health.v1.Health/Watch"));
+        assert!(paths.contains("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"));
+        assert!(!paths.contains("/grpc.health.v1.Health/Check"));
+    }
+}

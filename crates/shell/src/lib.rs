@@ -1,0 +1,162 @@
+//! The serving shell: what every notesuite server does the same way.
+//!
+//! A service hands over its tonic routes, its name and a readiness probe; the shell adds
+//! health (`""`, the service's full name and `liveness`), server reflection v1 and v1alpha,
+//! admission control, and the drain on shutdown. [`serve`] takes an already-bound listener and
+//! a shutdown future, so tests bind port 0 and never sleep.
+
+mod admission;
+mod config;
+mod drain;
+mod health;
+mod internal;
+mod reflection;
+mod signal;
+mod status;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+use tonic::transport::server::TcpIncoming;
+
+pub use config::ServeConfig;
+pub use health::{LIVENESS, ReadinessProbe};
+pub use internal::internal_error;
+pub use signal::shutdown_signal;
+pub use status::{ERROR_DOMAIN, INVALID_FIELDS, Violations, error_status, invalid_fields};
+pub use tonic_types::FieldViolation;
+
+/// One gRPC service, as the shell needs to know it.
+pub struct ServiceDefinition {
+    /// Full name of the service, e.g. `notesuite.notes.v1.NotesService`: its health name.
+    pub name: &'static str,
+    /// The service's own routes (without health and reflection, which the shell adds).
+    pub routes: Routes,
+    /// Services that reflection lists besides health and reflection itself: usually just
+    /// `name`; the gateway lists everything reachable through it.
+    pub advertised_services: Vec<&'static str>,
+    /// Encoded `FileDescriptorSet`s describing `advertised_services`.
+    pub descriptor_sets: Vec<&'static [u8]>,
+    /// What "ready" means beyond "not draining", e.g. "the database answers".
+    pub readiness: Option<ReadinessProbe>,
+}
+
+impl std::fmt::Debug for ServiceDefinition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceDefinition")
+            .field("name", &self.name)
+            .field("advertised_services", &self.advertised_services)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("the gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("cannot build server reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("a descriptor set does not decode: {0}")]
+    Descriptor(#[from] prost::DecodeError),
+}
+
+/// Serves `definition` on `listener` until `shutdown` completes, then drains:
+///
+/// 1. readiness (`""` and the service name) turns NOT_SERVING at once; `liveness` stays
+///    SERVING so the orchestrator does not kill a process that is shutting down on purpose;
+/// 2. calls keep being served for `drain_delay`, so load balancers notice;
+/// 3. the listener closes and every connection gets a GOAWAY; open streams end with
+///    UNAVAILABLE so their clients resume elsewhere;
+/// 4. in-flight calls get `shutdown_grace` to finish; after that the shell returns anyway.
+pub async fn serve(
+    listener: TcpListener,
+    definition: ServiceDefinition,
+    config: &ServeConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let ServiceDefinition {
+        name,
+        routes,
+        advertised_services,
+        descriptor_sets,
+        readiness,
+    } = definition;
+    let local_addr = listener.local_addr().ok();
+
+    let health = health::Health::new(name).await;
+    let (health_service, readiness_task) = health.serve(readiness, config.readiness_interval);
+    let (reflection_v1, reflection_v1alpha) =
+        reflection::services(&descriptor_sets, &advertised_services)?;
+    let streaming_paths = Arc::new(drain::streaming_paths(&descriptor_sets)?);
+
+    let stop_accepting = CancellationToken::new();
+    let end_streams = CancellationToken::new();
+    let admission = admission::AdmissionLayer::new(config.max_concurrent_calls);
+    let in_flight = admission.in_flight_counter();
+
+    let server = tonic::transport::Server::builder()
+        .max_connection_age(config.max_connection_age)
+        .max_connection_age_grace(config.max_connection_age_grace)
+        .http2_keepalive_interval(Some(config.http2_keepalive_interval))
+        .http2_keepalive_timeout(Some(config.http2_keepalive_timeout))
+        .max_concurrent_streams(Some(config.max_concurrent_streams))
+        .layer(drain::DrainLayer::new(streaming_paths, end_streams.clone()))
+        .layer(admission)
+        .add_routes(routes)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            stop_accepting.clone().cancelled_owned(),
+        );
+    tokio::pin!(server);
+    tracing::info!(service = name, address = ?local_addr, "serving");
+
+    tokio::select! {
+        result = &mut server => {
+            readiness_task.abort();
+            return result.map_err(ServeError::from);
+        }
+        () = shutdown => {}
+    }
+
+    tracing::info!(
+        service = name,
+        drain_delay = ?config.drain_delay,
+        shutdown_grace = ?config.shutdown_grace,
+        "draining: readiness is now NOT_SERVING"
+    );
+    readiness_task.abort();
+    health.set_draining().await;
+
+    tokio::select! {
+        result = &mut server => return result.map_err(ServeError::from),
+        () = tokio::time::sleep(config.drain_delay) => {}
+    }
+
+    tracing::info!(
+        service = name,
+        in_flight = in_flight.get(),
+        "no longer accepting calls"
+    );
+    stop_accepting.cancel();
+    end_streams.cancel();
+    match tokio::time::timeout(config.shutdown_grace, &mut server).await {
+        Ok(result) => {
+            tracing::info!(service = name, "drained");
+            result.map_err(ServeError::from)
+        }
+        Err(_) => {
+            tracing::warn!(
+                service = name,
+                abandoned_calls = in_flight.get(),
+                "shutdown grace period over: leaving without the calls still in flight"
+            );
+            Ok(())
+        }
+    }
+}

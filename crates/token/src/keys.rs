@@ -1,0 +1,147 @@
+//! Ed25519 key pairs, read from PEM files (PKCS#8 private key, SPKI public key) or generated.
+
+use std::path::Path;
+
+use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
+use jsonwebtoken::{DecodingKey, EncodingKey};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("cannot read key file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a PEM-encoded Ed25519 {expected}")]
+    Parse {
+        path: String,
+        expected: &'static str,
+    },
+    #[error("cannot encode the key as PEM")]
+    Encode,
+    #[error("the system random number generator failed: {0}")]
+    Randomness(getrandom::Error),
+}
+
+/// The gateway's private signing key.
+#[derive(Clone)]
+pub struct SigningKey(ed25519_dalek::SigningKey);
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print key material.
+        f.debug_tuple("SigningKey").field(&"<redacted>").finish()
+    }
+}
+
+impl SigningKey {
+    /// A fresh random key (for `notesuite up` and tests).
+    pub fn generate() -> Result<Self, KeyError> {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).map_err(KeyError::Randomness)?;
+        Ok(Self(ed25519_dalek::SigningKey::from_bytes(&seed)))
+    }
+
+    /// Reads a PKCS#8 PEM file (`-----BEGIN PRIVATE KEY-----`), e.g. from
+    /// `openssl genpkey -algorithm ed25519`.
+    pub fn read_pem_file(path: &Path) -> Result<Self, KeyError> {
+        let pem = read(path)?;
+        ed25519_dalek::SigningKey::from_pkcs8_pem(&pem)
+            .map(Self)
+            .map_err(|_| KeyError::Parse {
+                path: path.display().to_string(),
+                expected: "private key (PKCS#8)",
+            })
+    }
+
+    pub fn to_pkcs8_pem(&self) -> Result<String, KeyError> {
+        self.0
+            .to_pkcs8_pem(LineEnding::LF)
+            .map(|pem| pem.to_string())
+            .map_err(|_| KeyError::Encode)
+    }
+
+    pub fn verifying_key(&self) -> VerifyingKey {
+        VerifyingKey(self.0.verifying_key())
+    }
+
+    pub(crate) fn encoding_key(&self) -> EncodingKey {
+        EncodingKey::from_ed_der(self.0.as_bytes())
+    }
+}
+
+/// The public key every service verifies tokens with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyingKey(ed25519_dalek::VerifyingKey);
+
+impl VerifyingKey {
+    /// Reads an SPKI PEM file (`-----BEGIN PUBLIC KEY-----`), e.g. from
+    /// `openssl pkey -pubout`.
+    pub fn read_pem_file(path: &Path) -> Result<Self, KeyError> {
+        let pem = read(path)?;
+        ed25519_dalek::VerifyingKey::from_public_key_pem(&pem)
+            .map(Self)
+            .map_err(|_| KeyError::Parse {
+                path: path.display().to_string(),
+                expected: "public key (SPKI)",
+            })
+    }
+
+    pub fn to_public_key_pem(&self) -> Result<String, KeyError> {
+        self.0
+            .to_public_key_pem(LineEnding::LF)
+            .map_err(|_| KeyError::Encode)
+    }
+
+    pub(crate) fn decoding_key(&self) -> DecodingKey {
+        DecodingKey::from_ed_der(self.0.as_bytes())
+    }
+}
+
+fn read(path: &Path) -> Result<String, KeyError> {
+    std::fs::read_to_string(path).map_err(|source| KeyError::Read {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pem_files_round_trip() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = SigningKey::generate().expect("randomness");
+        let private_path = dir.path().join("private.pem");
+        let public_path = dir.path().join("public.pem");
+        std::fs::write(&private_path, key.to_pkcs8_pem().expect("encode")).expect("write");
+        std::fs::write(
+            &public_path,
+            key.verifying_key().to_public_key_pem().expect("encode"),
+        )
+        .expect("write");
+
+        let read_back = SigningKey::read_pem_file(&private_path).expect("read private");
+        assert_eq!(read_back.verifying_key(), key.verifying_key());
+        assert_eq!(
+            VerifyingKey::read_pem_file(&public_path).expect("read public"),
+            key.verifying_key()
+        );
+    }
+
+    #[test]
+    fn a_public_key_is_not_accepted_as_a_private_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = SigningKey::generate().expect("randomness");
+        let public_path = dir.path().join("public.pem");
+        std::fs::write(
+            &public_path,
+            key.verifying_key().to_public_key_pem().expect("encode"),
+        )
+        .expect("write");
+        let error = SigningKey::read_pem_file(&public_path).expect_err("must not parse");
+        assert!(error.to_string().contains("public.pem"), "{error}");
+    }
+}

@@ -1,0 +1,298 @@
+//! Access tokens for notesuite.
+//!
+//! The gateway signs short-lived JWTs with an Ed25519 key; users and notes verify them on every
+//! call with the public key only (no service trusts the network). Two kinds exist, told apart
+//! by their audience: a *user* token (`aud` = [`USER_AUDIENCE`], `sub` = the user id) that
+//! the gateway hands to clients, and a *service* token (`aud` = [`SERVICE_AUDIENCE`], `sub` =
+//! the calling service) for gateway-only methods such as verifying credentials.
+//!
+//! The algorithm is pinned to EdDSA: a token whose header names anything else is rejected
+//! before any signature check.
+
+mod auth;
+mod crypto;
+mod keys;
+
+pub use auth::{AuthError, Authenticated, Principal, authenticated};
+pub use keys::{KeyError, SigningKey, VerifyingKey};
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+/// Issuer of every notesuite token.
+pub const ISSUER: &str = "notesuite-gateway";
+/// Audience of tokens that act for a user.
+pub const USER_AUDIENCE: &str = "notesuite";
+/// Audience of tokens that act for a notesuite service.
+pub const SERVICE_AUDIENCE: &str = "notesuite-internal";
+/// Service tokens are minted per use; a minute covers any call plus clock skew.
+const SERVICE_TOKEN_TTL: Duration = Duration::from_secs(60);
+/// Clock skew tolerated between the gateway and the services.
+const LEEWAY_SECONDS: u64 = 30;
+
+/// The registered claims notesuite uses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    pub iss: String,
+    pub aud: String,
+    pub sub: String,
+    /// Issued at, seconds since the Unix epoch.
+    pub iat: u64,
+    /// Expires at, seconds since the Unix epoch.
+    pub exp: u64,
+}
+
+/// A freshly signed token and the moment it stops being accepted.
+#[derive(Debug, Clone)]
+pub struct IssuedToken {
+    pub token: String,
+    pub expire_time: SystemTime,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("could not sign a token: {0}")]
+pub struct SignError(#[from] jsonwebtoken::errors::Error);
+
+/// Signs tokens. Only the gateway holds one.
+#[derive(Clone)]
+pub struct Issuer {
+    key: EncodingKey,
+    user_token_ttl: Duration,
+}
+
+impl std::fmt::Debug for Issuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issuer")
+            .field("user_token_ttl", &self.user_token_ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Issuer {
+    pub fn new(key: &SigningKey, user_token_ttl: Duration) -> Self {
+        crypto::install();
+        Self {
+            key: key.encoding_key(),
+            user_token_ttl,
+        }
+    }
+
+    /// A token that acts for `user_id`, as handed to clients by SignUp and Login.
+    pub fn user_token(&self, user_id: &str) -> Result<IssuedToken, SignError> {
+        self.issue(USER_AUDIENCE, user_id, self.user_token_ttl)
+    }
+
+    /// A token that acts for the service `service_name` on gateway-only methods.
+    pub fn service_token(&self, service_name: &str) -> Result<IssuedToken, SignError> {
+        self.issue(SERVICE_AUDIENCE, service_name, SERVICE_TOKEN_TTL)
+    }
+
+    /// Signs arbitrary claims (tests use it for expired or mis-addressed tokens).
+    pub fn sign(&self, claims: &Claims) -> Result<String, SignError> {
+        Ok(jsonwebtoken::encode(
+            &Header::new(Algorithm::EdDSA),
+            claims,
+            &self.key,
+        )?)
+    }
+
+    fn issue(
+        &self,
+        audience: &str,
+        subject: &str,
+        ttl: Duration,
+    ) -> Result<IssuedToken, SignError> {
+        let now = SystemTime::now();
+        let expire_time = now + ttl;
+        let claims = Claims {
+            iss: ISSUER.to_owned(),
+            aud: audience.to_owned(),
+            sub: subject.to_owned(),
+            iat: unix_seconds(now),
+            exp: unix_seconds(expire_time),
+        };
+        Ok(IssuedToken {
+            token: self.sign(&claims)?,
+            expire_time,
+        })
+    }
+}
+
+/// Checks tokens. Every service holds one, built from the public key alone.
+#[derive(Clone)]
+pub struct Verifier {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier").finish_non_exhaustive()
+    }
+}
+
+impl Verifier {
+    pub fn new(key: &VerifyingKey) -> Self {
+        crypto::install();
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_issuer(&[ISSUER]);
+        validation.set_audience(&[USER_AUDIENCE, SERVICE_AUDIENCE]);
+        validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
+        validation.leeway = LEEWAY_SECONDS;
+        Self {
+            key: key.decoding_key(),
+            validation,
+        }
+    }
+
+    /// Verifies a compact JWT and says whom it acts for.
+    pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        use jsonwebtoken::errors::ErrorKind;
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
+            |error| match error.kind() {
+                ErrorKind::ExpiredSignature => AuthError::Expired,
+                ErrorKind::InvalidToken
+                | ErrorKind::Base64(_)
+                | ErrorKind::Json(_)
+                | ErrorKind::Utf8(_) => AuthError::Malformed,
+                _ => AuthError::Invalid,
+            },
+        )?;
+        let claims = data.claims;
+        if claims.sub.is_empty() {
+            return Err(AuthError::Invalid);
+        }
+        match claims.aud.as_str() {
+            USER_AUDIENCE => Ok(Principal::User {
+                user_id: claims.sub,
+            }),
+            SERVICE_AUDIENCE => Ok(Principal::Service { name: claims.sub }),
+            _ => Err(AuthError::Invalid),
+        }
+    }
+
+    /// Reads `authorization: Bearer <token>` from request headers and verifies it.
+    pub fn authenticate(&self, headers: &http::HeaderMap) -> Result<Principal, AuthError> {
+        self.verify(auth::bearer_token(headers)?)
+    }
+}
+
+fn unix_seconds(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine as _;
+
+    use super::*;
+
+    fn key_pair() -> (Issuer, Verifier) {
+        let signing_key = SigningKey::generate().expect("system randomness");
+        (
+            Issuer::new(&signing_key, Duration::from_secs(900)),
+            Verifier::new(&signing_key.verifying_key()),
+        )
+    }
+
+    fn claims(audience: &str, exp_offset_seconds: i64) -> Claims {
+        let now = unix_seconds(SystemTime::now());
+        Claims {
+            iss: ISSUER.into(),
+            aud: audience.into(),
+            sub: "0190c5a0-0000-7000-8000-000000000001".into(),
+            iat: now,
+            exp: now.saturating_add_signed(exp_offset_seconds),
+        }
+    }
+
+    #[test]
+    fn user_token_verifies_as_that_user() {
+        let (issuer, verifier) = key_pair();
+        let issued = issuer.user_token("user-1").expect("sign");
+        assert_eq!(
+            verifier.verify(&issued.token).expect("verify"),
+            Principal::User {
+                user_id: "user-1".into()
+            }
+        );
+    }
+
+    #[test]
+    fn service_token_verifies_as_that_service() {
+        let (issuer, verifier) = key_pair();
+        let issued = issuer.service_token("gateway").expect("sign");
+        assert_eq!(
+            verifier.verify(&issued.token).expect("verify"),
+            Principal::Service {
+                name: "gateway".into()
+            }
+        );
+    }
+
+    #[test]
+    fn token_signed_by_another_key_is_invalid() {
+        let (issuer, _) = key_pair();
+        let (_, other_verifier) = key_pair();
+        let issued = issuer.user_token("user-1").expect("sign");
+        assert_eq!(
+            other_verifier.verify(&issued.token),
+            Err(AuthError::Invalid)
+        );
+    }
+
+    #[test]
+    fn expired_token_is_rejected_as_expired() {
+        let (issuer, verifier) = key_pair();
+        let token = issuer.sign(&claims(USER_AUDIENCE, -3600)).expect("sign");
+        assert_eq!(verifier.verify(&token), Err(AuthError::Expired));
+    }
+
+    #[test]
+    fn token_within_clock_skew_is_still_accepted() {
+        let (issuer, verifier) = key_pair();
+        let token = issuer.sign(&claims(USER_AUDIENCE, -5)).expect("sign");
+        assert!(verifier.verify(&token).is_ok());
+    }
+
+    #[test]
+    fn unknown_audience_is_rejected() {
+        let (issuer, verifier) = key_pair();
+        let token = issuer.sign(&claims("someone-else", 600)).expect("sign");
+        assert_eq!(verifier.verify(&token), Err(AuthError::Invalid));
+    }
+
+    #[test]
+    fn tampered_payload_is_rejected() {
+        let (issuer, verifier) = key_pair();
+        let token = issuer.user_token("user-1").expect("sign").token;
+        let mut parts: Vec<&str> = token.split('.').collect();
+        let forged_payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(
+            br#"{"iss":"notesuite-gateway","aud":"notesuite","sub":"user-2","iat":1,"exp":99999999999}"#,
+        );
+        parts[1] = &forged_payload;
+        assert_eq!(verifier.verify(&parts.join(".")), Err(AuthError::Invalid));
+    }
+
+    #[test]
+    fn other_algorithms_are_rejected_before_any_signature_check() {
+        let (_, verifier) = key_pair();
+        // {"alg":"none","typ":"JWT"} . {"sub":"x"} . (no signature)
+        let token = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJ4In0.";
+        assert!(verifier.verify(token).is_err());
+        // HS256 header with a made-up signature.
+        let token = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl";
+        assert_eq!(verifier.verify(token), Err(AuthError::Invalid));
+    }
+
+    #[test]
+    fn garbage_is_malformed() {
+        let (_, verifier) = key_pair();
+        assert_eq!(verifier.verify("not a token"), Err(AuthError::Malformed));
+        assert_eq!(verifier.verify(""), Err(AuthError::Malformed));
+    }
+}

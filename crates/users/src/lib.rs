@@ -1,0 +1,65 @@
+//! The users service: accounts with argon2id passwords and case-insensitively unique
+//! emails. Library plus a thin `main` (the `notesuite users` subcommand).
+
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod grpc;
+pub mod password;
+pub mod service;
+pub mod store;
+
+use std::sync::Arc;
+
+use proto::users::users_service_server::UsersServiceServer;
+use shell::ServiceDefinition;
+use tonic::service::Routes;
+
+pub use config::UsersConfig;
+pub use error::Error;
+
+use crate::grpc::UsersGrpc;
+use crate::password::PasswordHasher;
+use crate::service::Users;
+use crate::store::{SqliteUserStore, UserStore};
+
+/// Full name of the service: its health name and its reflection name.
+pub const SERVICE_NAME: &str = "notesuite.users.v1.UsersService";
+
+/// Largest request accepted: accounts are small.
+const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// Opens the database (running migrations) and assembles the service, ready for
+/// [`shell::serve`]. Everything that can fail on bad configuration fails here, before any
+/// port is bound.
+pub async fn build(
+    config: &UsersConfig,
+    token_key: &token::VerifyingKey,
+) -> Result<ServiceDefinition, Error> {
+    let store =
+        SqliteUserStore::connect(&config.database_url, config.database_max_connections).await?;
+    let passwords = PasswordHasher::new(config.password_hash_concurrency as usize).await?;
+    Ok(definition(store, passwords, token_key))
+}
+
+/// The service over any store (tests use it to run the same suite on every backend).
+pub fn definition<S: UserStore + Clone>(
+    store: S,
+    passwords: PasswordHasher,
+    token_key: &token::VerifyingKey,
+) -> ServiceDefinition {
+    let probe_store = store.clone();
+    let verifier = Arc::new(token::Verifier::new(token_key));
+    let server = UsersServiceServer::new(UsersGrpc::new(Users::new(store, passwords)))
+        .max_decoding_message_size(MAX_REQUEST_BYTES);
+    ServiceDefinition {
+        name: SERVICE_NAME,
+        routes: Routes::new(token::authenticated(server, verifier, &[])),
+        advertised_services: vec![SERVICE_NAME],
+        descriptor_sets: vec![proto::FILE_DESCRIPTOR_SET],
+        readiness: Some(Box::new(move || {
+            let store = probe_store.clone();
+            Box::pin(async move { store.ping().await.map_err(|error| error.to_string()) })
+        })),
+    }
+}

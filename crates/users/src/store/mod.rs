@@ -1,0 +1,76 @@
+//! Where accounts live. The service depends on [`UserStore`] only; SQLite is the embedded
+//! default and PostgreSQL implements the same trait against the same tests.
+
+mod sqlite;
+
+use std::future::Future;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub use sqlite::SqliteUserStore;
+
+use crate::domain::{Email, User, UserChanges, UserId, Version};
+use crate::error::Error;
+
+pub trait UserStore: Send + Sync + 'static {
+    /// Inserts a new account; [`Error::EmailTaken`] if its email key exists.
+    fn insert(
+        &self,
+        user: &User,
+        password_hash: &str,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+
+    fn get(&self, id: UserId) -> impl Future<Output = Result<Option<User>, Error>> + Send;
+
+    /// The account with this email (case-insensitively) and its password hash.
+    fn get_with_password_hash(
+        &self,
+        email: &Email,
+    ) -> impl Future<Output = Result<Option<(User, String)>, Error>> + Send;
+
+    /// The accounts among `ids` that exist, in any order.
+    fn get_many(&self, ids: &[UserId]) -> impl Future<Output = Result<Vec<User>, Error>> + Send;
+
+    /// Up to `limit` accounts with ids greater than `after`, in id (= creation) order.
+    fn list(
+        &self,
+        after: Option<UserId>,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<User>, Error>> + Send;
+
+    /// Applies `changes` if the stored version is `expected`, bumping the version:
+    /// [`Error::UserNotFound`], [`Error::EtagMismatch`] or [`Error::EmailTaken`] otherwise.
+    fn update(
+        &self,
+        id: UserId,
+        expected: Version,
+        changes: &UserChanges,
+        now: SystemTime,
+    ) -> impl Future<Output = Result<User, Error>> + Send;
+
+    /// Deletes the account if it exists and, when `expected` is given, has that version.
+    fn delete(
+        &self,
+        id: UserId,
+        expected: Option<Version>,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Succeeds when the database answers.
+    fn ping(&self) -> impl Future<Output = Result<(), Error>> + Send;
+}
+
+/// The current time at the precision stores keep, so that what a write returns equals what
+/// a later read returns.
+pub(crate) fn now() -> SystemTime {
+    from_micros(to_micros(SystemTime::now()))
+}
+
+/// Times are stored as microseconds since the Unix epoch on every backend.
+pub(crate) fn to_micros(time: SystemTime) -> i64 {
+    time.duration_since(UNIX_EPOCH)
+        .map(|elapsed| i64::try_from(elapsed.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+pub(crate) fn from_micros(micros: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_micros(u64::try_from(micros).unwrap_or(0))
+}

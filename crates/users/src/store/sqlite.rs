@@ -1,0 +1,217 @@
+//! The embedded SQLite store: one file, WAL journal, embedded migrations.
+
+use std::str::FromStr;
+use std::time::{Duration, SystemTime};
+
+use sqlx::SqlitePool;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+use super::{UserStore, from_micros, to_micros};
+use crate::domain::{DisplayName, Email, User, UserChanges, UserId, Version};
+use crate::error::Error;
+
+#[derive(Debug, Clone)]
+pub struct SqliteUserStore {
+    pool: SqlitePool,
+}
+
+impl SqliteUserStore {
+    /// Opens (creating if missing) the database at `url`, e.g. `sqlite://users.db`, and
+    /// applies pending migrations.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, Error> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // With WAL, NORMAL loses at most the last transactions on power loss, never
+            // consistency; FULL would fsync every commit.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max_connections)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(Self { pool })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct UserRow {
+    id: String,
+    email: String,
+    display_name: String,
+    version: i64,
+    create_time: i64,
+    update_time: i64,
+}
+
+impl TryFrom<UserRow> for User {
+    type Error = Error;
+
+    fn try_from(row: UserRow) -> Result<Self, Error> {
+        Ok(User {
+            id: UserId::parse(&row.id)
+                .map_err(|_| Error::Corrupt(format!("user id {:?}", row.id)))?,
+            email: Email::from_stored(row.email),
+            display_name: DisplayName::from_stored(row.display_name),
+            version: Version::from_stored(row.version),
+            create_time: from_micros(row.create_time),
+            update_time: from_micros(row.update_time),
+        })
+    }
+}
+
+fn unique_violation_is_email(error: sqlx::Error) -> Error {
+    match &error {
+        sqlx::Error::Database(database_error) if database_error.is_unique_violation() => {
+            Error::EmailTaken
+        }
+        _ => Error::Database(error),
+    }
+}
+
+impl UserStore for SqliteUserStore {
+    async fn insert(&self, user: &User, password_hash: &str) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO users (id, email, email_key, display_name, password_hash, version, create_time, update_time)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(user.id.to_string())
+        .bind(user.email.as_str())
+        .bind(user.email.key())
+        .bind(user.display_name.as_str())
+        .bind(password_hash)
+        .bind(user.version.get())
+        .bind(to_micros(user.create_time))
+        .bind(to_micros(user.update_time))
+        .execute(&self.pool)
+        .await
+        .map_err(unique_violation_is_email)?;
+        Ok(())
+    }
+
+    async fn get(&self, id: UserId) -> Result<Option<User>, Error> {
+        sqlx::query_as::<_, UserRow>(
+            "SELECT id, email, display_name, version, create_time, update_time FROM users WHERE id = ?",
+        )
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?
+        .map(User::try_from)
+        .transpose()
+    }
+
+    async fn get_with_password_hash(&self, email: &Email) -> Result<Option<(User, String)>, Error> {
+        let row: Option<(String, String, String, i64, i64, i64, String)> = sqlx::query_as(
+            "SELECT id, email, display_name, version, create_time, update_time, password_hash
+             FROM users WHERE email_key = ?",
+        )
+        .bind(email.key())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(
+            |(id, email, display_name, version, create_time, update_time, hash)| {
+                let user = User::try_from(UserRow {
+                    id,
+                    email,
+                    display_name,
+                    version,
+                    create_time,
+                    update_time,
+                })?;
+                Ok((user, hash))
+            },
+        )
+        .transpose()
+    }
+
+    async fn get_many(&self, ids: &[UserId]) -> Result<Vec<User>, Error> {
+        // One statement whatever the number of ids: they travel as a JSON array.
+        let ids_json = format!(
+            "[{}]",
+            ids.iter()
+                .map(|id| format!("\"{id}\""))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        sqlx::query_as::<_, UserRow>(
+            "SELECT id, email, display_name, version, create_time, update_time FROM users
+             WHERE id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(ids_json)
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(User::try_from)
+        .collect()
+    }
+
+    async fn list(&self, after: Option<UserId>, limit: u32) -> Result<Vec<User>, Error> {
+        sqlx::query_as::<_, UserRow>(
+            "SELECT id, email, display_name, version, create_time, update_time FROM users
+             WHERE ?1 IS NULL OR id > ?1 ORDER BY id LIMIT ?2",
+        )
+        .bind(after.map(|id| id.to_string()))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(User::try_from)
+        .collect()
+    }
+
+    async fn update(
+        &self,
+        id: UserId,
+        expected: Version,
+        changes: &UserChanges,
+        now: SystemTime,
+    ) -> Result<User, Error> {
+        // A single compare-and-set statement: no read-modify-write window.
+        let updated = sqlx::query_as::<_, UserRow>(
+            "UPDATE users SET
+                email = COALESCE(?1, email),
+                email_key = COALESCE(?2, email_key),
+                display_name = COALESCE(?3, display_name),
+                version = version + 1,
+                update_time = ?4
+             WHERE id = ?5 AND version = ?6
+             RETURNING id, email, display_name, version, create_time, update_time",
+        )
+        .bind(changes.email.as_ref().map(Email::as_str))
+        .bind(changes.email.as_ref().map(Email::key))
+        .bind(changes.display_name.as_ref().map(DisplayName::as_str))
+        .bind(to_micros(now))
+        .bind(id.to_string())
+        .bind(expected.get())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unique_violation_is_email)?;
+        match updated {
+            Some(row) => User::try_from(row),
+            None if self.get(id).await?.is_some() => Err(Error::EtagMismatch),
+            None => Err(Error::UserNotFound),
+        }
+    }
+
+    async fn delete(&self, id: UserId, expected: Option<Version>) -> Result<(), Error> {
+        let deleted =
+            sqlx::query("DELETE FROM users WHERE id = ?1 AND (?2 IS NULL OR version = ?2)")
+                .bind(id.to_string())
+                .bind(expected.map(Version::get))
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        match deleted {
+            0 if self.get(id).await?.is_some() => Err(Error::EtagMismatch),
+            0 => Err(Error::UserNotFound),
+            _ => Ok(()),
+        }
+    }
+
+    async fn ping(&self) -> Result<(), Error> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}
