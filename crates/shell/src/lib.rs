@@ -12,6 +12,7 @@ mod health;
 mod internal;
 mod reflection;
 mod signal;
+mod spawn;
 mod status;
 
 use std::future::Future;
@@ -26,6 +27,7 @@ pub use config::ServeConfig;
 pub use health::{LIVENESS, ReadinessProbe};
 pub use internal::internal_error;
 pub use signal::shutdown_signal;
+pub use spawn::{Spawned, spawn};
 pub use status::{ERROR_DOMAIN, INVALID_FIELDS, Violations, error_status, invalid_fields};
 pub use tonic_types::FieldViolation;
 

@@ -1,0 +1,142 @@
+use std::time::Duration;
+
+use notes::store::SqliteNoteStore;
+use proto::notes::notes_service_client::NotesServiceClient;
+use proto::notes::{CreateNoteRequest, Note};
+use shell::ServeConfig;
+use tempfile::TempDir;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
+use tonic_types::StatusExt as _;
+
+pub(crate) struct TestNotes {
+    pub(crate) client: NotesServiceClient<Channel>,
+    pub(crate) issuer: token::Issuer,
+    _server: shell::Spawned,
+    _dir: TempDir,
+}
+
+/// A notes service on its own fresh SQLite database and signing key.
+pub(crate) async fn spawn_notes() -> TestNotes {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let database_url = format!("sqlite://{}", dir.path().join("notes.db").display());
+    let key = token::SigningKey::generate().expect("key");
+    let store = SqliteNoteStore::connect(&database_url, 4)
+        .await
+        .expect("database");
+    let server = shell::spawn(
+        notes::definition(store, &key.verifying_key()),
+        ServeConfig {
+            drain_delay: Duration::ZERO,
+            ..ServeConfig::default()
+        },
+    )
+    .await
+    .expect("serve");
+    let client = NotesServiceClient::connect(server.url())
+        .await
+        .expect("connect")
+        .max_encoding_message_size(4 * 1024 * 1024);
+    TestNotes {
+        client,
+        issuer: token::Issuer::new(&key, Duration::from_secs(900)),
+        _server: server,
+        _dir: dir,
+    }
+}
+
+/// A caller of the notes service: a user id with its token.
+#[derive(Clone)]
+pub(crate) struct Caller {
+    pub(crate) user_id: String,
+    token: String,
+}
+
+impl TestNotes {
+    pub(crate) fn client(&self) -> NotesServiceClient<Channel> {
+        self.client.clone()
+    }
+
+    /// A new user, never seen before.
+    pub(crate) fn new_user(&self) -> Caller {
+        let user_id = uuid::Uuid::now_v7().to_string();
+        let token = self.issuer.user_token(&user_id).expect("sign").token;
+        Caller { user_id, token }
+    }
+
+    pub(crate) fn service_token(&self) -> String {
+        self.issuer.service_token("gateway").expect("sign").token
+    }
+
+    pub(crate) async fn create(&self, caller: &Caller, title: &str, tags: &[&str]) -> Note {
+        self.client()
+            .create_note(caller.request(CreateNoteRequest {
+                note: Some(draft(title, "some content", tags)),
+                request_id: String::new(),
+            }))
+            .await
+            .expect("create note")
+            .into_inner()
+            .note
+            .expect("note")
+    }
+}
+
+impl Caller {
+    pub(crate) fn request<T>(&self, message: T) -> Request<T> {
+        with_token(message, &self.token)
+    }
+}
+
+pub(crate) fn with_token<T>(message: T, token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("ascii"),
+    );
+    request
+}
+
+pub(crate) fn draft(title: &str, content: &str, tags: &[&str]) -> Note {
+    Note {
+        title: title.into(),
+        content: content.into(),
+        tags: tags.iter().map(|tag| tag.to_string()).collect(),
+        ..Note::default()
+    }
+}
+
+pub(crate) fn mask(paths: &[&str]) -> Option<prost_types::FieldMask> {
+    Some(prost_types::FieldMask {
+        paths: paths.iter().map(|path| path.to_string()).collect(),
+    })
+}
+
+/// Asserts the status's code and `ErrorInfo` reason.
+#[track_caller]
+pub(crate) fn assert_error(status: &Status, code: Code, reason: &str) {
+    assert_eq!(status.code(), code, "{status:?}");
+    let details = status.get_error_details();
+    let info = details
+        .error_info()
+        .unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
+    assert_eq!(info.reason, reason, "{status:?}");
+    assert_eq!(info.domain, "notesuite");
+}
+
+/// The fields a `BadRequest` detail names, in order.
+#[track_caller]
+pub(crate) fn bad_fields(status: &Status) -> Vec<String> {
+    assert_error(status, Code::InvalidArgument, "INVALID_FIELDS");
+    status
+        .get_error_details()
+        .bad_request()
+        .map(|bad_request| {
+            bad_request
+                .field_violations
+                .iter()
+                .map(|violation| violation.field.clone())
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -1,0 +1,146 @@
+use proto::notes::ListNotesRequest;
+
+use crate::helpers::{bad_fields, spawn_notes};
+
+#[tokio::test]
+async fn pages_cover_every_note_once_newest_first() {
+    let notes = spawn_notes().await;
+    let ada = notes.new_user();
+    let mut created = Vec::new();
+    for index in 0..7 {
+        created.push(notes.create(&ada, &format!("Note {index}"), &[]).await.id);
+    }
+    created.reverse();
+
+    let mut seen = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = notes
+            .client()
+            .list_notes(ada.request(ListNotesRequest {
+                page_size: 3,
+                page_token: page_token.clone(),
+                tag: String::new(),
+            }))
+            .await
+            .expect("list")
+            .into_inner();
+        assert_eq!(page.total_size, 7);
+        assert!(page.notes.len() <= 3);
+        seen.extend(page.notes.into_iter().map(|note| note.id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    assert_eq!(seen, created);
+}
+
+#[tokio::test]
+async fn pages_stay_stable_when_notes_are_added_meanwhile() {
+    let notes = spawn_notes().await;
+    let ada = notes.new_user();
+    for index in 0..4 {
+        notes.create(&ada, &format!("Old {index}"), &[]).await;
+    }
+    let first = notes
+        .client()
+        .list_notes(ada.request(ListNotesRequest {
+            page_size: 2,
+            ..ListNotesRequest::default()
+        }))
+        .await
+        .expect("first page")
+        .into_inner();
+    // A note created between pages is newer than the cursor: it shows up on no later page,
+    // and no old note is skipped or repeated.
+    notes.create(&ada, "New", &[]).await;
+    let second = notes
+        .client()
+        .list_notes(ada.request(ListNotesRequest {
+            page_size: 10,
+            page_token: first.next_page_token,
+            tag: String::new(),
+        }))
+        .await
+        .expect("second page")
+        .into_inner();
+    let titles: Vec<&str> = first
+        .notes
+        .iter()
+        .chain(&second.notes)
+        .map(|note| note.title.as_str())
+        .collect();
+    assert_eq!(titles, ["Old 3", "Old 2", "Old 1", "Old 0"]);
+}
+
+#[tokio::test]
+async fn the_tag_filter_lists_only_tagged_notes() {
+    let notes = spawn_notes().await;
+    let ada = notes.new_user();
+    notes.create(&ada, "Work 1", &["work"]).await;
+    notes.create(&ada, "Home", &["home"]).await;
+    notes.create(&ada, "Work 2", &["urgent", "work"]).await;
+    notes.create(&ada, "Workshop", &["workshop"]).await;
+    let listed = notes
+        .client()
+        .list_notes(ada.request(ListNotesRequest {
+            tag: "work".into(),
+            ..ListNotesRequest::default()
+        }))
+        .await
+        .expect("list")
+        .into_inner();
+    let titles: Vec<&str> = listed
+        .notes
+        .iter()
+        .map(|note| note.title.as_str())
+        .collect();
+    assert_eq!(titles, ["Work 2", "Work 1"]);
+    assert_eq!(listed.total_size, 2);
+}
+
+#[tokio::test]
+async fn a_page_token_cannot_continue_a_listing_with_another_filter() {
+    let notes = spawn_notes().await;
+    let ada = notes.new_user();
+    for _ in 0..3 {
+        notes.create(&ada, "Tagged", &["a"]).await;
+    }
+    let first = notes
+        .client()
+        .list_notes(ada.request(ListNotesRequest {
+            page_size: 1,
+            tag: "a".into(),
+            ..ListNotesRequest::default()
+        }))
+        .await
+        .expect("list")
+        .into_inner();
+    let status = notes
+        .client()
+        .list_notes(ada.request(ListNotesRequest {
+            page_size: 1,
+            page_token: first.next_page_token,
+            tag: "b".into(),
+        }))
+        .await
+        .expect_err("other filter");
+    assert_eq!(bad_fields(&status), ["page_token"]);
+}
+
+#[tokio::test]
+async fn bad_list_arguments_name_their_fields() {
+    let notes = spawn_notes().await;
+    let ada = notes.new_user();
+    let status = notes
+        .client()
+        .list_notes(ada.request(ListNotesRequest {
+            page_size: -5,
+            page_token: "%%%".into(),
+            tag: "Not A Tag".into(),
+        }))
+        .await
+        .expect_err("invalid");
+    assert_eq!(bad_fields(&status), ["page_size", "tag", "page_token"]);
+}

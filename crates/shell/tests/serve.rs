@@ -1,0 +1,375 @@
+//! The shell served for real on port 0: health, readiness, admission and the drain.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use shell::{ServeConfig, ServeError, ServiceDefinition};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinHandle;
+use tonic::body::Body;
+use tonic::server::{NamedService, UnaryService};
+use tonic::service::Routes;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Response, Status};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_prost::ProstCodec;
+
+const SERVICE: &str = "test.v1.SlowService";
+const WAIT_PATH: &str = "/test.v1.SlowService/Wait";
+/// Upper bound for waits that must end; only a hang would reach it.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A unary method that answers once the test lets it, announcing when a call has arrived.
+#[derive(Clone)]
+struct SlowService {
+    gate: Arc<Semaphore>,
+    entered: mpsc::UnboundedSender<()>,
+}
+
+impl NamedService for SlowService {
+    const NAME: &'static str = SERVICE;
+}
+
+struct Wait(SlowService);
+
+impl UnaryService<()> for Wait {
+    type Response = ();
+    type Future = BoxFuture<'static, Result<Response<()>, Status>>;
+
+    fn call(&mut self, _request: Request<()>) -> Self::Future {
+        let slow = self.0.clone();
+        Box::pin(async move {
+            let _ = slow.entered.send(());
+            slow.gate
+                .acquire()
+                .await
+                .map_err(|_| Status::internal("gate closed"))?
+                .forget();
+            Ok(Response::new(()))
+        })
+    }
+}
+
+impl tower_service::Service<http::Request<Body>> for SlowService {
+    type Response = http::Response<Body>;
+    type Error = std::convert::Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let method = Wait(self.clone());
+        Box::pin(async move {
+            let mut grpc = tonic::server::Grpc::new(ProstCodec::<(), ()>::default());
+            Ok(grpc.unary(method, request).await)
+        })
+    }
+}
+
+struct TestServer {
+    channel: Channel,
+    gate: Arc<Semaphore>,
+    entered: mpsc::UnboundedReceiver<()>,
+    ready: Arc<AtomicBool>,
+    server: shell::Spawned,
+}
+
+impl TestServer {
+    async fn spawn(config: ServeConfig) -> Self {
+        let gate = Arc::new(Semaphore::new(0));
+        let (entered_sender, entered) = mpsc::unbounded_channel();
+        let ready = Arc::new(AtomicBool::new(true));
+        let probe_ready = ready.clone();
+        let definition = ServiceDefinition {
+            name: SERVICE,
+            routes: Routes::new(SlowService {
+                gate: gate.clone(),
+                entered: entered_sender,
+            }),
+            advertised_services: vec![],
+            descriptor_sets: vec![],
+            readiness: Some(Box::new(move || {
+                let ready = probe_ready.load(Ordering::SeqCst);
+                Box::pin(async move {
+                    if ready {
+                        Ok(())
+                    } else {
+                        Err("probe says no".into())
+                    }
+                })
+            })),
+        };
+        let server = shell::spawn(definition, config).await.expect("bind port 0");
+        // The listener is bound already: connecting cannot race the server's start.
+        let channel = Channel::from_shared(server.url())
+            .expect("valid uri")
+            .connect()
+            .await
+            .expect("connect");
+        Self {
+            channel,
+            gate,
+            entered,
+            ready,
+            server,
+        }
+    }
+
+    fn health(&self) -> HealthClient<Channel> {
+        HealthClient::new(self.channel.clone())
+    }
+
+    async fn check(&self, service: &str) -> Result<ServingStatus, Status> {
+        check(&self.health(), service).await
+    }
+
+    /// Starts a call of the slow method on its own connection and waits until the server is
+    /// running it.
+    async fn start_slow_call(&mut self) -> JoinHandle<Result<(), Status>> {
+        let channel = self.channel.clone();
+        let call = tokio::spawn(async move {
+            let mut grpc = tonic::client::Grpc::new(channel);
+            grpc.ready()
+                .await
+                .map_err(|error| Status::unavailable(error.to_string()))?;
+            let path = http::uri::PathAndQuery::from_static(WAIT_PATH);
+            grpc.unary(Request::new(()), path, ProstCodec::<(), ()>::default())
+                .await
+                .map(|_| ())
+        });
+        tokio::time::timeout(PATIENCE, self.entered.recv())
+            .await
+            .expect("the call reaches the handler");
+        call
+    }
+
+    /// Starts the drain; the returned task ends when the server has stopped.
+    fn shut_down(self) -> (JoinHandle<Result<(), ServeError>>, Arc<Semaphore>, Channel) {
+        (tokio::spawn(self.server.stop()), self.gate, self.channel)
+    }
+}
+
+async fn check(health: &HealthClient<Channel>, service: &str) -> Result<ServingStatus, Status> {
+    let response = health
+        .clone()
+        .check(HealthCheckRequest {
+            service: service.into(),
+        })
+        .await?;
+    Ok(response.into_inner().status())
+}
+
+fn config() -> ServeConfig {
+    ServeConfig {
+        drain_delay: Duration::ZERO,
+        shutdown_grace: Duration::from_secs(10),
+        readiness_interval: Duration::from_millis(20),
+        ..ServeConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn health_answers_for_the_process_the_service_and_liveness() {
+    let server = TestServer::spawn(config()).await;
+    for name in ["", SERVICE, "liveness"] {
+        assert_eq!(
+            server.check(name).await.expect("check"),
+            ServingStatus::Serving,
+            "{name:?}"
+        );
+    }
+    let unknown = server
+        .check("no.such.Service")
+        .await
+        .expect_err("unknown name");
+    assert_eq!(unknown.code(), Code::NotFound);
+}
+
+#[tokio::test]
+async fn readiness_follows_the_probe_and_liveness_does_not() {
+    let server = TestServer::spawn(config()).await;
+    let mut watch = server
+        .health()
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    assert_eq!(
+        watch
+            .message()
+            .await
+            .expect("message")
+            .expect("open")
+            .status(),
+        ServingStatus::Serving
+    );
+
+    server.ready.store(false, Ordering::SeqCst);
+    assert_eq!(
+        watch
+            .message()
+            .await
+            .expect("message")
+            .expect("open")
+            .status(),
+        ServingStatus::NotServing
+    );
+    assert_eq!(
+        server.check(SERVICE).await.expect("check"),
+        ServingStatus::NotServing
+    );
+    assert_eq!(
+        server.check("liveness").await.expect("check"),
+        ServingStatus::Serving
+    );
+
+    server.ready.store(true, Ordering::SeqCst);
+    assert_eq!(
+        watch
+            .message()
+            .await
+            .expect("message")
+            .expect("open")
+            .status(),
+        ServingStatus::Serving
+    );
+}
+
+#[tokio::test]
+async fn drain_turns_readiness_off_finishes_in_flight_calls_and_ends_streams() {
+    let mut server = TestServer::spawn(ServeConfig {
+        drain_delay: Duration::from_millis(300),
+        ..config()
+    })
+    .await;
+    let in_flight = server.start_slow_call().await;
+    let mut watch = server
+        .health()
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    assert_eq!(
+        watch
+            .message()
+            .await
+            .expect("message")
+            .expect("open")
+            .status(),
+        ServingStatus::Serving
+    );
+
+    let health = server.health();
+    let (served, gate, _channel) = server.shut_down();
+
+    // Readiness turns off at once, while calls are still being served; liveness stays on.
+    assert_eq!(
+        watch
+            .message()
+            .await
+            .expect("message")
+            .expect("open")
+            .status(),
+        ServingStatus::NotServing
+    );
+    assert_eq!(
+        check(&health, "")
+            .await
+            .expect("still serving during the delay"),
+        ServingStatus::NotServing
+    );
+    assert_eq!(
+        check(&health, "liveness").await.expect("check"),
+        ServingStatus::Serving
+    );
+
+    // Once the delay is over, streams end with UNAVAILABLE so clients resume elsewhere.
+    let ended = tokio::time::timeout(PATIENCE, watch.message())
+        .await
+        .expect("the stream ends")
+        .expect_err("ends with a status");
+    assert_eq!(ended.code(), Code::Unavailable);
+
+    // The call that was in flight completes normally.
+    gate.add_permits(1);
+    tokio::time::timeout(PATIENCE, in_flight)
+        .await
+        .expect("in-flight call finishes")
+        .expect("task")
+        .expect("in-flight call succeeds");
+    tokio::time::timeout(PATIENCE, served)
+        .await
+        .expect("serve returns after the drain")
+        .expect("task")
+        .expect("clean drain");
+}
+
+#[tokio::test]
+async fn drain_gives_up_on_calls_still_running_after_the_grace_period() {
+    let mut server = TestServer::spawn(ServeConfig {
+        shutdown_grace: Duration::from_millis(200),
+        ..config()
+    })
+    .await;
+    let _stuck = server.start_slow_call().await;
+    let (served, _gate, _channel) = server.shut_down();
+    tokio::time::timeout(PATIENCE, served)
+        .await
+        .expect("serve returns although a call never finishes")
+        .expect("task")
+        .expect("a drain that ran out of time is still a clean exit");
+}
+
+#[tokio::test]
+async fn calls_over_the_limit_are_shed_with_resource_exhausted_but_health_checks_are_not() {
+    let mut server = TestServer::spawn(ServeConfig {
+        max_concurrent_calls: 1,
+        ..config()
+    })
+    .await;
+    let first = server.start_slow_call().await;
+
+    let mut grpc = tonic::client::Grpc::new(server.channel.clone());
+    grpc.ready().await.expect("ready");
+    let shed = grpc
+        .unary(
+            Request::new(()),
+            http::uri::PathAndQuery::from_static(WAIT_PATH),
+            ProstCodec::<(), ()>::default(),
+        )
+        .await
+        .expect_err("over the limit");
+    assert_eq!(shed.code(), Code::ResourceExhausted);
+    let details = tonic_types::StatusExt::get_error_details(&shed);
+    assert!(
+        details.retry_info().is_some(),
+        "tells the client when to retry"
+    );
+    assert_eq!(
+        details.error_info().map(|info| info.reason.as_str()),
+        Some("OVERLOADED")
+    );
+    assert_eq!(
+        server.check("").await.expect("health is exempt"),
+        ServingStatus::Serving
+    );
+
+    server.gate.add_permits(1);
+    first
+        .await
+        .expect("task")
+        .expect("the admitted call succeeds");
+}

@@ -1,0 +1,169 @@
+//! Helpers for end-to-end tests: the whole suite, in process, on ports picked by the OS.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use proto::gateway::gateway_service_client::GatewayServiceClient;
+use proto::gateway::{LoginRequest, SignUpRequest, SignUpResponse};
+use proto::notes::notes_service_client::NotesServiceClient;
+use proto::users::users_service_client::UsersServiceClient;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
+use tonic_types::StatusExt as _;
+
+/// The running suite; dropping it shuts it down.
+#[derive(Debug)]
+pub struct TestSuite {
+    pub gateway_addr: SocketAddr,
+    pub users_addr: SocketAddr,
+    pub notes_addr: SocketAddr,
+    gateway: Channel,
+    shutdown: CancellationToken,
+    _data_dir: tempfile::TempDir,
+}
+
+/// Starts users, notes and the gateway exactly as `notesuite up` does, on a fresh data
+/// directory and ports 0.
+pub async fn spawn_suite() -> TestSuite {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let config = notesuite::cli::UpConfig {
+        data_dir: data_dir.path().to_owned(),
+        host: [127, 0, 0, 1].into(),
+        gateway_port: 0,
+        users_port: 0,
+        notes_port: 0,
+        jwt_private_key: None,
+        drain_delay: Duration::ZERO,
+        shutdown_grace: Duration::from_secs(5),
+    };
+    let suite = notesuite::up::Suite::build(&config)
+        .await
+        .expect("suite builds");
+    let (gateway_addr, users_addr, notes_addr) =
+        (suite.gateway_addr, suite.users_addr, suite.notes_addr);
+    let shutdown = CancellationToken::new();
+    tokio::spawn(suite.serve(shutdown.clone()));
+    let gateway = channel(gateway_addr).await;
+    TestSuite {
+        gateway_addr,
+        users_addr,
+        notes_addr,
+        gateway,
+        shutdown,
+        _data_dir: data_dir,
+    }
+}
+
+impl Drop for TestSuite {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A signed-up user with their access token.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: String,
+    pub email: String,
+    pub password: String,
+    pub token: String,
+}
+
+impl User {
+    /// `message` with this user's `authorization` header.
+    pub fn request<T>(&self, message: T) -> Request<T> {
+        with_token(message, &self.token)
+    }
+}
+
+impl TestSuite {
+    /// A channel to the gateway, the public entry point.
+    pub fn gateway_channel(&self) -> Channel {
+        self.gateway.clone()
+    }
+
+    pub fn gateway(&self) -> GatewayServiceClient<Channel> {
+        GatewayServiceClient::new(self.gateway.clone())
+    }
+
+    /// The notes stub, pointed at the gateway.
+    pub fn notes(&self) -> NotesServiceClient<Channel> {
+        NotesServiceClient::new(self.gateway.clone())
+    }
+
+    /// The users stub, pointed at the gateway.
+    pub fn users(&self) -> UsersServiceClient<Channel> {
+        UsersServiceClient::new(self.gateway.clone())
+    }
+
+    pub async fn sign_up(&self) -> User {
+        let email = unique_email();
+        let password = "correct horse battery staple".to_owned();
+        let SignUpResponse {
+            user, access_token, ..
+        } = self
+            .gateway()
+            .sign_up(SignUpRequest {
+                email: email.clone(),
+                display_name: "E2E".into(),
+                password: password.clone(),
+            })
+            .await
+            .expect("sign up")
+            .into_inner();
+        User {
+            id: user.expect("user").id,
+            email,
+            password,
+            token: access_token,
+        }
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Result<String, Status> {
+        Ok(self
+            .gateway()
+            .login(LoginRequest {
+                email: email.into(),
+                password: password.into(),
+            })
+            .await?
+            .into_inner()
+            .access_token)
+    }
+}
+
+pub async fn channel(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .expect("valid uri")
+        .connect()
+        .await
+        .expect("connect")
+}
+
+pub fn with_token<T>(message: T, token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("ascii"),
+    );
+    request
+}
+
+pub fn unique_email() -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let count = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("user{}-{count}@example.com", std::process::id())
+}
+
+/// Asserts the status's code and `ErrorInfo` reason.
+#[track_caller]
+pub fn assert_error(status: &Status, code: Code, reason: &str) {
+    assert_eq!(status.code(), code, "{status:?}");
+    let details = status.get_error_details();
+    let info = details
+        .error_info()
+        .unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
+    assert_eq!(info.reason, reason, "{status:?}");
+    assert_eq!(info.domain, "notesuite");
+}

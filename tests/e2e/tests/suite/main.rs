@@ -1,0 +1,6 @@
+//! End-to-end: the whole suite, called through the gateway as a client would.
+
+mod availability;
+mod discovery;
+mod flow;
+mod trust;
