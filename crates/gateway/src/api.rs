@@ -13,9 +13,9 @@ use proto::users::users_service_client::UsersServiceClient;
 use proto::users::{CreateUserRequest, GetUserRequest, VerifyCredentialsRequest};
 use shell::Violations;
 use tonic::metadata::{AsciiMetadataValue, MetadataMap};
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
+use crate::Backend;
 use crate::deadline::{Deadline, GRPC_TIMEOUT};
 use crate::error::Error;
 use crate::forward::{NOTES_SERVICE as NOTES, USERS_SERVICE as USERS};
@@ -27,8 +27,8 @@ const MAX_RECENT_NOTES: i32 = 50;
 
 #[derive(Debug, Clone)]
 pub(crate) struct GatewayApi {
-    pub(crate) users: UsersServiceClient<Channel>,
-    pub(crate) notes: NotesServiceClient<Channel>,
+    pub(crate) users: UsersServiceClient<Backend>,
+    pub(crate) notes: NotesServiceClient<Backend>,
     pub(crate) issuer: token::Issuer,
     pub(crate) default_deadline: Duration,
 }

@@ -23,6 +23,8 @@ pub enum Error {
     Sign(#[from] token::SignError),
     #[error("{flag} is not a valid backend URL: {url}")]
     BackendUrl { flag: &'static str, url: String },
+    #[error("the contracts' descriptor set does not decode: {0}")]
+    Descriptor(String),
 }
 
 impl From<Error> for Status {
@@ -43,7 +45,9 @@ impl From<Error> for Status {
             Error::Unauthenticated => {
                 error_status(Code::Unauthenticated, "TOKEN_MISSING", error.to_string())
             }
-            Error::Sign(_) | Error::BackendUrl { .. } => internal_error(&error),
+            Error::Sign(_) | Error::BackendUrl { .. } | Error::Descriptor(_) => {
+                internal_error(&error)
+            }
         }
     }
 }

@@ -16,10 +16,10 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use tonic::body::Body;
 use tonic::server::NamedService;
-use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tower::ServiceExt as _;
 
+use crate::Backend;
 use crate::deadline::Deadline;
 use shell::error_status;
 
@@ -74,7 +74,7 @@ impl Route for NotesRoute {
 
 /// The tonic service that forwards every call of route `R` to `backend`.
 pub(crate) struct Forward<R> {
-    backend: Channel,
+    backend: Backend,
     verifier: Arc<token::Verifier>,
     default_deadline: Duration,
     _route: PhantomData<fn() -> R>,
@@ -82,7 +82,7 @@ pub(crate) struct Forward<R> {
 
 impl<R> Forward<R> {
     pub(crate) fn new(
-        backend: Channel,
+        backend: Backend,
         verifier: Arc<token::Verifier>,
         default_deadline: Duration,
     ) -> Self {

@@ -15,8 +15,10 @@ use proto::gateway::gateway_service_server::GatewayServiceServer;
 use proto::notes::notes_service_client::NotesServiceClient;
 use proto::users::users_service_client::UsersServiceClient;
 use shell::ServiceDefinition;
+use tonic::codec::CompressionEncoding;
 use tonic::service::Routes;
 use tonic::transport::{Channel, Endpoint};
+use tower::Layer as _;
 
 pub use config::GatewayConfig;
 pub use error::Error;
@@ -30,6 +32,9 @@ pub const SERVICE_NAME: &str = "notesuite.gateway.v1.GatewayService";
 /// Methods callable without a token.
 const ANONYMOUS_METHODS: &[&str] = &["SignUp", "Login"];
 
+/// A channel to a backend: every call on it is traced and measured.
+pub(crate) type Backend = telemetry::ClientTelemetry<Channel>;
+
 /// Largest request the gateway's own methods accept.
 const MAX_REQUEST_BYTES: usize = 64 * 1024;
 
@@ -39,8 +44,15 @@ pub fn build(
     config: &GatewayConfig,
     signing_key: &token::SigningKey,
 ) -> Result<ServiceDefinition, Error> {
-    let users_channel = backend(&config.users_url, "--users-url")?;
-    let notes_channel = backend(&config.notes_url, "--notes-url")?;
+    let methods = telemetry::MethodTable::from_descriptor_sets(&[proto::FILE_DESCRIPTOR_SET])
+        .map_err(|error| Error::Descriptor(error.to_string()))?;
+    let client_telemetry = telemetry::ClientLayer::new(&methods);
+    let users_channel = client_telemetry
+        .for_server(&config.users_url)
+        .layer(backend(&config.users_url, "--users-url")?);
+    let notes_channel = client_telemetry
+        .for_server(&config.notes_url)
+        .layer(backend(&config.notes_url, "--notes-url")?);
     let verifier = Arc::new(token::Verifier::new(&signing_key.verifying_key()));
     let api = GatewayApi {
         users: UsersServiceClient::new(users_channel.clone()),
@@ -48,7 +60,10 @@ pub fn build(
         issuer: token::Issuer::new(signing_key, config.access_token_ttl),
         default_deadline: config.default_deadline,
     };
-    let gateway = GatewayServiceServer::new(api).max_decoding_message_size(MAX_REQUEST_BYTES);
+    let gateway = GatewayServiceServer::new(api)
+        .max_decoding_message_size(MAX_REQUEST_BYTES)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Deflate);
     let routes = Routes::new(token::authenticated(
         gateway,
         verifier.clone(),

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use proto::notes::notes_service_server::NotesServiceServer;
 use shell::ServiceDefinition;
+use tonic::codec::CompressionEncoding;
 use tonic::service::Routes;
 
 pub use config::NotesConfig;
@@ -48,7 +49,9 @@ pub fn definition<S: NoteStore + Clone>(
     let probe_store = store.clone();
     let verifier = Arc::new(token::Verifier::new(token_key));
     let server = NotesServiceServer::new(NotesGrpc::new(Notes::new(store)))
-        .max_decoding_message_size(MAX_REQUEST_BYTES);
+        .max_decoding_message_size(MAX_REQUEST_BYTES)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Deflate);
     ServiceDefinition {
         name: SERVICE_NAME,
         routes: Routes::new(token::authenticated(server, verifier, &[])),

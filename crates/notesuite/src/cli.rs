@@ -39,6 +39,18 @@ pub enum Command {
     Keygen(KeygenConfig),
 }
 
+impl Command {
+    /// The default `service.name` of the process's telemetry.
+    pub fn service_name(&self) -> &'static str {
+        match self {
+            Command::Users(_) => "notesuite-users",
+            Command::Notes(_) => "notesuite-notes",
+            Command::Gateway(_) => "notesuite-gateway",
+            Command::Up(_) | Command::Keygen(_) => "notesuite",
+        }
+    }
+}
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct UpConfig {
     /// Directory for the SQLite databases (created if missing).

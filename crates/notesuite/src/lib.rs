@@ -10,10 +10,26 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use telemetry::MetricsListen;
+
 use crate::cli::{Cli, Command, KeygenConfig};
 
 /// Runs the command to completion. Configuration problems fail before any port is bound.
-pub async fn run(cli: Cli) -> anyhow::Result<()> {
+/// `registry` holds the metrics that `/metrics` serves.
+pub async fn run(cli: Cli, registry: prometheus::Registry) -> anyhow::Result<()> {
+    let metrics = match (&cli.command, cli.telemetry.metrics_listen) {
+        (_, Some(MetricsListen::Off)) | (Command::Keygen(_), _) => None,
+        (_, Some(MetricsListen::At(address))) => Some(address),
+        (Command::Up(config), None) => Some(SocketAddr::new(
+            config.host,
+            telemetry::DEFAULT_METRICS_PORT,
+        )),
+        (_, None) => Some(SocketAddr::from((
+            [0, 0, 0, 0],
+            telemetry::DEFAULT_METRICS_PORT,
+        ))),
+    }
+    .map(|address| (address, registry));
     match cli.command {
         Command::Users(config) => {
             let key = token::VerifyingKey::read_pem_file(&config.jwt_public_key)
@@ -21,6 +37,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let definition = users::build(&config, &key)
                 .await
                 .context("--database-url")?;
+            serve_metrics(metrics).await?;
             serve_one(config.listen, definition, &config.serve).await
         }
         Command::Notes(config) => {
@@ -29,17 +46,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let definition = notes::build(&config, &key)
                 .await
                 .context("--database-url")?;
+            serve_metrics(metrics).await?;
             serve_one(config.listen, definition, &config.serve).await
         }
         Command::Gateway(config) => {
             let key = token::SigningKey::read_pem_file(&config.jwt_private_key)
                 .context("--jwt-private-key")?;
             let definition = gateway::build(&config, &key)?;
+            serve_metrics(metrics).await?;
             serve_one(config.listen, definition, &config.serve).await
         }
         Command::Up(config) => {
             let suite = up::Suite::build(&config).await?;
-            suite.write_banner(&mut std::io::stdout().lock())?;
+            let metrics_addr = serve_metrics(metrics).await?;
+            suite.write_banner(&mut std::io::stdout().lock(), metrics_addr)?;
             let shutdown = CancellationToken::new();
             let signal = shutdown.clone();
             tokio::spawn(async move {
@@ -50,6 +70,30 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Keygen(config) => keygen(&config),
     }
+}
+
+/// Binds the admin endpoint and serves `/metrics` in the background; returns its address.
+/// Called after the service is built, so that bad configuration fails before any bind.
+async fn serve_metrics(
+    metrics: Option<(SocketAddr, prometheus::Registry)>,
+) -> anyhow::Result<Option<SocketAddr>> {
+    let Some((address, registry)) = metrics else {
+        return Ok(None);
+    };
+    let listener = TcpListener::bind(address)
+        .await
+        .with_context(|| format!("--metrics-listen: cannot listen on {address}"))?;
+    let bound = listener.local_addr()?;
+    tracing::info!(address = %bound, "serving metrics at /metrics");
+    tokio::spawn(async move {
+        // The endpoint lives as long as the process: scrapes during the drain still work.
+        if let Err(error) =
+            telemetry::serve_metrics(listener, registry, std::future::pending()).await
+        {
+            tracing::error!(%error, "the metrics endpoint failed");
+        }
+    });
+    Ok(Some(bound))
 }
 
 async fn serve_one(
@@ -65,6 +109,12 @@ async fn serve_one(
 }
 
 fn keygen(config: &KeygenConfig) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.out_dir).with_context(|| {
+        format!(
+            "--out-dir {}: cannot create the directory",
+            config.out_dir.display()
+        )
+    })?;
     let key = token::SigningKey::generate()?;
     let private_path = config.out_dir.join("jwt-private.pem");
     let public_path = config.out_dir.join("jwt-public.pem");

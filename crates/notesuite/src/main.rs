@@ -1,4 +1,4 @@
-//! `notesuite`: parse the command line, start telemetry, run, and exit.
+//! `notesuite`: parse the command line, start telemetry, run, flush, and exit.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -7,31 +7,37 @@ use clap::Parser as _;
 
 fn main() -> ExitCode {
     let cli = notesuite::cli::Cli::parse();
-    let _telemetry = match telemetry::init(&cli.telemetry) {
-        Ok(guard) => guard,
-        Err(error) => {
-            eprintln!("notesuite: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(runtime) => runtime,
         Err(error) => {
-            tracing::error!(%error, "cannot start the async runtime");
+            eprintln!("notesuite: cannot start the async runtime: {error}");
             return ExitCode::FAILURE;
         }
     };
-    let outcome = runtime.block_on(notesuite::run(cli));
+    let outcome = runtime.block_on(async {
+        // Inside the runtime: the OTLP exporter connects with tonic.
+        let telemetry = match telemetry::init(&cli.telemetry, cli.command.service_name()) {
+            Ok(telemetry) => telemetry,
+            Err(error) => {
+                eprintln!("notesuite: {error}");
+                return Err(());
+            }
+        };
+        let outcome = notesuite::run(cli, telemetry.registry()).await;
+        if let Err(error) = &outcome {
+            tracing::error!(error = format!("{error:#}"), "notesuite failed");
+        }
+        // Every exit path, the drain included, flushes what the exporters still hold.
+        let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+        outcome.map_err(drop)
+    });
     // Blocking work still running (a password hash) must not hold the exit hostage.
     runtime.shutdown_timeout(Duration::from_secs(1));
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!(error = format!("{error:#}"), "notesuite failed");
-            ExitCode::FAILURE
-        }
+        Err(()) => ExitCode::FAILURE,
     }
 }

@@ -136,7 +136,11 @@ impl Suite {
     }
 
     /// What `up` prints on stdout once the ports are bound.
-    pub fn write_banner(&self, out: &mut impl Write) -> std::io::Result<()> {
+    pub fn write_banner(
+        &self,
+        out: &mut impl Write,
+        metrics: Option<SocketAddr>,
+    ) -> std::io::Result<()> {
         let gateway = connectable(self.gateway_addr);
         let suffix: u32 = {
             let mut bytes = [0u8; 4];
@@ -147,6 +151,9 @@ impl Suite {
         writeln!(out, "  gateway  {gateway}   (the public entry point)")?;
         writeln!(out, "  users    {}", connectable(self.users_addr))?;
         writeln!(out, "  notes    {}", connectable(self.notes_addr))?;
+        if let Some(metrics) = metrics {
+            writeln!(out, "  metrics  http://{}/metrics", connectable(metrics))?;
+        }
         if self.throwaway_key {
             writeln!(
                 out,

@@ -116,35 +116,11 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
             AdmissionFutureProjection::Admitted { inner, .. } => {
-                Poll::Ready(ready!(inner.poll(cx)).map(size_limit_is_resource_exhausted))
+                Poll::Ready(ready!(inner.poll(cx)))
             }
             AdmissionFutureProjection::Shed => Poll::Ready(Ok(overloaded().into_http())),
         }
     }
-}
-
-/// tonic answers a message over the size limit with OUT_OF_RANGE; gRPC's status code table
-/// (and every other gRPC stack) says RESOURCE_EXHAUSTED, which is what clients branch on.
-/// notesuite's own code never answers OUT_OF_RANGE, so any such answer comes from the codec.
-fn size_limit_is_resource_exhausted(mut response: http::Response<Body>) -> http::Response<Body> {
-    let out_of_range = response
-        .headers()
-        .get(Status::GRPC_STATUS)
-        .is_some_and(|code| code.as_bytes() == b"11");
-    if !out_of_range {
-        return response;
-    }
-    let message = Status::from_header_map(response.headers())
-        .map(|status| status.message().to_owned())
-        .unwrap_or_default();
-    let headers = response.headers_mut();
-    headers.remove(Status::GRPC_MESSAGE);
-    headers.remove(Status::GRPC_STATUS_DETAILS);
-    let status = crate::error_status(Code::ResourceExhausted, "MESSAGE_TOO_LARGE", message);
-    if status.add_header(headers).is_err() {
-        headers.insert(Status::GRPC_STATUS, http::HeaderValue::from_static("8"));
-    }
-    response
 }
 
 fn overloaded() -> Status {

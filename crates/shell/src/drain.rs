@@ -17,38 +17,10 @@ use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http_body::Frame;
-use prost::Message as _;
+use telemetry::MethodTable;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::Status;
 use tonic::body::Body;
-
-use crate::reflection::SHELL_DESCRIPTOR_SETS;
-
-/// Paths (`/package.Service/Method`) of every streaming method in the descriptor sets,
-/// including the shell's own (health Watch, reflection).
-pub(crate) fn streaming_paths(
-    descriptor_sets: &[&'static [u8]],
-) -> Result<HashSet<String>, prost::DecodeError> {
-    let mut paths = HashSet::new();
-    for encoded in descriptor_sets.iter().chain(SHELL_DESCRIPTOR_SETS) {
-        let set = prost_types::FileDescriptorSet::decode(*encoded)?;
-        for file in &set.file {
-            let package = file.package();
-            for service in &file.service {
-                for method in &service.method {
-                    if method.client_streaming() || method.server_streaming() {
-                        let service_name = match package {
-                            "" => service.name().to_owned(),
-                            package => format!("{package}.{}", service.name()),
-                        };
-                        paths.insert(format!("/{service_name}/{}", method.name()));
-                    }
-                }
-            }
-        }
-    }
-    Ok(paths)
-}
 
 #[derive(Debug, Clone)]
 pub(crate) struct DrainLayer {
@@ -57,12 +29,21 @@ pub(crate) struct DrainLayer {
 }
 
 impl DrainLayer {
-    pub(crate) fn new(streaming_paths: Arc<HashSet<String>>, cutoff: CancellationToken) -> Self {
+    pub(crate) fn new(methods: &MethodTable, cutoff: CancellationToken) -> Self {
         Self {
-            streaming_paths,
+            streaming_paths: Arc::new(streaming_paths(methods)),
             cutoff,
         }
     }
+}
+
+/// Paths (`/package.Service/Method`) of every streaming method.
+fn streaming_paths(methods: &MethodTable) -> HashSet<String> {
+    methods
+        .iter()
+        .filter(|method| method.streaming)
+        .map(|method| method.path.clone())
+        .collect()
 }
 
 impl<S> tower_layer::Layer<S> for DrainLayer {
@@ -188,7 +169,8 @@ mod tests {
 
     #[test]
     fn shell_streaming_methods_are_found() {
-        let paths = streaming_paths(&[]).expect("descriptor sets decode");
+        let methods = crate::method_table(&[]).expect("descriptor sets decode");
+        let paths = streaming_paths(&methods);
         assert!(paths.contains("/grpc.health.v1.Health/Watch"));
         assert!(paths.contains("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"));
         assert!(!paths.contains("/grpc.health.v1.Health/Check"));

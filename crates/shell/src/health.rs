@@ -8,6 +8,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
+use tonic::codec::CompressionEncoding;
 use tonic_health::ServingStatus;
 use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::HealthReporter;
@@ -54,7 +55,9 @@ impl Health {
     ) {
         let service = HealthServer::new(tonic_health::server::HealthService::from_health_reporter(
             self.reporter.clone(),
-        ));
+        ))
+        .accept_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Deflate);
         let health = self.clone();
         let task = tokio::spawn(async move {
             let Some(probe) = probe else { return };

@@ -3,18 +3,12 @@ use std::fmt;
 use tonic::Status;
 
 /// Turns an unexpected failure into the one INTERNAL status clients see: "internal error"
-/// plus an id. The cause chain goes to the log under the same id and never to the client.
+/// plus the call's trace id. The cause chain goes to the log line of the same trace, never
+/// to the client.
 pub fn internal_error(cause: &(dyn std::error::Error + 'static)) -> Status {
-    let error_id = new_error_id();
-    tracing::error!(error_id = %error_id, error = %ErrorChain(cause), "internal error");
-    Status::internal(format!("internal error (error id {error_id})"))
-}
-
-fn new_error_id() -> String {
-    let mut bytes = [0u8; 16];
-    // Without randomness the id is all zeros: still an INTERNAL answer, just not correlatable.
-    let _ = getrandom::fill(&mut bytes);
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+    let trace_id = telemetry::current_trace_id().unwrap_or_else(|| "unknown".to_owned());
+    tracing::error!(trace_id = %trace_id, error = %ErrorChain(cause), "internal error");
+    Status::internal(format!("internal error (trace id {trace_id})"))
 }
 
 /// Displays an error with all its sources: `outer: middle: root`.
@@ -45,7 +39,7 @@ mod tests {
         let cause = Outer(std::io::Error::other("disk on fire"));
         let status = internal_error(&cause);
         assert_eq!(status.code(), tonic::Code::Internal);
-        assert!(status.message().starts_with("internal error (error id "));
+        assert!(status.message().starts_with("internal error (trace id "));
         assert!(!status.message().contains("disk"));
     }
 

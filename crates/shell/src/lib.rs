@@ -10,13 +10,13 @@ mod config;
 mod drain;
 mod health;
 mod internal;
+mod normalize;
 mod reflection;
 mod signal;
 mod spawn;
 mod status;
 
 use std::future::Future;
-use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -86,13 +86,16 @@ pub async fn serve(
         descriptor_sets,
         readiness,
     } = definition;
-    let local_addr = listener.local_addr().ok();
+    let local_addr = listener
+        .local_addr()
+        .map(|address| address.to_string())
+        .unwrap_or_default();
 
     let health = health::Health::new(name).await;
     let (health_service, readiness_task) = health.serve(readiness, config.readiness_interval);
     let (reflection_v1, reflection_v1alpha) =
         reflection::services(&descriptor_sets, &advertised_services)?;
-    let streaming_paths = Arc::new(drain::streaming_paths(&descriptor_sets)?);
+    let methods = method_table(&descriptor_sets)?;
 
     let stop_accepting = CancellationToken::new();
     let end_streams = CancellationToken::new();
@@ -105,7 +108,9 @@ pub async fn serve(
         .http2_keepalive_interval(Some(config.http2_keepalive_interval))
         .http2_keepalive_timeout(Some(config.http2_keepalive_timeout))
         .max_concurrent_streams(Some(config.max_concurrent_streams))
-        .layer(drain::DrainLayer::new(streaming_paths, end_streams.clone()))
+        .layer(telemetry::ServerLayer::new(&methods))
+        .layer(normalize::NormalizeLayer)
+        .layer(drain::DrainLayer::new(&methods, end_streams.clone()))
         .layer(admission)
         .add_routes(routes)
         .add_service(health_service)
@@ -116,7 +121,7 @@ pub async fn serve(
             stop_accepting.clone().cancelled_owned(),
         );
     tokio::pin!(server);
-    tracing::info!(service = name, address = ?local_addr, "serving");
+    tracing::info!(service = name, address = %local_addr, "serving");
 
     tokio::select! {
         result = &mut server => {
@@ -161,4 +166,16 @@ pub async fn serve(
             Ok(())
         }
     }
+}
+
+/// Every method the server answers: the service's own and the shell's.
+fn method_table(
+    descriptor_sets: &[&'static [u8]],
+) -> Result<telemetry::MethodTable, prost::DecodeError> {
+    let all: Vec<&[u8]> = descriptor_sets
+        .iter()
+        .chain(reflection::SHELL_DESCRIPTOR_SETS)
+        .copied()
+        .collect();
+    telemetry::MethodTable::from_descriptor_sets(&all)
 }

@@ -1,6 +1,7 @@
 //! Server reflection v1 (current grpcurl, `buf curl`) and v1alpha (grpcurl 1.8.6 and other
 //! older clients), both listing the same services and resolving the same types.
 
+use tonic::codec::CompressionEncoding;
 use tonic_reflection::server::{Builder, Error, v1, v1alpha};
 
 /// Descriptor sets every server registers besides the service's own: health, both
@@ -39,5 +40,14 @@ pub(crate) fn services(
         }
         builder
     };
-    Ok((builder().build_v1()?, builder().build_v1alpha()?))
+    Ok((
+        builder()
+            .build_v1()?
+            .accept_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Deflate),
+        builder()
+            .build_v1alpha()?
+            .accept_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Deflate),
+    ))
 }

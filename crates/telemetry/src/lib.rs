@@ -1,27 +1,82 @@
-//! Telemetry for every notesuite process: `tracing` logs as JSON lines (for machines) or
-//! pretty text (for a terminal), filtered by `RUST_LOG`.
+//! Telemetry for every notesuite process: `tracing` logs (JSON lines carrying `trace_id` and
+//! `span_id`, or pretty text), OpenTelemetry traces and metrics exported over OTLP when the
+//! standard `OTEL_*` variables name an endpoint, Prometheus text at `/metrics`, and the tower
+//! layers that give every gRPC call (served or made) a span and its metrics.
+//!
+//! Configuration is the OpenTelemetry standard: `OTEL_EXPORTER_OTLP_ENDPOINT` (or the
+//! `_TRACES_`/`_METRICS_` variants) turns export on, `OTEL_SERVICE_NAME` and
+//! `OTEL_RESOURCE_ATTRIBUTES` describe the process, `OTEL_TRACES_SAMPLER(_ARG)` samples,
+//! `OTEL_BSP_*` and `OTEL_METRIC_EXPORT_INTERVAL` tune the exporters. Without an endpoint
+//! nothing is exported, but every call still gets a trace id for its logs and errors.
+
+mod grpc;
+mod logs;
+mod methods;
+mod metrics_endpoint;
+mod pool;
 
 use std::io::IsTerminal;
 
-use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::metrics::SdkMeterProvider;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+use tracing_subscriber::filter::{EnvFilter, LevelFilter, Targets};
+use tracing_subscriber::{Layer as _, fmt, prelude::*};
+
+pub use grpc::{
+    ClientLayer, ClientTelemetry, ServerLayer, ServerTelemetry, TRACE_HEALTH_CHECKS_ENV,
+};
+pub use methods::{Method, MethodTable};
+pub use metrics_endpoint::serve_metrics;
+pub use pool::PoolMetrics;
+
+/// Instrumentation scope of everything notesuite records.
+pub const SCOPE: &str = "notesuite";
 
 /// How log events are written to stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
     /// Pretty text when stderr is a terminal, JSON lines otherwise.
     Auto,
-    /// One JSON object per line.
+    /// One JSON object per line, with `trace_id` and `span_id` inside a call.
     Json,
     /// Human-readable text.
     Pretty,
 }
 
-/// Telemetry settings shared by every subcommand.
+/// Telemetry settings shared by every subcommand. Traces and metrics export follow the
+/// standard `OTEL_*` environment variables.
 #[derive(Debug, Clone, clap::Args)]
 pub struct TelemetryConfig {
     /// Log format on stderr. The level comes from `RUST_LOG` (default `info`).
-    #[arg(long, env = "NOTESUITE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
+    #[arg(long, global = true, env = "NOTESUITE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
     pub log_format: LogFormat,
+
+    /// Address of the admin HTTP endpoint serving `/metrics` (Prometheus text), or `off`.
+    /// Default: port 9464 on all interfaces (`up`: on its `--host`).
+    #[arg(long, global = true, env = "NOTESUITE_METRICS_LISTEN", value_parser = parse_metrics_listen)]
+    pub metrics_listen: Option<MetricsListen>,
+}
+
+/// Where `/metrics` is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsListen {
+    Off,
+    At(std::net::SocketAddr),
+}
+
+/// The port OpenTelemetry's Prometheus exporters use by convention.
+pub const DEFAULT_METRICS_PORT: u16 = 9464;
+
+fn parse_metrics_listen(raw: &str) -> Result<MetricsListen, String> {
+    if raw == "off" {
+        return Ok(MetricsListen::Off);
+    }
+    raw.parse()
+        .map(MetricsListen::At)
+        .map_err(|_| "must be HOST:PORT (an IP address) or off".to_owned())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -30,18 +85,82 @@ pub enum TelemetryError {
     Filter(#[from] tracing_subscriber::filter::ParseError),
     #[error("a global tracing subscriber is already installed")]
     AlreadyInstalled(#[from] tracing_subscriber::util::TryInitError),
+    #[error("cannot build the OTLP exporter: {0}")]
+    Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
+    #[error("cannot build the Prometheus exporter: {0}")]
+    Prometheus(#[from] opentelemetry_sdk::error::OTelSdkError),
 }
 
-/// Keeps telemetry alive; dropping it flushes whatever is buffered.
+/// Keeps telemetry running. [`Telemetry::shutdown`] flushes what is buffered; call it on
+/// every exit path, the drain included.
 #[derive(Debug)]
 #[must_use = "telemetry stops when the guard is dropped"]
-pub struct TelemetryGuard {
-    _private: (),
+pub struct Telemetry {
+    tracer_provider: SdkTracerProvider,
+    meter_provider: SdkMeterProvider,
+    registry: prometheus::Registry,
 }
 
-/// Installs the global subscriber. Call once, from `main`, before anything logs.
-pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
-    let filter = match std::env::var(EnvFilter::DEFAULT_ENV) {
+impl Telemetry {
+    /// The Prometheus registry `/metrics` renders.
+    pub fn registry(&self) -> prometheus::Registry {
+        self.registry.clone()
+    }
+
+    /// Flushes and stops the exporters. Bounded: the SDK gives each export its timeout.
+    pub fn shutdown(self) {
+        if let Err(error) = self.tracer_provider.shutdown() {
+            tracing::warn!(%error, "flushing traces failed");
+        }
+        if let Err(error) = self.meter_provider.shutdown() {
+            tracing::warn!(%error, "flushing metrics failed");
+        }
+    }
+}
+
+/// Installs logs, traces and metrics for the process. Call once, from `main`, inside the
+/// Tokio runtime (the OTLP exporter connects with tonic).
+pub fn init(
+    config: &TelemetryConfig,
+    default_service_name: &'static str,
+) -> Result<Telemetry, TelemetryError> {
+    let resource = resource(default_service_name);
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
+
+    let mut tracer_provider = SdkTracerProvider::builder().with_resource(resource.clone());
+    if exporting("TRACES") {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .build()?;
+        tracer_provider = tracer_provider.with_batch_exporter(exporter);
+    } else {
+        // Nothing records spans without an exporter, but ids are still minted (and parents
+        // honoured), so logs and INTERNAL errors carry a trace id all the same.
+        tracer_provider = tracer_provider.with_sampler(Sampler::AlwaysOff);
+    }
+    let tracer_provider = tracer_provider.build();
+
+    let registry = prometheus::Registry::new();
+    let prometheus_reader = opentelemetry_prometheus::exporter()
+        .with_registry(registry.clone())
+        .scope_info_enabled(false)
+        .build()?;
+    let mut meter_provider = SdkMeterProvider::builder()
+        .with_resource(resource)
+        .with_reader(prometheus_reader);
+    if exporting("METRICS") {
+        let exporter = opentelemetry_otlp::MetricExporter::builder()
+            .with_tonic()
+            .build()?;
+        meter_provider = meter_provider
+            .with_reader(opentelemetry_sdk::metrics::PeriodicReader::builder(exporter).build());
+    }
+    let meter_provider = meter_provider.build();
+    opentelemetry::global::set_meter_provider(meter_provider.clone());
+
+    let log_filter = match std::env::var(EnvFilter::DEFAULT_ENV) {
         Ok(directives) if !directives.is_empty() => EnvFilter::try_new(directives)?,
         _ => EnvFilter::new("info"),
     };
@@ -50,22 +169,64 @@ pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> 
         LogFormat::Pretty => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
-    let registry = tracing_subscriber::registry().with(filter);
-    if json {
-        registry
-            .with(
-                fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(true)
-                    .with_span_list(false)
-                    .with_writer(std::io::stderr),
-            )
-            .try_init()?;
+    let log_layer = if json {
+        fmt::layer()
+            .event_format(logs::JsonLines)
+            .with_writer(std::io::stderr)
+            .with_filter(log_filter)
+            .boxed()
     } else {
-        registry
-            .with(fmt::layer().with_writer(std::io::stderr))
-            .try_init()?;
+        fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_filter(log_filter)
+            .boxed()
+    };
+    // Spans follow their own filter: RUST_LOG=warn quiets the logs, not the traces.
+    let trace_layer = tracing_opentelemetry::layer()
+        .with_tracer(tracer_provider.tracer(SCOPE))
+        .with_filter(Targets::new().with_default(LevelFilter::INFO));
+    tracing_subscriber::registry()
+        .with(log_layer)
+        .with(trace_layer)
+        .try_init()?;
+
+    Ok(Telemetry {
+        tracer_provider,
+        meter_provider,
+        registry,
+    })
+}
+
+/// Whether OTLP export of `signal` (`TRACES` or `METRICS`) is configured.
+fn exporting(signal: &str) -> bool {
+    let set = |name: &str| std::env::var(name).is_ok_and(|value| !value.trim().is_empty());
+    let disabled =
+        std::env::var(format!("OTEL_{signal}_EXPORTER")).is_ok_and(|value| value == "none");
+    !disabled
+        && (set("OTEL_EXPORTER_OTLP_ENDPOINT")
+            || set(&format!("OTEL_EXPORTER_OTLP_{signal}_ENDPOINT")))
+}
+
+/// The process's resource: the SDK's detectors (`OTEL_SERVICE_NAME`,
+/// `OTEL_RESOURCE_ATTRIBUTES`), with `default_service_name` when neither names the service.
+fn resource(default_service_name: &'static str) -> Resource {
+    let named_by_environment = std::env::var("OTEL_SERVICE_NAME").is_ok()
+        || std::env::var("OTEL_RESOURCE_ATTRIBUTES")
+            .is_ok_and(|attributes| attributes.contains("service.name="));
+    let builder = Resource::builder();
+    if named_by_environment {
+        builder.build()
+    } else {
+        builder.with_service_name(default_service_name).build()
     }
-    Ok(TelemetryGuard { _private: () })
+}
+
+/// The trace id of the current span, as 32 hex digits, if there is one.
+pub fn current_trace_id() -> Option<String> {
+    let context = tracing::Span::current().context();
+    let span = context.span();
+    let span_context = span.span_context();
+    span_context
+        .is_valid()
+        .then(|| span_context.trace_id().to_string())
 }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use proto::users::users_service_server::UsersServiceServer;
 use shell::ServiceDefinition;
+use tonic::codec::CompressionEncoding;
 use tonic::service::Routes;
 
 pub use config::UsersConfig;
@@ -51,7 +52,9 @@ pub fn definition<S: UserStore + Clone>(
     let probe_store = store.clone();
     let verifier = Arc::new(token::Verifier::new(token_key));
     let server = UsersServiceServer::new(UsersGrpc::new(Users::new(store, passwords)))
-        .max_decoding_message_size(MAX_REQUEST_BYTES);
+        .max_decoding_message_size(MAX_REQUEST_BYTES)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Deflate);
     ServiceDefinition {
         name: SERVICE_NAME,
         routes: Routes::new(token::authenticated(server, verifier, &[])),

@@ -4,8 +4,9 @@
 //! so that a transaction that read first never fails to upgrade to a writer (SQLITE_BUSY).
 
 use std::str::FromStr;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool, Transaction};
 
@@ -18,6 +19,7 @@ use crate::error::Error;
 #[derive(Debug, Clone)]
 pub struct SqliteNoteStore {
     pool: SqlitePool,
+    metrics: telemetry::PoolMetrics,
 }
 
 impl SqliteNoteStore {
@@ -37,11 +39,31 @@ impl SqliteNoteStore {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(Self { pool })
+        let observed = pool.clone();
+        let metrics = telemetry::PoolMetrics::register("notes", max_connections, move || {
+            (
+                observed.size(),
+                u32::try_from(observed.num_idle()).unwrap_or(u32::MAX),
+            )
+        });
+        Ok(Self { pool, metrics })
     }
 
+    /// A pooled connection; the wait for it is measured.
+    async fn connection(&self) -> Result<PoolConnection<Sqlite>, Error> {
+        let started = Instant::now();
+        let connection = self.pool.acquire().await?;
+        self.metrics.record_wait(started.elapsed());
+        Ok(connection)
+    }
+
+    /// A write transaction. The measured wait includes SQLite's write lock, the real point of
+    /// contention for writers.
     async fn write_transaction(&self) -> Result<Transaction<'static, Sqlite>, Error> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+        let started = Instant::now();
+        let transaction = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        self.metrics.record_wait(started.elapsed());
+        Ok(transaction)
     }
 }
 
@@ -181,7 +203,7 @@ impl NoteStore for SqliteNoteStore {
     }
 
     async fn get(&self, owner: &OwnerId, id: NoteId) -> Result<Option<Note>, Error> {
-        select_note(&self.pool, owner, id).await
+        select_note(&mut *self.connection().await?, owner, id).await
     }
 
     async fn list(
@@ -204,7 +226,7 @@ impl NoteStore for SqliteNoteStore {
         .bind(before.map(|id| id.to_string()))
         .bind(tag.map(Tag::as_str))
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.connection().await?)
         .await?
         .into_iter()
         .map(Note::try_from)
@@ -218,7 +240,7 @@ impl NoteStore for SqliteNoteStore {
         )
         .bind(owner.as_str())
         .bind(tag.map(Tag::as_str))
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *self.connection().await?)
         .await?;
         Ok(u64::try_from(count).unwrap_or(0))
     }
@@ -289,7 +311,9 @@ impl NoteStore for SqliteNoteStore {
     }
 
     async fn ping(&self) -> Result<(), Error> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query("SELECT 1")
+            .execute(&mut *self.connection().await?)
+            .await?;
         Ok(())
     }
 }

@@ -1,10 +1,11 @@
 //! The embedded SQLite store: one file, WAL journal, embedded migrations.
 
 use std::str::FromStr;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
-use sqlx::SqlitePool;
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, SqlitePool};
 
 use super::{UserStore, from_micros, to_micros};
 use crate::domain::{DisplayName, Email, User, UserChanges, UserId, Version};
@@ -13,6 +14,7 @@ use crate::error::Error;
 #[derive(Debug, Clone)]
 pub struct SqliteUserStore {
     pool: SqlitePool,
+    metrics: telemetry::PoolMetrics,
 }
 
 impl SqliteUserStore {
@@ -32,7 +34,22 @@ impl SqliteUserStore {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(Self { pool })
+        let observed = pool.clone();
+        let metrics = telemetry::PoolMetrics::register("users", max_connections, move || {
+            (
+                observed.size(),
+                u32::try_from(observed.num_idle()).unwrap_or(u32::MAX),
+            )
+        });
+        Ok(Self { pool, metrics })
+    }
+
+    /// A pooled connection; the wait for it is measured.
+    async fn connection(&self) -> Result<PoolConnection<Sqlite>, Error> {
+        let started = Instant::now();
+        let connection = self.pool.acquire().await?;
+        self.metrics.record_wait(started.elapsed());
+        Ok(connection)
     }
 }
 
@@ -85,7 +102,7 @@ impl UserStore for SqliteUserStore {
         .bind(user.version.get())
         .bind(to_micros(user.create_time))
         .bind(to_micros(user.update_time))
-        .execute(&self.pool)
+        .execute(&mut *self.connection().await?)
         .await
         .map_err(unique_violation_is_email)?;
         Ok(())
@@ -96,7 +113,7 @@ impl UserStore for SqliteUserStore {
             "SELECT id, email, display_name, version, create_time, update_time FROM users WHERE id = ?",
         )
         .bind(id.to_string())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.connection().await?)
         .await?
         .map(User::try_from)
         .transpose()
@@ -108,7 +125,7 @@ impl UserStore for SqliteUserStore {
              FROM users WHERE email_key = ?",
         )
         .bind(email.key())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.connection().await?)
         .await?;
         row.map(
             |(id, email, display_name, version, create_time, update_time, hash)| {
@@ -140,7 +157,7 @@ impl UserStore for SqliteUserStore {
              WHERE id IN (SELECT value FROM json_each(?))",
         )
         .bind(ids_json)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.connection().await?)
         .await?
         .into_iter()
         .map(User::try_from)
@@ -154,7 +171,7 @@ impl UserStore for SqliteUserStore {
         )
         .bind(after.map(|id| id.to_string()))
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.connection().await?)
         .await?
         .into_iter()
         .map(User::try_from)
@@ -185,7 +202,7 @@ impl UserStore for SqliteUserStore {
         .bind(to_micros(now))
         .bind(id.to_string())
         .bind(expected.get())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.connection().await?)
         .await
         .map_err(unique_violation_is_email)?;
         match updated {
@@ -200,7 +217,7 @@ impl UserStore for SqliteUserStore {
             sqlx::query("DELETE FROM users WHERE id = ?1 AND (?2 IS NULL OR version = ?2)")
                 .bind(id.to_string())
                 .bind(expected.map(Version::get))
-                .execute(&self.pool)
+                .execute(&mut *self.connection().await?)
                 .await?
                 .rows_affected();
         match deleted {
@@ -211,7 +228,9 @@ impl UserStore for SqliteUserStore {
     }
 
     async fn ping(&self) -> Result<(), Error> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query("SELECT 1")
+            .execute(&mut *self.connection().await?)
+            .await?;
         Ok(())
     }
 }

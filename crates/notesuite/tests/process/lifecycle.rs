@@ -1,143 +1,12 @@
-//! The real binary, run as an operator runs it: signals, exit codes, configuration errors.
+//! Signals, exit codes, configuration errors.
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
-
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use tonic::Code;
 use tonic::transport::Channel;
-use tonic::{Code, Request};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
-use tonic_prost::ProstCodec;
 
-const BINARY: &str = env!("CARGO_BIN_EXE_notesuite");
-/// Upper bound for waits that must end; only a hang reaches it.
-const PATIENCE: Duration = Duration::from_secs(30);
-
-/// `notesuite up` on ports 0, killed on drop.
-struct Up {
-    child: Child,
-    gateway: SocketAddr,
-    data_dir: tempfile::TempDir,
-}
-
-impl Up {
-    fn start(extra_args: &[&str]) -> Self {
-        let data_dir = tempfile::tempdir().expect("temp dir");
-        let mut child = Command::new(BINARY)
-            .arg("up")
-            .arg("--data-dir")
-            .arg(data_dir.path())
-            .args([
-                "--gateway-port",
-                "0",
-                "--users-port",
-                "0",
-                "--notes-port",
-                "0",
-            ])
-            .args(extra_args)
-            .env("RUST_LOG", "warn")
-            .env("NOTESUITE_LOG_FORMAT", "json")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(
-                std::fs::File::create(data_dir.path().join("stderr.log")).expect("log file"),
-            ))
-            .spawn()
-            .expect("spawn notesuite up");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut gateway = None;
-        // The banner comes after the ports are bound: no polling needed.
-        for line in BufReader::new(stdout).lines() {
-            let line = line.expect("banner line");
-            if let Some(rest) = line.trim_start().strip_prefix("gateway") {
-                let address = rest.split_whitespace().next().expect("address");
-                gateway = Some(address.parse().expect("socket address"));
-            }
-            if line.starts_with("Ctrl-C stops the suite") {
-                break;
-            }
-        }
-        Self {
-            child,
-            gateway: gateway.expect("banner names the gateway"),
-            data_dir,
-        }
-    }
-
-    async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.gateway))
-            .expect("uri")
-            .connect()
-            .await
-            .expect("connect")
-    }
-
-    fn logs(&self) -> String {
-        std::fs::read_to_string(self.data_dir.path().join("stderr.log")).expect("read logs")
-    }
-
-    fn terminate(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-    }
-
-    /// Waits for the process to exit, without blocking the async runtime.
-    async fn exit_status(&mut self) -> ExitStatus {
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status;
-            }
-            assert!(started.elapsed() < PATIENCE, "the process did not exit");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A unary call whose request message is held back until the returned sender is used: until
-/// then the call is in flight on the server, waiting for its request.
-fn held_call<Req, Resp>(
-    channel: Channel,
-    path: &'static str,
-) -> (
-    mpsc::Sender<Req>,
-    tokio::task::JoinHandle<Result<Resp, tonic::Status>>,
-)
-where
-    Req: prost::Message + Send + 'static,
-    Resp: prost::Message + Default + Send + 'static,
-{
-    let (sender, receiver) = mpsc::channel(1);
-    let call = tokio::spawn(async move {
-        let mut grpc = tonic::client::Grpc::new(channel);
-        grpc.ready()
-            .await
-            .map_err(|error| tonic::Status::unavailable(error.to_string()))?;
-        grpc.client_streaming(
-            Request::new(ReceiverStream::new(receiver)),
-            http::uri::PathAndQuery::from_static(path),
-            ProstCodec::<Req, Resp>::default(),
-        )
-        .await
-        .map(tonic::Response::into_inner)
-    });
-    (sender, call)
-}
+use crate::support::{PATIENCE, Up, held_call, run};
 
 async fn check(health: &mut HealthClient<Channel>, service: &str) -> ServingStatus {
     health
@@ -238,20 +107,6 @@ async fn a_call_that_never_finishes_does_not_hold_the_exit() {
     );
 }
 
-/// Runs the binary to completion and returns its exit code and stderr.
-fn run(args: &[&str]) -> (Option<i32>, String) {
-    let output = Command::new(BINARY)
-        .args(args)
-        .env("RUST_LOG", "error")
-        .env("NOTESUITE_LOG_FORMAT", "pretty")
-        .output()
-        .expect("run notesuite");
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn invalid_configuration_fails_before_binding_and_names_the_setting() {
     // Hold the port: if the process bound before validating, it would fail on the port.
@@ -313,6 +168,8 @@ fn a_port_in_use_is_reported_with_its_setting() {
         "0",
         "--notes-port",
         "0",
+        "--metrics-listen",
+        "127.0.0.1:0",
     ]);
     assert_eq!(code, Some(1));
     assert!(stderr.contains("--gateway-port"), "{stderr}");

@@ -1,0 +1,587 @@
+//! Tower layers that give every gRPC call a span and its metrics: [`ServerLayer`] for calls a
+//! service serves, [`ClientLayer`] for calls it makes. Both speak W3C trace context
+//! (`traceparent`/`tracestate`): the server layer continues the caller's trace, the client
+//! layer hands the current one on, so one client call through the gateway is one trace.
+//!
+//! Spans and metrics use OpenTelemetry's RPC conventions: `rpc.system` = `grpc`,
+//! `rpc.service`, `rpc.method`, `rpc.grpc.status_code`, and the peer's address on spans.
+//! Label cardinality is bounded: only methods listed in the service's descriptor sets get
+//! their own labels; any other path is recorded as `_OTHER`.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body::Frame;
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Histogram, UpDownCounter};
+use opentelemetry::propagation::{Extractor, Injector};
+use tonic::Status;
+use tonic::body::Body;
+use tracing::Span;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+use crate::methods::MethodTable;
+
+/// Set to `true` to trace health checks too; by default they are counted but not traced,
+/// because probes every few seconds drown the traces that matter.
+pub const TRACE_HEALTH_CHECKS_ENV: &str = "NOTESUITE_TRACE_HEALTH_CHECKS";
+
+/// Bucket boundaries (seconds) for call durations: 100 µs to 10 s.
+const DURATION_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// The labels of one method, built once.
+#[derive(Debug)]
+struct MethodLabels {
+    /// `package.Service/Method`, the span name.
+    full_name: String,
+    service: String,
+    method: String,
+    health_check: bool,
+    /// `rpc.system`, `rpc.service`, `rpc.method`.
+    attributes: [KeyValue; 3],
+}
+
+impl MethodLabels {
+    fn new(service: &str, method: &str) -> Self {
+        Self {
+            full_name: format!("{service}/{method}"),
+            service: service.to_owned(),
+            method: method.to_owned(),
+            health_check: service == "grpc.health.v1.Health",
+            attributes: [
+                KeyValue::new("rpc.system", "grpc"),
+                KeyValue::new("rpc.service", service.to_owned()),
+                KeyValue::new("rpc.method", method.to_owned()),
+            ],
+        }
+    }
+
+    fn with_status(&self, code: i64) -> [KeyValue; 4] {
+        let [system, service, method] = self.attributes.clone();
+        [
+            system,
+            service,
+            method,
+            KeyValue::new("rpc.grpc.status_code", code),
+        ]
+    }
+}
+
+/// Method labels by path, shared by every clone of a layer.
+#[derive(Debug)]
+struct Labels {
+    by_path: HashMap<String, Arc<MethodLabels>>,
+    other: Arc<MethodLabels>,
+}
+
+impl Labels {
+    fn new(methods: &MethodTable) -> Arc<Self> {
+        let by_path = methods
+            .iter()
+            .map(|method| {
+                (
+                    method.path.clone(),
+                    Arc::new(MethodLabels::new(&method.service, &method.method)),
+                )
+            })
+            .collect();
+        Arc::new(Self {
+            by_path,
+            other: Arc::new(MethodLabels::new("_OTHER", "_OTHER")),
+        })
+    }
+
+    fn get(&self, path: &str) -> Arc<MethodLabels> {
+        self.by_path.get(path).unwrap_or(&self.other).clone()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Server,
+    Client,
+}
+
+/// The instruments of one side.
+#[derive(Debug, Clone)]
+struct Instruments {
+    side: Side,
+    duration: Histogram<f64>,
+    active: UpDownCounter<i64>,
+}
+
+impl Instruments {
+    fn new(side: Side) -> Self {
+        let meter = opentelemetry::global::meter(crate::SCOPE);
+        let (duration, active) = match side {
+            Side::Server => ("rpc.server.call.duration", "rpc.server.active_calls"),
+            Side::Client => ("rpc.client.call.duration", "rpc.client.active_calls"),
+        };
+        Self {
+            side,
+            duration: meter
+                .f64_histogram(duration)
+                .with_unit("s")
+                .with_description("Duration of gRPC calls, by method and status code")
+                .with_boundaries(DURATION_BUCKETS.to_vec())
+                .build(),
+            active: meter
+                .i64_up_down_counter(active)
+                .with_unit("{call}")
+                .with_description("gRPC calls in flight, streams included while open")
+                .build(),
+        }
+    }
+}
+
+/// Adds a server span and server metrics to every call a service serves.
+#[derive(Debug, Clone)]
+pub struct ServerLayer {
+    labels: Arc<Labels>,
+    instruments: Instruments,
+    trace_health_checks: bool,
+}
+
+impl ServerLayer {
+    pub fn new(methods: &MethodTable) -> Self {
+        Self {
+            labels: Labels::new(methods),
+            instruments: Instruments::new(Side::Server),
+            trace_health_checks: std::env::var(TRACE_HEALTH_CHECKS_ENV)
+                .is_ok_and(|value| value == "true"),
+        }
+    }
+}
+
+impl<S> tower_layer::Layer<S> for ServerLayer {
+    type Service = ServerTelemetry<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ServerTelemetry {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerTelemetry<S> {
+    inner: S,
+    layer: ServerLayer,
+}
+
+impl<S> tower_service::Service<http::Request<Body>> for ServerTelemetry<S>
+where
+    S: tower_service::Service<http::Request<Body>, Response = http::Response<Body>>,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = CallFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let labels = self.layer.labels.get(request.uri().path());
+        let span = if labels.health_check && !self.layer.trace_health_checks {
+            Span::none()
+        } else {
+            let span = tracing::info_span!(
+                target: "notesuite::grpc",
+                "grpc.server",
+                otel.name = %labels.full_name,
+                otel.kind = "server",
+                otel.status_code = tracing::field::Empty,
+                rpc.system = "grpc",
+                rpc.service = %labels.service,
+                rpc.method = %labels.method,
+                rpc.grpc.status_code = tracing::field::Empty,
+                network.peer.address = tracing::field::Empty,
+                network.peer.port = tracing::field::Empty,
+            );
+            if let Some(peer) = request
+                .extensions()
+                .get::<tonic::transport::server::TcpConnectInfo>()
+                .and_then(tonic::transport::server::TcpConnectInfo::remote_addr)
+            {
+                span.record("network.peer.address", peer.ip().to_string());
+                span.record("network.peer.port", peer.port());
+            }
+            let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
+                propagator.extract(&HeaderExtractor(request.headers()))
+            });
+            let _ = span.set_parent(parent);
+            span
+        };
+        let call = Call::start(labels, self.layer.instruments.clone(), span);
+        let inner = call.span.in_scope(|| self.inner.call(request));
+        CallFuture {
+            inner,
+            call: Some(call),
+        }
+    }
+}
+
+/// Adds a client span, trace context propagation and client metrics to every call made
+/// through the wrapped channel.
+#[derive(Debug, Clone)]
+pub struct ClientLayer {
+    labels: Arc<Labels>,
+    instruments: Instruments,
+    /// `server.address` and `server.port` of the channel's target: the channel fills in the
+    /// request's authority only below this layer.
+    server: Option<(Arc<str>, Option<u16>)>,
+}
+
+impl ClientLayer {
+    pub fn new(methods: &MethodTable) -> Self {
+        Self {
+            labels: Labels::new(methods),
+            instruments: Instruments::new(Side::Client),
+            server: None,
+        }
+    }
+
+    /// The same layer for a channel to `url` (`http://host:port`).
+    pub fn for_server(&self, url: &str) -> Self {
+        let server = url
+            .parse::<http::Uri>()
+            .ok()
+            .and_then(|uri| Some((Arc::from(uri.host()?), uri.port_u16())));
+        Self {
+            server,
+            ..self.clone()
+        }
+    }
+}
+
+impl<S> tower_layer::Layer<S> for ClientLayer {
+    type Service = ClientTelemetry<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ClientTelemetry {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ClientTelemetry<S> {
+    inner: S,
+    layer: ClientLayer,
+}
+
+impl<S> tower_service::Service<http::Request<Body>> for ClientTelemetry<S>
+where
+    S: tower_service::Service<http::Request<Body>, Response = http::Response<Body>>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = CallFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+        let labels = self.layer.labels.get(request.uri().path());
+        let span = tracing::info_span!(
+            target: "notesuite::grpc",
+            "grpc.client",
+            otel.name = %labels.full_name,
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            rpc.system = "grpc",
+            rpc.service = %labels.service,
+            rpc.method = %labels.method,
+            rpc.grpc.status_code = tracing::field::Empty,
+            server.address = tracing::field::Empty,
+            server.port = tracing::field::Empty,
+        );
+        if let Some((host, port)) = &self.layer.server {
+            span.record("server.address", &**host);
+            if let Some(port) = port {
+                span.record("server.port", port);
+            }
+        }
+        let context = span.context();
+        opentelemetry::global::get_text_map_propagator(|propagator| {
+            propagator.inject_context(&context, &mut HeaderInjector(request.headers_mut()));
+        });
+        let call = Call::start(labels, self.layer.instruments.clone(), span);
+        let inner = call.span.in_scope(|| self.inner.call(request));
+        CallFuture {
+            inner,
+            call: Some(call),
+        }
+    }
+}
+
+/// One call being measured: ends when its response body ends (or is dropped).
+#[derive(Debug)]
+struct Call {
+    labels: Arc<MethodLabels>,
+    instruments: Instruments,
+    span: Span,
+    started: Instant,
+}
+
+impl Call {
+    fn start(labels: Arc<MethodLabels>, instruments: Instruments, span: Span) -> Self {
+        instruments.active.add(1, &labels.attributes);
+        Self {
+            labels,
+            instruments,
+            span,
+            started: Instant::now(),
+        }
+    }
+
+    fn finish(self, code: tonic::Code) {
+        let code_number = code as i64;
+        self.instruments.duration.record(
+            self.started.elapsed().as_secs_f64(),
+            &self.labels.with_status(code_number),
+        );
+        self.instruments.active.add(-1, &self.labels.attributes);
+        self.span.record("rpc.grpc.status_code", code_number);
+        if is_error(self.instruments.side, code) {
+            self.span.record("otel.status_code", "ERROR");
+        }
+    }
+}
+
+/// Which codes mark a span as failed: every non-OK code for a client; for a server only those
+/// that are the server's fault (OpenTelemetry's gRPC conventions).
+fn is_error(side: Side, code: tonic::Code) -> bool {
+    use tonic::Code;
+    match side {
+        Side::Client => code != Code::Ok,
+        Side::Server => matches!(
+            code,
+            Code::Unknown
+                | Code::DeadlineExceeded
+                | Code::Unimplemented
+                | Code::Internal
+                | Code::Unavailable
+                | Code::DataLoss
+        ),
+    }
+}
+
+pin_project_lite::pin_project! {
+    pub struct CallFuture<F> {
+        #[pin]
+        inner: F,
+        call: Option<Call>,
+    }
+}
+
+impl<F, E> Future for CallFuture<F>
+where
+    F: Future<Output = Result<http::Response<Body>, E>>,
+{
+    type Output = Result<http::Response<Body>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = {
+            let _entered = this.call.as_ref().map(|call| call.span.enter());
+            ready!(this.inner.poll(cx))
+        };
+        let Some(call) = this.call.take() else {
+            return Poll::Ready(result);
+        };
+        Poll::Ready(match result {
+            Ok(response) => {
+                // A trailers-only answer carries its status in the headers.
+                let header_status =
+                    Status::from_header_map(response.headers()).map(|status| status.code());
+                Ok(response.map(|body| {
+                    Body::new(MeasuredBody {
+                        inner: body,
+                        header_status,
+                        call: Some(call),
+                    })
+                }))
+            }
+            Err(error) => {
+                call.finish(tonic::Code::Unavailable);
+                Err(error)
+            }
+        })
+    }
+}
+
+/// A response body that ends its call's measurement with the status in its trailers.
+struct MeasuredBody {
+    inner: Body,
+    header_status: Option<tonic::Code>,
+    call: Option<Call>,
+}
+
+impl http_body::Body for MeasuredBody {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        let code = match &frame {
+            Some(Ok(frame)) => frame.trailers_ref().map(|trailers| {
+                Status::from_header_map(trailers)
+                    .map_or(tonic::Code::Unknown, |status| status.code())
+            }),
+            Some(Err(status)) => Some(status.code()),
+            None => Some(self.header_status.unwrap_or(tonic::Code::Unknown)),
+        };
+        if let Some(code) = code
+            && let Some(call) = self.call.take()
+        {
+            call.finish(code);
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for MeasuredBody {
+    fn drop(&mut self) {
+        if let Some(call) = self.call.take() {
+            // Never read to the end: an empty trailers-only answer, or the peer went away.
+            call.finish(match self.header_status {
+                Some(code) if http_body::Body::is_end_stream(&self.inner) => code,
+                _ => tonic::Code::Cancelled,
+            });
+        }
+    }
+}
+
+struct HeaderExtractor<'a>(&'a http::HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|value| value.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(http::HeaderName::as_str).collect()
+    }
+}
+
+struct HeaderInjector<'a>(&'a mut http::HeaderMap);
+
+impl Injector for HeaderInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(key.as_bytes()),
+            http::HeaderValue::from_str(&value),
+        ) {
+            self.0.insert(name, value);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::future::BoxFuture;
+    use http_body_util::BodyExt as _;
+    use tonic::server::UnaryService;
+    use tower_layer::Layer as _;
+    use tower_service::Service as _;
+
+    struct Echo;
+    impl UnaryService<()> for Echo {
+        type Response = ();
+        type Future = BoxFuture<'static, Result<tonic::Response<()>, Status>>;
+        fn call(&mut self, _request: tonic::Request<()>) -> Self::Future {
+            Box::pin(async { Ok(tonic::Response::new(())) })
+        }
+    }
+
+    #[derive(Clone)]
+    struct Route;
+    impl tower_service::Service<http::Request<Body>> for Route {
+        type Response = http::Response<Body>;
+        type Error = std::convert::Infallible;
+        type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+            Box::pin(async move {
+                let mut grpc =
+                    tonic::server::Grpc::new(tonic_prost::ProstCodec::<(), ()>::default());
+                Ok(grpc.unary(Echo, request).await)
+            })
+        }
+    }
+
+    fn server_calls(registry: &prometheus::Registry, code: &str) -> u64 {
+        registry
+            .gather()
+            .iter()
+            .filter(|family| family.name() == "rpc_server_call_duration_seconds")
+            .flat_map(|family| family.get_metric())
+            .filter(|metric| {
+                metric
+                    .get_label()
+                    .iter()
+                    .any(|label| label.name() == "rpc_grpc_status_code" && label.value() == code)
+            })
+            .map(|metric| metric.get_histogram().get_sample_count())
+            .sum()
+    }
+
+    #[tokio::test]
+    async fn a_call_is_measured_once_with_the_status_in_its_trailers() {
+        let registry = prometheus::Registry::new();
+        let reader = opentelemetry_prometheus::exporter()
+            .with_registry(registry.clone())
+            .build()
+            .expect("exporter");
+        let provider = opentelemetry_sdk::metrics::SdkMeterProvider::builder()
+            .with_reader(reader)
+            .build();
+        opentelemetry::global::set_meter_provider(provider);
+
+        let mut service = ServerLayer::new(&MethodTable::default()).layer(Route);
+        let request = http::Request::builder()
+            .uri("/a.B/C")
+            .header("content-type", "application/grpc")
+            .body(Body::new(http_body_util::Full::new(Bytes::from_static(&[
+                0, 0, 0, 0, 0,
+            ]))))
+            .expect("request");
+        let response = service.call(request).await.expect("response");
+        assert_eq!(
+            server_calls(&registry, "0"),
+            0,
+            "not measured before the body ends"
+        );
+        let collected = response.into_body().collect().await.expect("body");
+        assert!(collected.trailers().is_some());
+        assert_eq!(server_calls(&registry, "0"), 1);
+    }
+}
