@@ -19,8 +19,58 @@ pub struct Cli {
     #[command(flatten)]
     pub telemetry: TelemetryConfig,
 
+    #[command(flatten)]
+    pub runtime: RuntimeConfig,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How the process schedules its work.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RuntimeConfig {
+    /// Async runtime: `auto` runs one thread when the process may use one CPU (as a pod with a
+    /// one-CPU limit, or under `taskset`), a thread per CPU otherwise.
+    #[arg(long, global = true, env = "NOTESUITE_RUNTIME", value_enum, default_value_t = RuntimeFlavor::Auto)]
+    pub runtime: RuntimeFlavor,
+
+    /// Worker threads of the multi-thread runtime (default: one per available CPU).
+    #[arg(long, global = true, env = "NOTESUITE_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub worker_threads: Option<u16>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RuntimeFlavor {
+    Auto,
+    /// Everything on one thread: no cross-thread wake-ups, the best latency per core.
+    CurrentThread,
+    /// A work-stealing pool of worker threads.
+    MultiThread,
+}
+
+impl RuntimeConfig {
+    /// Builds the runtime this configuration asks for.
+    pub fn build(&self) -> std::io::Result<tokio::runtime::Runtime> {
+        let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        let flavor = match self.runtime {
+            RuntimeFlavor::Auto if cpus == 1 && self.worker_threads.is_none() => {
+                RuntimeFlavor::CurrentThread
+            }
+            RuntimeFlavor::Auto => RuntimeFlavor::MultiThread,
+            chosen => chosen,
+        };
+        let mut builder = match flavor {
+            RuntimeFlavor::CurrentThread => tokio::runtime::Builder::new_current_thread(),
+            RuntimeFlavor::Auto | RuntimeFlavor::MultiThread => {
+                let mut builder = tokio::runtime::Builder::new_multi_thread();
+                if let Some(workers) = self.worker_threads {
+                    builder.worker_threads(usize::from(workers));
+                }
+                builder
+            }
+        };
+        builder.enable_all().build()
+    }
 }
 
 #[derive(Debug, clap::Subcommand)]

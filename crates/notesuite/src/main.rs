@@ -5,12 +5,13 @@ use std::time::Duration;
 
 use clap::Parser as _;
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = notesuite::cli::Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match cli.runtime.build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("notesuite: cannot start the async runtime: {error}");

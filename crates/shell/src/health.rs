@@ -68,12 +68,14 @@ impl Health {
                     Ok(outcome) => outcome,
                     Err(_) => Err(format!("readiness probe took longer than {interval:?}")),
                 };
+                // Only transitions are published: health Watch clients get one message per
+                // change, not a repeat of the same status every interval.
                 match (&outcome, ready) {
                     (Err(reason), true) => {
                         tracing::warn!(service = health.service_name, %reason, "not ready");
                     }
                     (Ok(()), false) => tracing::info!(service = health.service_name, "ready again"),
-                    _ => {}
+                    _ => continue,
                 }
                 ready = outcome.is_ok();
                 health.set_ready(ready).await;

@@ -52,10 +52,12 @@ where
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        let path = request.uri().path().to_owned();
+        // A reference-counted copy of the path, not an allocation: it is only read on the rare
+        // answers that get rewritten.
+        let path = request.uri().path_and_query().cloned();
         NormalizeFuture {
             inner: self.inner.call(request),
-            path: Some(path),
+            path,
         }
     }
 }
@@ -64,7 +66,7 @@ pin_project_lite::pin_project! {
     pub(crate) struct NormalizeFuture<F> {
         #[pin]
         inner: F,
-        path: Option<String>,
+        path: Option<http::uri::PathAndQuery>,
     }
 }
 
@@ -77,8 +79,8 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut response = ready!(this.inner.poll(cx))?;
-        let path = this.path.take().unwrap_or_default();
-        if let Some(replacement) = replacement(response.headers(), &path) {
+        let path = this.path.as_ref().map_or("", http::uri::PathAndQuery::path);
+        if let Some(replacement) = replacement(response.headers(), path) {
             let headers = response.headers_mut();
             headers.remove(Status::GRPC_MESSAGE);
             headers.remove(Status::GRPC_STATUS_DETAILS);

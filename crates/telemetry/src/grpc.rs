@@ -11,14 +11,14 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
 use bytes::Bytes;
 use http_body::Frame;
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{Histogram, UpDownCounter};
+use opentelemetry::metrics::{BoundHistogram, BoundUpDownCounter, Histogram, UpDownCounter};
 use opentelemetry::propagation::{Extractor, Injector};
 use tonic::Status;
 use tonic::body::Body;
@@ -31,14 +31,25 @@ use crate::methods::MethodTable;
 /// because probes every few seconds drown the traces that matter.
 pub const TRACE_HEALTH_CHECKS_ENV: &str = "NOTESUITE_TRACE_HEALTH_CHECKS";
 
+/// Set to `off` to take the per-call spans and metrics out of the request path altogether:
+/// a kill switch for an incident, and the baseline when measuring what telemetry costs.
+pub const RPC_TELEMETRY_ENV: &str = "NOTESUITE_RPC_TELEMETRY";
+
+fn rpc_telemetry_enabled() -> bool {
+    std::env::var(RPC_TELEMETRY_ENV).map_or(true, |value| value != "off")
+}
+
 /// Bucket boundaries (seconds) for call durations: 100 µs to 10 s.
 const DURATION_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     5.0, 10.0,
 ];
 
-/// The labels of one method, built once.
-#[derive(Debug)]
+/// Number of gRPC status codes (`OK` = 0 … `UNAUTHENTICATED` = 16).
+const STATUS_CODES: usize = 17;
+
+/// The labels and bound instruments of one method on one side, built once: recording a call
+/// then costs no attribute hashing.
 struct MethodLabels {
     /// `package.Service/Method`, the span name.
     full_name: String,
@@ -47,31 +58,52 @@ struct MethodLabels {
     health_check: bool,
     /// `rpc.system`, `rpc.service`, `rpc.method`.
     attributes: [KeyValue; 3],
+    active: BoundUpDownCounter<i64>,
+    /// Durations by status code, bound on first use.
+    duration_by_code: [OnceLock<BoundHistogram<f64>>; STATUS_CODES],
+    duration: Histogram<f64>,
+}
+
+impl std::fmt::Debug for MethodLabels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MethodLabels")
+            .field("full_name", &self.full_name)
+            .finish_non_exhaustive()
+    }
 }
 
 impl MethodLabels {
-    fn new(service: &str, method: &str) -> Self {
+    fn new(service: &str, method: &str, instruments: &Instruments) -> Self {
+        let attributes = [
+            KeyValue::new("rpc.system", "grpc"),
+            KeyValue::new("rpc.service", service.to_owned()),
+            KeyValue::new("rpc.method", method.to_owned()),
+        ];
         Self {
             full_name: format!("{service}/{method}"),
             service: service.to_owned(),
             method: method.to_owned(),
             health_check: service == "grpc.health.v1.Health",
-            attributes: [
-                KeyValue::new("rpc.system", "grpc"),
-                KeyValue::new("rpc.service", service.to_owned()),
-                KeyValue::new("rpc.method", method.to_owned()),
-            ],
+            active: instruments.active.bind(&attributes),
+            attributes,
+            duration_by_code: std::array::from_fn(|_| OnceLock::new()),
+            duration: instruments.duration.clone(),
         }
     }
 
-    fn with_status(&self, code: i64) -> [KeyValue; 4] {
-        let [system, service, method] = self.attributes.clone();
-        [
-            system,
-            service,
-            method,
-            KeyValue::new("rpc.grpc.status_code", code),
-        ]
+    fn record_duration(&self, code: tonic::Code, seconds: f64) {
+        let index = (code as usize).min(STATUS_CODES - 1);
+        self.duration_by_code[index]
+            .get_or_init(|| {
+                let [system, service, method] = self.attributes.clone();
+                self.duration.bind(&[
+                    system,
+                    service,
+                    method,
+                    KeyValue::new("rpc.grpc.status_code", code as i64),
+                ])
+            })
+            .record(seconds);
     }
 }
 
@@ -83,19 +115,23 @@ struct Labels {
 }
 
 impl Labels {
-    fn new(methods: &MethodTable) -> Arc<Self> {
+    fn new(methods: &MethodTable, instruments: &Instruments) -> Arc<Self> {
         let by_path = methods
             .iter()
             .map(|method| {
                 (
                     method.path.clone(),
-                    Arc::new(MethodLabels::new(&method.service, &method.method)),
+                    Arc::new(MethodLabels::new(
+                        &method.service,
+                        &method.method,
+                        instruments,
+                    )),
                 )
             })
             .collect();
         Arc::new(Self {
             by_path,
-            other: Arc::new(MethodLabels::new("_OTHER", "_OTHER")),
+            other: Arc::new(MethodLabels::new("_OTHER", "_OTHER", instruments)),
         })
     }
 
@@ -148,15 +184,18 @@ pub struct ServerLayer {
     labels: Arc<Labels>,
     instruments: Instruments,
     trace_health_checks: bool,
+    enabled: bool,
 }
 
 impl ServerLayer {
     pub fn new(methods: &MethodTable) -> Self {
+        let instruments = Instruments::new(Side::Server);
         Self {
-            labels: Labels::new(methods),
-            instruments: Instruments::new(Side::Server),
+            labels: Labels::new(methods, &instruments),
+            instruments,
             trace_health_checks: std::env::var(TRACE_HEALTH_CHECKS_ENV)
                 .is_ok_and(|value| value == "true"),
+            enabled: rpc_telemetry_enabled(),
         }
     }
 }
@@ -191,6 +230,12 @@ where
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        if !self.layer.enabled {
+            return CallFuture {
+                inner: self.inner.call(request),
+                call: None,
+            };
+        }
         let labels = self.layer.labels.get(request.uri().path());
         let span = if labels.health_check && !self.layer.trace_health_checks {
             Span::none()
@@ -237,6 +282,7 @@ where
 pub struct ClientLayer {
     labels: Arc<Labels>,
     instruments: Instruments,
+    enabled: bool,
     /// `server.address` and `server.port` of the channel's target: the channel fills in the
     /// request's authority only below this layer.
     server: Option<(Arc<str>, Option<u16>)>,
@@ -244,9 +290,11 @@ pub struct ClientLayer {
 
 impl ClientLayer {
     pub fn new(methods: &MethodTable) -> Self {
+        let instruments = Instruments::new(Side::Client);
         Self {
-            labels: Labels::new(methods),
-            instruments: Instruments::new(Side::Client),
+            labels: Labels::new(methods, &instruments),
+            instruments,
+            enabled: rpc_telemetry_enabled(),
             server: None,
         }
     }
@@ -295,6 +343,12 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+        if !self.layer.enabled {
+            return CallFuture {
+                inner: self.inner.call(request),
+                call: None,
+            };
+        }
         let labels = self.layer.labels.get(request.uri().path());
         let span = tracing::info_span!(
             target: "notesuite::grpc",
@@ -339,7 +393,7 @@ struct Call {
 
 impl Call {
     fn start(labels: Arc<MethodLabels>, instruments: Instruments, span: Span) -> Self {
-        instruments.active.add(1, &labels.attributes);
+        labels.active.add(1);
         Self {
             labels,
             instruments,
@@ -350,11 +404,9 @@ impl Call {
 
     fn finish(self, code: tonic::Code) {
         let code_number = code as i64;
-        self.instruments.duration.record(
-            self.started.elapsed().as_secs_f64(),
-            &self.labels.with_status(code_number),
-        );
-        self.instruments.active.add(-1, &self.labels.attributes);
+        self.labels
+            .record_duration(code, self.started.elapsed().as_secs_f64());
+        self.labels.active.add(-1);
         self.span.record("rpc.grpc.status_code", code_number);
         if is_error(self.instruments.side, code) {
             self.span.record("otel.status_code", "ERROR");

@@ -26,7 +26,8 @@ use tracing_subscriber::filter::{EnvFilter, LevelFilter, Targets};
 use tracing_subscriber::{Layer as _, fmt, prelude::*};
 
 pub use grpc::{
-    ClientLayer, ClientTelemetry, ServerLayer, ServerTelemetry, TRACE_HEALTH_CHECKS_ENV,
+    ClientLayer, ClientTelemetry, RPC_TELEMETRY_ENV, ServerLayer, ServerTelemetry,
+    TRACE_HEALTH_CHECKS_ENV,
 };
 pub use methods::{Method, MethodTable};
 pub use metrics_endpoint::serve_metrics;

@@ -433,6 +433,51 @@ async fn health_checks_are_not_traced_and_metrics_are_pushed_over_otlp() {
     }
 }
 
+#[tokio::test]
+async fn spans_still_buffered_are_flushed_by_the_drain() {
+    let (collector, endpoint) = Collector::start().await;
+    // Spans would wait a minute for their batch: only the shutdown flush can deliver them.
+    let mut up = Up::start_with_env(
+        &[],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "60000"),
+        ],
+    );
+    let traceparent = "00-33333333333333333333333333333333-4444444444444444-01";
+    let mut login = Request::new(LoginRequest {
+        email: "nobody@example.com".into(),
+        password: "not a password".into(),
+    });
+    login
+        .metadata_mut()
+        .insert("traceparent", traceparent.parse().expect("ascii"));
+    GatewayServiceClient::new(up.channel().await)
+        .login(login)
+        .await
+        .expect_err("unknown account");
+    assert!(
+        collector.spans.lock().expect("lock").is_empty(),
+        "nothing is exported before the batch is due"
+    );
+
+    up.terminate();
+    assert_eq!(up.exit_status().await.code(), Some(0));
+    let spans = collector
+        .trace(&[0x33; 16], |spans| !spans.is_empty())
+        .await;
+    assert!(
+        find(
+            &spans,
+            "notesuite",
+            SpanKind::Server,
+            "notesuite.gateway.v1.GatewayService/Login"
+        )
+        .is_some(),
+        "{spans:#?}"
+    );
+}
+
 /// Sums the `_count` samples of a histogram whose labels include `labels`.
 fn count(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
     scrape
