@@ -10,6 +10,7 @@
 //! before any signature check.
 
 mod auth;
+mod cache;
 mod crypto;
 mod keys;
 
@@ -30,7 +31,7 @@ pub const SERVICE_AUDIENCE: &str = "notesuite-internal";
 /// Service tokens are minted per use; a minute covers any call plus clock skew.
 const SERVICE_TOKEN_TTL: Duration = Duration::from_secs(60);
 /// Clock skew tolerated between the gateway and the services.
-const LEEWAY_SECONDS: u64 = 30;
+pub(crate) const LEEWAY_SECONDS: u64 = 30;
 
 /// The registered claims notesuite uses.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,10 +122,10 @@ impl Issuer {
 }
 
 /// Checks tokens. Every service holds one, built from the public key alone.
-#[derive(Clone)]
 pub struct Verifier {
     key: DecodingKey,
     validation: Validation,
+    verified: cache::VerifiedTokens,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -144,11 +145,22 @@ impl Verifier {
         Self {
             key: key.decoding_key(),
             validation,
+            verified: cache::VerifiedTokens::default(),
         }
     }
 
     /// Verifies a compact JWT and says whom it acts for.
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        let now = unix_seconds(SystemTime::now());
+        if let Some(principal) = self.verified.get(token, now) {
+            return Ok(principal);
+        }
+        let (principal, expires_at) = self.verify_signature(token)?;
+        self.verified.insert(token, &principal, expires_at);
+        Ok(principal)
+    }
+
+    fn verify_signature(&self, token: &str) -> Result<(Principal, u64), AuthError> {
         use jsonwebtoken::errors::ErrorKind;
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
             |error| match error.kind() {
@@ -164,13 +176,14 @@ impl Verifier {
         if claims.sub.is_empty() {
             return Err(AuthError::Invalid);
         }
-        match claims.aud.as_str() {
-            USER_AUDIENCE => Ok(Principal::User {
+        let principal = match claims.aud.as_str() {
+            USER_AUDIENCE => Principal::User {
                 user_id: claims.sub,
-            }),
-            SERVICE_AUDIENCE => Ok(Principal::Service { name: claims.sub }),
-            _ => Err(AuthError::Invalid),
-        }
+            },
+            SERVICE_AUDIENCE => Principal::Service { name: claims.sub },
+            _ => return Err(AuthError::Invalid),
+        };
+        Ok((principal, claims.exp))
     }
 
     /// Reads `authorization: Bearer <token>` from request headers and verifies it.
@@ -287,6 +300,23 @@ mod tests {
         // HS256 header with a made-up signature.
         let token = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl";
         assert_eq!(verifier.verify(token), Err(AuthError::Invalid));
+    }
+
+    #[test]
+    fn a_cached_token_is_still_checked_for_expiry() {
+        let (issuer, verifier) = key_pair();
+        let token = issuer.sign(&claims(USER_AUDIENCE, -3600)).expect("sign");
+        assert_eq!(verifier.verify(&token), Err(AuthError::Expired));
+        let fresh = issuer.user_token("user-1").expect("sign").token;
+        assert!(verifier.verify(&fresh).is_ok());
+        assert!(
+            verifier.verify(&fresh).is_ok(),
+            "second time from the cache"
+        );
+        // A tampered copy is a different token: never served from the cache.
+        let mut tampered = fresh.clone();
+        tampered.push('A');
+        assert!(verifier.verify(&tampered).is_err());
     }
 
     #[test]
