@@ -15,6 +15,8 @@ mod reflection;
 mod signal;
 mod spawn;
 mod status;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::future::Future;
 
@@ -108,6 +110,15 @@ pub async fn serve(
         .http2_keepalive_interval(Some(config.http2_keepalive_interval))
         .http2_keepalive_timeout(Some(config.http2_keepalive_timeout))
         .max_concurrent_streams(Some(config.max_concurrent_streams))
+        // hyper's default of 20 streams reset before they were accepted (its guard against
+        // "rapid reset" floods) is too low for a multiplexing peer: when the gateway cancels a
+        // burst of forwarded calls, the backend would answer with GOAWAY and fail every other
+        // call on that connection. A bound scaled to the allowed streams still stops a flood.
+        .http2_max_pending_accept_reset_streams(Some(
+            usize::try_from(config.max_concurrent_streams / 4)
+                .unwrap_or(256)
+                .max(20),
+        ))
         .layer(telemetry::ServerLayer::new(&methods))
         .layer(normalize::NormalizeLayer)
         .layer(drain::DrainLayer::new(&methods, end_streams.clone()))

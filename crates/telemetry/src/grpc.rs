@@ -240,7 +240,7 @@ where
         let span = if labels.health_check && !self.layer.trace_health_checks {
             Span::none()
         } else {
-            let span = tracing::info_span!(
+            let span = tracing::debug_span!(
                 target: "notesuite::grpc",
                 "grpc.server",
                 otel.name = %labels.full_name,
@@ -350,7 +350,7 @@ where
             };
         }
         let labels = self.layer.labels.get(request.uri().path());
-        let span = tracing::info_span!(
+        let span = tracing::debug_span!(
             target: "notesuite::grpc",
             "grpc.client",
             otel.name = %labels.full_name,
@@ -384,11 +384,15 @@ where
 
 /// One call being measured: ends when its response body ends (or is dropped).
 #[derive(Debug)]
+///
+/// A call that is dropped unfinished (its caller went away before the answer was complete)
+/// ends as CANCELLED, so that the in-flight gauge never leaks.
 struct Call {
     labels: Arc<MethodLabels>,
     instruments: Instruments,
     span: Span,
     started: Instant,
+    finished: bool,
 }
 
 impl Call {
@@ -399,10 +403,18 @@ impl Call {
             instruments,
             span,
             started: Instant::now(),
+            finished: false,
         }
     }
 
-    fn finish(self, code: tonic::Code) {
+    fn finish(mut self, code: tonic::Code) {
+        self.record(code);
+    }
+
+    fn record(&mut self, code: tonic::Code) {
+        if std::mem::replace(&mut self.finished, true) {
+            return;
+        }
         let code_number = code as i64;
         self.labels
             .record_duration(code, self.started.elapsed().as_secs_f64());
@@ -411,6 +423,12 @@ impl Call {
         if is_error(self.instruments.side, code) {
             self.span.record("otel.status_code", "ERROR");
         }
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        self.record(tonic::Code::Cancelled);
     }
 }
 
@@ -498,7 +516,8 @@ impl http_body::Body for MeasuredBody {
                     .map_or(tonic::Code::Unknown, |status| status.code())
             }),
             Some(Err(status)) => Some(status.code()),
-            None => Some(self.header_status.unwrap_or(tonic::Code::Unknown)),
+            // A body that ends with no status anywhere was cut short: the call was abandoned.
+            None => Some(self.header_status.unwrap_or(tonic::Code::Cancelled)),
         };
         if let Some(code) = code
             && let Some(call) = self.call.take()
@@ -519,12 +538,14 @@ impl http_body::Body for MeasuredBody {
 
 impl Drop for MeasuredBody {
     fn drop(&mut self) {
-        if let Some(call) = self.call.take() {
-            // Never read to the end: an empty trailers-only answer, or the peer went away.
-            call.finish(match self.header_status {
-                Some(code) if http_body::Body::is_end_stream(&self.inner) => code,
-                _ => tonic::Code::Cancelled,
-            });
+        let Some(call) = self.call.take() else {
+            return;
+        };
+        // An empty trailers-only answer is never polled: its status is in the headers. Any
+        // other body dropped before its end was abandoned: the call ends as CANCELLED.
+        match self.header_status {
+            Some(code) if http_body::Body::is_end_stream(&self.inner) => call.finish(code),
+            _ => drop(call),
         }
     }
 }

@@ -39,7 +39,7 @@ pub async fn build(
 ) -> Result<ServiceDefinition, Error> {
     let store =
         SqliteUserStore::connect(&config.database_url, config.database_max_connections).await?;
-    let passwords = PasswordHasher::new(config.password_hash_concurrency as usize).await?;
+    let passwords = PasswordHasher::new(config.password_hash_concurrency as usize);
     Ok(definition(store, passwords, token_key))
 }
 

@@ -9,8 +9,7 @@ use proto::notes::notes_service_client::NotesServiceClient;
 use proto::users::users_service_client::UsersServiceClient;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
-use tonic::{Code, Request, Status};
-use tonic_types::StatusExt as _;
+use tonic::{Request, Status};
 
 /// The running suite; dropping it shuts it down.
 #[derive(Debug)]
@@ -141,29 +140,10 @@ pub async fn channel(addr: SocketAddr) -> Channel {
         .expect("connect")
 }
 
-pub fn with_token<T>(message: T, token: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().expect("ascii"),
-    );
-    request
-}
-
 pub fn unique_email() -> String {
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let count = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     format!("user{}-{count}@example.com", std::process::id())
 }
 
-/// Asserts the status's code and `ErrorInfo` reason.
-#[track_caller]
-pub fn assert_error(status: &Status, code: Code, reason: &str) {
-    assert_eq!(status.code(), code, "{status:?}");
-    let details = status.get_error_details();
-    let info = details
-        .error_info()
-        .unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
-    assert_eq!(info.reason, reason, "{status:?}");
-    assert_eq!(info.domain, "notesuite");
-}
+pub use shell::testing::{assert_error, with_token};

@@ -5,9 +5,8 @@ use proto::notes::notes_service_client::NotesServiceClient;
 use proto::notes::{CreateNoteRequest, Note};
 use shell::ServeConfig;
 use tempfile::TempDir;
+use tonic::Request;
 use tonic::transport::Channel;
-use tonic::{Code, Request, Status};
-use tonic_types::StatusExt as _;
 
 pub(crate) struct TestNotes {
     pub(crate) client: NotesServiceClient<Channel>,
@@ -88,15 +87,6 @@ impl Caller {
     }
 }
 
-pub(crate) fn with_token<T>(message: T, token: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().expect("ascii"),
-    );
-    request
-}
-
 pub(crate) fn draft(title: &str, content: &str, tags: &[&str]) -> Note {
     Note {
         title: title.into(),
@@ -112,31 +102,4 @@ pub(crate) fn mask(paths: &[&str]) -> Option<prost_types::FieldMask> {
     })
 }
 
-/// Asserts the status's code and `ErrorInfo` reason.
-#[track_caller]
-pub(crate) fn assert_error(status: &Status, code: Code, reason: &str) {
-    assert_eq!(status.code(), code, "{status:?}");
-    let details = status.get_error_details();
-    let info = details
-        .error_info()
-        .unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
-    assert_eq!(info.reason, reason, "{status:?}");
-    assert_eq!(info.domain, "notesuite");
-}
-
-/// The fields a `BadRequest` detail names, in order.
-#[track_caller]
-pub(crate) fn bad_fields(status: &Status) -> Vec<String> {
-    assert_error(status, Code::InvalidArgument, "INVALID_FIELDS");
-    status
-        .get_error_details()
-        .bad_request()
-        .map(|bad_request| {
-            bad_request
-                .field_violations
-                .iter()
-                .map(|violation| violation.field.clone())
-                .collect()
-        })
-        .unwrap_or_default()
-}
+pub(crate) use shell::testing::{assert_error, bad_fields, with_token};

@@ -4,9 +4,8 @@ use proto::users::users_service_client::UsersServiceClient;
 use proto::users::{CreateUserRequest, User};
 use shell::ServeConfig;
 use tempfile::TempDir;
+use tonic::Request;
 use tonic::transport::Channel;
-use tonic::{Code, Request, Status};
-use tonic_types::StatusExt as _;
 use users::password::PasswordHasher;
 use users::store::SqliteUserStore;
 
@@ -26,7 +25,7 @@ pub(crate) async fn spawn_users() -> TestUsers {
     let store = SqliteUserStore::connect(&database_url, 4)
         .await
         .expect("database");
-    let passwords = PasswordHasher::new(2).await.expect("hasher");
+    let passwords = PasswordHasher::new(2);
     let definition = users::definition(store, passwords, &key.verifying_key());
     let server = shell::spawn(
         definition,
@@ -100,15 +99,6 @@ impl TestUsers {
     }
 }
 
-pub(crate) fn with_token<T>(message: T, token: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().expect("ascii"),
-    );
-    request
-}
-
 /// A unique, valid email address.
 pub(crate) fn email() -> String {
     format!("user-{}@example.com", uuid_like())
@@ -120,30 +110,4 @@ fn uuid_like() -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
-/// Asserts the status's code and `ErrorInfo` reason.
-#[track_caller]
-pub(crate) fn assert_error(status: &Status, code: Code, reason: &str) {
-    assert_eq!(status.code(), code, "{status:?}");
-    let details = status.get_error_details();
-    let info = details
-        .error_info()
-        .unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
-    assert_eq!(info.reason, reason, "{status:?}");
-    assert_eq!(info.domain, "notesuite");
-}
-
-/// The fields a `BadRequest` detail names, in order.
-pub(crate) fn bad_fields(status: &Status) -> Vec<String> {
-    assert_error(status, Code::InvalidArgument, "INVALID_FIELDS");
-    status
-        .get_error_details()
-        .bad_request()
-        .map(|bad_request| {
-            bad_request
-                .field_violations
-                .iter()
-                .map(|violation| violation.field.clone())
-                .collect()
-        })
-        .unwrap_or_default()
-}
+pub(crate) use shell::testing::{assert_error, bad_fields, with_token};
