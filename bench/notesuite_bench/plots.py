@@ -1,0 +1,135 @@
+"""One PNG per scenario: bars at the median, error bars from the min to the max over rounds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+# Figure, not pyplot: no GUI backend and no global figure state, files only.
+from matplotlib.figure import Figure
+
+from .measure import Run
+from .scenarios import footprint, health, hop, telemetry
+from .services import PEER_KINDS
+from .stats import Selection, stat
+
+NOTESUITE_COLOUR = "#2b6cb0"
+PEER_COLOUR = "#a0aec0"
+
+
+@dataclass(frozen=True)
+class Panel:
+    title: str
+    key: str
+    scale: float = 1.0
+    limit: float | None = None  # a budget, drawn as a dashed line
+
+
+def write_all(runs: list[Run], scenarios: list[str], out_dir: Path) -> list[Path]:
+    written = []
+    for name, plot in (
+        (health.NAME, _health),
+        (hop.NAME, _hop),
+        (telemetry.NAME, _telemetry),
+        (footprint.NAME, _footprint),
+    ):
+        if name in scenarios and any(run.scenario == name for run in runs):
+            path = out_dir / f"{name}.png"
+            plot(runs, path)
+            written.append(path)
+    return written
+
+
+PEERS = {kind.name for kind in PEER_KINDS}
+
+
+def _bars(axis, runs: list[Run], selections: list[Selection], panel: Panel, with_load: bool = False) -> None:
+    medians, lows, highs, colours, labels = [], [], [], [], []
+    for selection in selections:
+        value = stat(runs, selection, panel.key)
+        median = value.median * panel.scale if value else 0.0
+        medians.append(median)
+        lows.append(median - value.low * panel.scale if value else 0.0)
+        highs.append(value.high * panel.scale - median if value else 0.0)
+        colours.append(PEER_COLOUR if selection.series in PEERS else NOTESUITE_COLOUR)
+        labels.append(f"{selection.series} @{selection.in_flight}" if with_load else selection.series)
+    positions = range(len(selections))
+    axis.bar(positions, medians, yerr=[lows, highs], capsize=3, color=colours)
+    axis.set_xticks(list(positions), labels, rotation=35, ha="right", fontsize=8)
+    axis.set_title(panel.title, fontsize=10)
+    if panel.limit is not None:
+        axis.axhline(panel.limit, linestyle="--", color="#c53030", linewidth=1)
+    axis.grid(axis="y", alpha=0.3)
+
+
+def _save(figure: Figure, path: Path, title: str) -> None:
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+def _health(runs: list[Run], path: Path) -> None:
+    present = {run.series for run in runs if run.scenario == health.NAME}
+    ordered = [f"notesuite {name}" for name in health.NOTESUITE_SERVICES] + [kind.name for kind in PEER_KINDS]
+    series = [name for name in ordered if name in present]
+    panels = (
+        Panel("k req/s", "rps", 1e-3),
+        Panel("p99 ms", "p99_ms"),
+        Panel("server CPU µs per call", "cpu_us_server"),
+    )
+    figure = Figure(figsize=(15, 8))
+    axes = figure.subplots(len(health.LOADS), len(panels), squeeze=False)
+    for row, load in enumerate(health.LOADS):
+        selections = [Selection(health.NAME, name, load.in_flight) for name in series]
+        for column, panel in enumerate(panels):
+            titled = Panel(f"{panel.title} @{load.in_flight} in flight", panel.key, panel.scale)
+            _bars(axes[row][column], runs, selections, titled)
+    _save(figure, path, "Health/Check, server on one core (median, min–max over rounds)")
+
+
+def _hop(runs: list[Run], path: Path) -> None:
+    selections = [
+        Selection(hop.NAME, hop.series_name(method, route), load.in_flight)
+        for load in hop.LOADS
+        for method in hop.METHODS
+        for route in hop.PATHS
+    ]
+    via = [s for s in selections if s.series.endswith(hop.VIA_GATEWAY)]
+    panels = (
+        (Panel("k req/s", "rps", 1e-3), selections),
+        (Panel("p99 ms", "p99_ms"), selections),
+        (Panel("notes CPU µs per call", "cpu_us_notes"), selections),
+        (Panel("gateway CPU µs per forwarded call", "cpu_us_gateway", limit=15), via),
+    )
+    figure = Figure(figsize=(18, 5))
+    axes = figure.subplots(1, len(panels), squeeze=False)
+    for column, (panel, chosen) in enumerate(panels):
+        _bars(axes[0][column], runs, chosen, panel, with_load=True)
+    _save(figure, path, "Gateway hop: notes directly vs through the gateway")
+
+
+def _telemetry(runs: list[Run], path: Path) -> None:
+    selections = [Selection(telemetry.NAME, variant, telemetry.LOAD.in_flight) for variant in telemetry.VARIANTS]
+    panels = (Panel("k req/s", "rps", 1e-3), Panel("p99 ms", "p99_ms"), Panel("notes CPU µs per call", "cpu_us_notes"))
+    figure = Figure(figsize=(13, 4.5))
+    axes = figure.subplots(1, len(panels), squeeze=False)
+    for column, panel in enumerate(panels):
+        _bars(axes[0][column], runs, selections, panel)
+    _save(figure, path, f"Telemetry cost: GetNote on notes, {telemetry.LOAD.in_flight} in flight")
+
+
+def _footprint(runs: list[Run], path: Path) -> None:
+    present = {run.series for run in runs if run.scenario == footprint.NAME}
+    ordered = [f"notesuite {name}" for name in health.NOTESUITE_SERVICES] + [kind.name for kind in PEER_KINDS]
+    series = [name for name in ordered if name in present]
+    selections = [Selection(footprint.NAME, name) for name in series]
+    panels = (
+        Panel("idle RSS MB", "idle_rss_mb", limit=10),
+        Panel("KB per idle connection", "kb_per_connection", limit=30),
+        Panel("exec → first SERVING check, ms", "startup_ms", limit=50),
+    )
+    figure = Figure(figsize=(15, 4.5))
+    axes = figure.subplots(1, len(panels), squeeze=False)
+    for column, panel in enumerate(panels):
+        _bars(axes[0][column], runs, selections, panel)
+    _save(figure, path, "Footprint and start-up (dashed: budget)")

@@ -1,0 +1,318 @@
+"""results.md: the machine, the budgets, one table per scenario, and every invalid run."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from .budgets import PASS, Budget
+from .measure import Run
+from .scenarios import footprint, health, hop, telemetry
+from .scenarios.not_yet import NotRun
+from .services import PEER_KINDS
+from .stats import Selection, Stat, difference, paired, ratio, stat
+
+BASELINES = ("grpc-go", "grpc-c++", "tonic current")
+
+
+@dataclass(frozen=True)
+class Header:
+    title: str
+    command: str
+    machine: dict[str, str]
+    settings: dict[str, str]
+
+
+def markdown(
+    header: Header, runs: list[Run], budgets: list[Budget], not_run: list[NotRun], scenarios: list[str]
+) -> str:
+    sections = [_header(header), _budgets(budgets)]
+    if health.NAME in scenarios:
+        sections.append(_health(runs))
+    if hop.NAME in scenarios:
+        sections.append(_hop(runs))
+    if telemetry.NAME in scenarios:
+        sections.append(_telemetry(runs))
+    if footprint.NAME in scenarios:
+        sections.append(_footprint(runs))
+    sections += [_not_run(not_run), _invalid(runs), _warnings(runs), METHOD]
+    return "\n\n".join(section.rstrip() for section in sections) + "\n"
+
+
+def table(columns: Iterable[str], rows: Iterable[Iterable[str]]) -> str:
+    columns = list(columns)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def cell(value: Stat | None, digits: int = 1, scale: float = 1.0) -> str:
+    if value is None:
+        return "—"
+    return value.text(digits, scale)
+
+
+def validity(runs: list[Run], selection: Selection) -> str:
+    selected = selection.runs(runs)
+    valid = sum(run.valid for run in selected)
+    text = f"{valid}/{len(selected)}"
+    return text if valid == len(selected) else f"**{text} INVALID**"
+
+
+def _header(header: Header) -> str:
+    machine = "\n".join(f"- {key}: {value}" for key, value in header.machine.items())
+    settings = "\n".join(f"- {key}: {value}" for key, value in header.settings.items())
+    return f"# {header.title}\n\nCommand: `{header.command}`\n\n## Machine\n\n{machine}\n\n## Settings\n\n{settings}"
+
+
+def _budgets(budgets: list[Budget]) -> str:
+    rows = [(b.verdict if b.verdict == PASS else f"**{b.verdict}**", b.budget, b.subject, b.measured) for b in budgets]
+    return "## Budgets (SPEC §11)\n\n" + table(("verdict", "budget", "subject", "measured (median, min–max)"), rows)
+
+
+def _health_series(runs: list[Run]) -> list[str]:
+    present = {run.series for run in runs if run.scenario == health.NAME}
+    ordered = [f"notesuite {name}" for name in health.NOTESUITE_SERVICES] + [kind.name for kind in PEER_KINDS]
+    return [series for series in ordered if series in present]
+
+
+def _health(runs: list[Run]) -> str:
+    series = _health_series(runs)
+    baselines = [name for name in BASELINES if name in series]
+    parts = [
+        "## Health/Check: notesuite services vs reference servers\n\n"
+        "Every server on core 1 (all started once, idle but the one under load), h2load on "
+        "core 0. Medians over rounds (min–max); ratios are req/s divided by the baseline's, "
+        "round by round."
+    ]
+    for load in health.LOADS:
+        rows = []
+        for name in series:
+            selection = Selection(health.NAME, name, load.in_flight)
+            ratios = [
+                cell(paired(runs, selection, Selection(health.NAME, base, load.in_flight), "rps", ratio), 2)
+                for base in baselines
+            ]
+            rows.append(
+                (
+                    name,
+                    cell(stat(runs, selection, "rps"), 1, 1e-3),
+                    cell(stat(runs, selection, "p50_ms"), 2),
+                    cell(stat(runs, selection, "p99_ms"), 2),
+                    cell(stat(runs, selection, "p999_ms"), 2),
+                    cell(stat(runs, selection, "cpu_us_server"), 1),
+                    *ratios,
+                    validity(runs, selection),
+                )
+            )
+        columns = (
+            "server",
+            "k req/s",
+            "p50 ms",
+            "p99 ms",
+            "p99.9 ms",
+            "CPU µs/call",
+            *(f"× {b}" for b in baselines),
+            "valid",
+        )
+        parts.append(f"### {load.in_flight} in flight (-c {load.clients} -m {load.streams})\n\n" + table(columns, rows))
+    return "\n\n".join(parts)
+
+
+def _hop(runs: list[Run]) -> str:
+    rows = []
+    for load in hop.LOADS:
+        for method in hop.METHODS:
+            for path in hop.PATHS:
+                selection = Selection(hop.NAME, hop.series_name(method, path), load.in_flight)
+                rows.append(
+                    (
+                        selection.series,
+                        str(load.in_flight),
+                        cell(stat(runs, selection, "rps"), 1, 1e-3),
+                        cell(stat(runs, selection, "p50_ms"), 2),
+                        cell(stat(runs, selection, "p99_ms"), 2),
+                        cell(stat(runs, selection, "cpu_us_notes"), 1),
+                        cell(stat(runs, selection, "cpu_us_gateway"), 1),
+                        validity(runs, selection),
+                    )
+                )
+    calls = table(
+        ("call", "in flight", "k req/s", "p50 ms", "p99 ms", "notes CPU µs/call", "gateway CPU µs/call", "valid"), rows
+    )
+    added = []
+    for load in hop.LOADS:
+        for method in hop.METHODS:
+            via = Selection(hop.NAME, hop.series_name(method, hop.VIA_GATEWAY), load.in_flight)
+            direct = Selection(hop.NAME, hop.series_name(method, hop.DIRECT), load.in_flight)
+            added.append(
+                (
+                    method,
+                    str(load.in_flight),
+                    cell(paired(runs, via, direct, "p50_ms", difference), 2),
+                    cell(paired(runs, via, direct, "p99_ms", difference), 2),
+                    cell(stat(runs, via, "cpu_us_gateway"), 1),
+                    cell(paired(runs, via, direct, "cpu_us_notes", difference), 1),
+                    cell(paired(runs, via, direct, "rps", ratio), 2),
+                )
+            )
+    hop_table = table(
+        (
+            "method",
+            "in flight",
+            "added p50 ms",
+            "added p99 ms",
+            "gateway CPU µs per forwarded call",
+            "Δ notes CPU µs/call",
+            "req/s via ÷ direct",
+        ),
+        added,
+    )
+    return (
+        "## Gateway hop: notes directly vs through the gateway\n\n"
+        "users, notes and the gateway share core 1; h2load on core 0. CPU per call is each "
+        "process's utime+stime over the run divided by the calls h2load completed.\n\n"
+        f"{calls}\n\nWhat the hop adds (round by round: via gateway − direct):\n\n{hop_table}"
+    )
+
+
+def _telemetry(runs: list[Run]) -> str:
+    off = Selection(telemetry.NAME, telemetry.OFF, telemetry.LOAD.in_flight)
+    rows = []
+    for variant in telemetry.VARIANTS:
+        selection = Selection(telemetry.NAME, variant, telemetry.LOAD.in_flight)
+        rows.append(
+            (
+                variant,
+                cell(stat(runs, selection, "rps"), 1, 1e-3),
+                cell(stat(runs, selection, "p99_ms"), 2),
+                cell(stat(runs, selection, "cpu_us_notes"), 2),
+                "—" if variant == telemetry.OFF else cell(paired(runs, selection, off, "cpu_us_notes", difference), 2),
+                "—"
+                if variant == telemetry.OFF
+                else cell(paired(runs, selection, off, "rps", lambda a, b: (a / b - 1) * 100), 1),
+                cell(stat(runs, selection, "otlp_traces_exports"), 0) if variant == telemetry.EXPORTING else "—",
+                validity(runs, selection),
+            )
+        )
+    return (
+        f"## Telemetry cost: GetNote straight to notes, {telemetry.LOAD.in_flight} in flight\n\n"
+        "Three notes processes (same binary) on core 1; the OTLP sink runs in the harness on core 0.\n\n"
+        + table(
+            (
+                "variant",
+                "k req/s",
+                "p99 ms",
+                "CPU µs/call",
+                "Δ CPU µs/call vs off",
+                "Δ req/s vs off %",
+                "OTLP trace exports",
+                "valid",
+            ),
+            rows,
+        )
+    )
+
+
+def _footprint(runs: list[Run]) -> str:
+    present = {run.series for run in runs if run.scenario == footprint.NAME}
+    ordered = [f"notesuite {name}" for name in health.NOTESUITE_SERVICES] + [kind.name for kind in PEER_KINDS]
+    rows = []
+    for name in (series for series in ordered if series in present):
+        selection = Selection(footprint.NAME, name)
+        rows.append(
+            (
+                name,
+                cell(stat(runs, selection, "idle_rss_mb"), 1),
+                cell(stat(runs, selection, "kb_per_connection"), 1),
+                cell(stat(runs, selection, "startup_ms"), 1),
+                cell(stat(runs, selection, "check_ms"), 2),
+                validity(runs, selection),
+            )
+        )
+    return (
+        "## Footprint and start-up\n\n"
+        "Idle RSS: VmRSS after start and one health check. Per idle connection: RSS growth while "
+        "opening HTTP/2 connections (preface, SETTINGS exchange, one health check each) and "
+        "holding them idle, per connection: the median over 10 equal steps. Start-up: from just before the fork of the "
+        "server binary (no wrapper) to the first grpc-status 0 + SERVING, retrying a health check "
+        "on a fresh connection with no pause; each round's value is the median of its repeats. "
+        "The last column is one such check against a running server: the loop's own share of "
+        "the start-up time. RSS counts touched pages: memory an allocator kept from earlier "
+        "work (e.g. a password hash at start-up) is reused without growing RSS, so a "
+        "per-connection cost can read low for a process with a large idle RSS.\n\n"
+        + table(
+            (
+                "server",
+                "idle RSS MB",
+                "KB per idle connection",
+                "first health check ms",
+                "one check on a running server ms",
+                "valid",
+            ),
+            rows,
+        )
+    )
+
+
+def _not_run(not_run: list[NotRun]) -> str:
+    rows = [(item.scenario, item.budget, f"not run: {item.reason}") for item in not_run]
+    return "## Not run\n\n" + table(("scenario", "budget", "why"), rows)
+
+
+def _invalid(runs: list[Run]) -> str:
+    invalid = [run for run in runs if not run.valid]
+    if not invalid:
+        return "## Invalid runs\n\nNone: every measured call ended with gRPC status OK."
+    rows = [
+        (
+            run.scenario,
+            run.series,
+            "—" if run.in_flight is None else str(run.in_flight),
+            str(run.round),
+            "; ".join(run.problems),
+        )
+        for run in invalid
+    ]
+    return "## Invalid runs\n\nLeft out of every median and ratio above.\n\n" + table(
+        ("scenario", "series", "in flight", "round", "problems"), rows
+    )
+
+
+def _warnings(runs: list[Run]) -> str:
+    flagged = [run for run in runs if run.warnings]
+    if not flagged:
+        return "## Warnings\n\nNone."
+    rows = [
+        (
+            run.scenario,
+            run.series,
+            "—" if run.in_flight is None else str(run.in_flight),
+            str(run.round),
+            "; ".join(run.warnings),
+        )
+        for run in flagged
+    ]
+    return "## Warnings\n\nOddities that leave the run valid but that a server should not show.\n\n" + table(
+        ("scenario", "series", "in flight", "round", "warning"), rows
+    )
+
+
+METHOD = """## How these numbers were taken
+
+- Pinning: h2load and the harness on core 0, every server on core 1 (`taskset -c`).
+- Every measured run follows a separate warm-up run of the same load (`-D`), then waits until
+  the servers have no call of the method left in flight (from `rpc_server_active_calls`).
+- Measured runs make a fixed number of calls (`-n`), sized from the warm-up's rate to last about
+  the run duration: h2load then abandons no call at the end, so every call must end OK.
+- A run is valid only if h2load reports every call finished, none failed, errored or timed out,
+  all HTTP 2xx, and, for notesuite, the server's `rpc_server_call_duration_seconds_count` for the
+  method grew by at least as many gRPC OK calls as h2load counted and by no call with any other
+  status. Reference servers and the telemetry-off variant have no such counter: a real call
+  after the run must succeed instead.
+- Latency percentiles come from h2load's `--log-file` (µs per call), all calls of the run.
+- CPU per call: the server process's utime+stime (all threads, /proc/PID/stat, 10 ms ticks)
+  over the measured run, divided by the calls h2load completed.
+- Rounds are interleaved (round → concurrency → server), so slow drift of the machine hits every
+  server alike; compare numbers within one run only.
+- raw/ holds the h2load logs (gzipped), the request bodies and every process's log."""

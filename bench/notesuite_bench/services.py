@@ -1,0 +1,163 @@
+"""Launching the servers under test: notesuite's three services and the reference peers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import h2probe
+from .processes import SERVER_CORE, Process, ProcessGroup, free_port
+
+STARTUP_TIMEOUT_S = 30
+SERVICE_NAMES = {
+    "users": "notesuite.users.v1.UsersService",
+    "notes": "notesuite.notes.v1.NotesService",
+    "gateway": "notesuite.gateway.v1.GatewayService",
+}
+
+
+@dataclass
+class Server:
+    """A started server: its process, gRPC address and (notesuite only) metrics address."""
+
+    name: str
+    process: Process
+    address: str
+    metrics_address: str | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}"
+
+
+class Notesuite:
+    """Starts notesuite services as separate processes; users and notes each get a fresh data
+    directory."""
+
+    def __init__(self, binary: Path, work_dir: Path):
+        self.binary = binary
+        self.work_dir = work_dir
+        self.keys_dir = work_dir / "keys"
+        subprocess.run(
+            [str(binary), "keygen", "--out-dir", str(self.keys_dir)],
+            check=True,
+            capture_output=True,
+        )
+
+    def argv(
+        self,
+        service: str,
+        listen: str = "127.0.0.1:0",
+        metrics_listen: str = "127.0.0.1:0",
+        backends: tuple[Server, Server] | None = None,
+    ) -> list[str]:
+        """The command line of `service`; the gateway needs its (users, notes) backends."""
+        common = [
+            str(self.binary), service,
+            "--listen", listen,
+            "--metrics-listen", metrics_listen,
+            "--drain-delay", "0s",
+            "--log-format", "json",
+        ]  # fmt: skip
+        if service == "gateway":
+            if backends is None:
+                raise ValueError("the gateway needs its users and notes backends")
+            users, notes = backends
+            return [
+                *common,
+                "--users-url", users.url,
+                "--notes-url", notes.url,
+                "--jwt-private-key", str(self.keys_dir / "jwt-private.pem"),
+                # Tokens from one sign-up must outlive the longest scenario.
+                "--access-token-ttl", "24h",
+            ]  # fmt: skip
+        data_dir = Path(tempfile.mkdtemp(prefix=f"{service}-data-", dir=self.work_dir))
+        return [
+            *common,
+            "--database-url", f"sqlite://{data_dir / f'{service}.db'}",
+            "--jwt-public-key", str(self.keys_dir / "jwt-public.pem"),
+        ]  # fmt: skip
+
+    def start(
+        self,
+        group: ProcessGroup,
+        service: str,
+        name: str | None = None,
+        env: Mapping[str, str] | None = None,
+        backends: tuple[Server, Server] | None = None,
+    ) -> Server:
+        """Starts `service` on free ports and returns once it answers SERVING."""
+        name = name or service
+        process = group.spawn(name, self.argv(service, backends=backends), SERVER_CORE, env)
+        address, metrics_address = _bound_addresses(process)
+        h2probe.wait_until_serving(address, STARTUP_TIMEOUT_S, lambda: not process.exited())
+        return Server(name, process, address, metrics_address)
+
+    def start_suite(self, group: ProcessGroup) -> tuple[Server, Server, Server]:
+        """users, notes and a gateway in front of them: three processes."""
+        users = self.start(group, "users")
+        notes = self.start(group, "notes")
+        gateway = self.start(group, "gateway", backends=(users, notes))
+        return users, notes, gateway
+
+
+def _bound_addresses(process: Process) -> tuple[str, str]:
+    """Reads the gRPC and metrics addresses from the service's JSON log lines."""
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    grpc_address = metrics_address = None
+    while time.monotonic() < deadline:
+        for line in process.stderr_path.read_text(errors="replace").splitlines():
+            if not line.startswith("{"):
+                continue
+            entry = json.loads(line)
+            if entry.get("message") == "serving":
+                grpc_address = entry["address"]
+            elif entry.get("message", "").startswith("serving metrics"):
+                metrics_address = entry["address"]
+        if grpc_address and metrics_address:
+            return grpc_address, metrics_address
+        if process.exited():
+            break
+        time.sleep(0.01)
+    raise RuntimeError(f"{process.name} did not say where it serves:\n{process.stderr_tail()}")
+
+
+@dataclass(frozen=True)
+class PeerKind:
+    name: str
+    binary: str
+    args: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+
+
+PEER_KINDS = (
+    PeerKind("grpc-go", "go-health-peer", env=(("GOMAXPROCS", "1"),)),
+    PeerKind("grpc-c++", "cpp-health-peer"),
+    PeerKind("tonic current", "tonic-health-peer", args=("current",)),
+    PeerKind("tonic multi", "tonic-health-peer", args=("multi",)),
+)
+
+
+class Peers:
+    """The reference health servers built by ../shared/peers/build.sh."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        missing = [kind.binary for kind in PEER_KINDS if not (directory / kind.binary).is_file()]
+        if missing:
+            raise FileNotFoundError(f"peers missing from {directory}: {', '.join(missing)}")
+
+    def argv(self, kind: PeerKind, port: int) -> list[str]:
+        return [str(self.directory / kind.binary), str(port), *kind.args]
+
+    def start(self, group: ProcessGroup, kind: PeerKind) -> Server:
+        port = free_port()
+        process = group.spawn(kind.name, self.argv(kind, port), env=dict(kind.env))
+        address = f"127.0.0.1:{port}"
+        h2probe.wait_until_serving(address, STARTUP_TIMEOUT_S, lambda: not process.exited())
+        return Server(kind.name, process, address)
