@@ -7,6 +7,10 @@
 //! `rpc.service`, `rpc.method`, `rpc.grpc.status_code`, and the peer's address on spans.
 //! Label cardinality is bounded: only methods listed in the service's descriptor sets get
 //! their own labels; any other path is recorded as `_OTHER`.
+//!
+//! Span attributes are written only when traces are exported (an OTLP endpoint is set):
+//! without an exporter the spans exist only to carry trace ids into logs and onto the next hop,
+//! and formatting attributes nobody reads was the larger part of the layers' per-call cost.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -185,6 +189,7 @@ pub struct ServerLayer {
     instruments: Instruments,
     trace_health_checks: bool,
     enabled: bool,
+    attributes: bool,
 }
 
 impl ServerLayer {
@@ -196,6 +201,7 @@ impl ServerLayer {
             trace_health_checks: std::env::var(TRACE_HEALTH_CHECKS_ENV)
                 .is_ok_and(|value| value == "true"),
             enabled: rpc_telemetry_enabled(),
+            attributes: crate::exporting("TRACES"),
         }
     }
 }
@@ -239,6 +245,8 @@ where
         let labels = self.layer.labels.get(request.uri().path());
         let span = if labels.health_check && !self.layer.trace_health_checks {
             Span::none()
+        } else if !self.layer.attributes {
+            tracing::debug_span!(target: "notesuite::grpc", "grpc.server")
         } else {
             let span = tracing::debug_span!(
                 target: "notesuite::grpc",
@@ -261,12 +269,14 @@ where
                 span.record("network.peer.address", peer.ip().to_string());
                 span.record("network.peer.port", peer.port());
             }
+            span
+        };
+        if !span.is_none() {
             let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
                 propagator.extract(&HeaderExtractor(request.headers()))
             });
             let _ = span.set_parent(parent);
-            span
-        };
+        }
         let call = Call::start(labels, self.layer.instruments.clone(), span);
         let inner = call.span.in_scope(|| self.inner.call(request));
         CallFuture {
@@ -283,6 +293,7 @@ pub struct ClientLayer {
     labels: Arc<Labels>,
     instruments: Instruments,
     enabled: bool,
+    attributes: bool,
     /// `server.address` and `server.port` of the channel's target: the channel fills in the
     /// request's authority only below this layer.
     server: Option<(Arc<str>, Option<u16>)>,
@@ -295,6 +306,7 @@ impl ClientLayer {
             labels: Labels::new(methods, &instruments),
             instruments,
             enabled: rpc_telemetry_enabled(),
+            attributes: crate::exporting("TRACES"),
             server: None,
         }
     }
@@ -350,25 +362,30 @@ where
             };
         }
         let labels = self.layer.labels.get(request.uri().path());
-        let span = tracing::debug_span!(
-            target: "notesuite::grpc",
-            "grpc.client",
-            otel.name = %labels.full_name,
-            otel.kind = "client",
-            otel.status_code = tracing::field::Empty,
-            rpc.system = "grpc",
-            rpc.service = %labels.service,
-            rpc.method = %labels.method,
-            rpc.grpc.status_code = tracing::field::Empty,
-            server.address = tracing::field::Empty,
-            server.port = tracing::field::Empty,
-        );
-        if let Some((host, port)) = &self.layer.server {
-            span.record("server.address", &**host);
-            if let Some(port) = port {
-                span.record("server.port", port);
+        let span = if self.layer.attributes {
+            let span = tracing::debug_span!(
+                target: "notesuite::grpc",
+                "grpc.client",
+                otel.name = %labels.full_name,
+                otel.kind = "client",
+                otel.status_code = tracing::field::Empty,
+                rpc.system = "grpc",
+                rpc.service = %labels.service,
+                rpc.method = %labels.method,
+                rpc.grpc.status_code = tracing::field::Empty,
+                server.address = tracing::field::Empty,
+                server.port = tracing::field::Empty,
+            );
+            if let Some((host, port)) = &self.layer.server {
+                span.record("server.address", &**host);
+                if let Some(port) = port {
+                    span.record("server.port", port);
+                }
             }
-        }
+            span
+        } else {
+            tracing::debug_span!(target: "notesuite::grpc", "grpc.client")
+        };
         let context = span.context();
         opentelemetry::global::get_text_map_propagator(|propagator| {
             propagator.inject_context(&context, &mut HeaderInjector(request.headers_mut()));
@@ -476,8 +493,7 @@ where
         Poll::Ready(match result {
             Ok(response) => {
                 // A trailers-only answer carries its status in the headers.
-                let header_status =
-                    Status::from_header_map(response.headers()).map(|status| status.code());
+                let header_status = status_code(response.headers());
                 Ok(response.map(|body| {
                     Body::new(MeasuredBody {
                         inner: body,
@@ -492,6 +508,17 @@ where
             }
         })
     }
+}
+
+/// The `grpc-status` of a header block, if it has one. Only the code: decoding the whole
+/// status (message, details) on every call would cost more than the rest of the metrics.
+fn status_code(headers: &http::HeaderMap) -> Option<tonic::Code> {
+    let value = headers.get("grpc-status")?;
+    let code = std::str::from_utf8(value.as_bytes())
+        .ok()?
+        .parse::<i32>()
+        .ok()?;
+    Some(tonic::Code::from_i32(code))
 }
 
 /// A response body that ends its call's measurement with the status in its trailers.
@@ -511,10 +538,9 @@ impl http_body::Body for MeasuredBody {
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
         let code = match &frame {
-            Some(Ok(frame)) => frame.trailers_ref().map(|trailers| {
-                Status::from_header_map(trailers)
-                    .map_or(tonic::Code::Unknown, |status| status.code())
-            }),
+            Some(Ok(frame)) => frame
+                .trailers_ref()
+                .map(|trailers| status_code(trailers).unwrap_or(tonic::Code::Unknown)),
             Some(Err(status)) => Some(status.code()),
             // A body that ends with no status anywhere was cut short: the call was abandoned.
             None => Some(self.header_status.unwrap_or(tonic::Code::Cancelled)),

@@ -189,6 +189,10 @@ pub fn init(
         // Busy/idle timings cost two clock reads per poll of every call's future; thread and
         // code location attributes cost more than they tell about an RPC span.
         .with_tracked_inactivity(false)
+        // Entering a span would also make its OpenTelemetry context current, on every poll of
+        // every call; nothing here reads that context (propagation and log correlation ask
+        // the span itself), so the push and pop are pure cost.
+        .with_context_activation(false)
         .with_threads(false)
         .with_location(false)
         .with_filter(
@@ -209,7 +213,7 @@ pub fn init(
 }
 
 /// Whether OTLP export of `signal` (`TRACES` or `METRICS`) is configured.
-fn exporting(signal: &str) -> bool {
+pub(crate) fn exporting(signal: &str) -> bool {
     let set = |name: &str| std::env::var(name).is_ok_and(|value| !value.trim().is_empty());
     let disabled =
         std::env::var(format!("OTEL_{signal}_EXPORTER")).is_ok_and(|value| value == "none");
