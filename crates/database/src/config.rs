@@ -1,0 +1,163 @@
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Where a service keeps its data. Parsed once, when the configuration is read, so that a
+/// typo fails before any port is bound.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// A `sqlite://PATH` URL (a plain path is accepted and turned into one).
+    Sqlite(String),
+    /// A `postgres://` or `postgresql://` URL.
+    Postgres(String),
+}
+
+impl DatabaseUrl {
+    /// Parses a `--database-url` value.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let raw = raw.trim();
+        if raw.is_empty() {
+            return Err("is empty: give a postgres:// URL or a sqlite://PATH".into());
+        }
+        if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
+            // Parsing the options now names a malformed URL at start-up, not at first use.
+            sqlx::postgres::PgConnectOptions::from_str(raw)
+                .map_err(|error| format!("is not a valid PostgreSQL URL: {error}"))?;
+            return Ok(Self::Postgres(raw.to_owned()));
+        }
+        if raw.starts_with("sqlite:") {
+            sqlx::sqlite::SqliteConnectOptions::from_str(raw)
+                .map_err(|error| format!("is not a valid SQLite URL: {error}"))?;
+            return Ok(Self::Sqlite(raw.to_owned()));
+        }
+        if raw.contains("://") {
+            return Err(format!(
+                "has an unsupported scheme {:?}: use postgres://, postgresql:// or sqlite://",
+                raw.split("://").next().unwrap_or_default()
+            ));
+        }
+        Ok(Self::Sqlite(format!("sqlite://{raw}")))
+    }
+
+    /// The URL with its password masked, for logs and error messages.
+    pub fn redacted(&self) -> String {
+        match self {
+            Self::Sqlite(url) => url.clone(),
+            Self::Postgres(url) => redact_password(url),
+        }
+    }
+}
+
+/// Never prints the password, so that configuration can be logged safely.
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((credentials, host)) if credentials.contains(':') => {
+            let user = credentials.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}{path}")
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// The database pool's bounds. Every setting has a flag and an environment variable.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PoolConfig {
+    /// Most database connections open at once (per process).
+    #[arg(long = "database-max-connections", env = "NOTESUITE_DATABASE_MAX_CONNECTIONS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_connections: u32,
+
+    /// How long opening one database connection may take (TCP, TLS and authentication)
+    /// before it counts as failed.
+    #[arg(long = "database-connect-timeout", env = "NOTESUITE_DATABASE_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_timeout)]
+    pub connect_timeout: Duration,
+
+    /// How long a call waits for a pooled connection (including opening one) before it fails
+    /// with UNAVAILABLE (DATABASE_UNAVAILABLE): the bound on a call while the database is down.
+    #[arg(long = "database-acquire-timeout", env = "NOTESUITE_DATABASE_ACQUIRE_TIMEOUT", default_value = "2s", value_parser = parse_timeout)]
+    pub acquire_timeout: Duration,
+
+    /// Longest one SQL statement may run (PostgreSQL `statement_timeout`; SQLite: the longest
+    /// wait for the database's write lock).
+    #[arg(long = "database-statement-timeout", env = "NOTESUITE_DATABASE_STATEMENT_TIMEOUT", default_value = "10s", value_parser = parse_timeout)]
+    pub statement_timeout: Duration,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 8,
+            connect_timeout: Duration::from_secs(5),
+            acquire_timeout: Duration::from_secs(2),
+            statement_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A timeout between 1 ms and 1 hour: zero would fail every call, and anything longer is a
+/// typo for a unit.
+fn parse_timeout(raw: &str) -> Result<Duration, String> {
+    let timeout = humantime::parse_duration(raw).map_err(|error| error.to_string())?;
+    if timeout < Duration::from_millis(1) || timeout > Duration::from_secs(3600) {
+        return Err("must be between 1ms and 1h".into());
+    }
+    Ok(timeout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_scheme_picks_the_backend() {
+        assert!(matches!(
+            DatabaseUrl::parse("postgres://u@h/db"),
+            Ok(DatabaseUrl::Postgres(_))
+        ));
+        assert!(matches!(
+            DatabaseUrl::parse("postgresql://u@h:5433/db"),
+            Ok(DatabaseUrl::Postgres(_))
+        ));
+        assert_eq!(
+            DatabaseUrl::parse("sqlite://notes.db"),
+            Ok(DatabaseUrl::Sqlite("sqlite://notes.db".into()))
+        );
+        assert_eq!(
+            DatabaseUrl::parse("/var/lib/notes.db"),
+            Ok(DatabaseUrl::Sqlite("sqlite:///var/lib/notes.db".into()))
+        );
+        let error = DatabaseUrl::parse("mysql://h/db").expect_err("unsupported");
+        assert!(error.contains("\"mysql\""), "{error}");
+    }
+
+    #[test]
+    fn passwords_never_reach_the_logs() {
+        let url = DatabaseUrl::parse("postgres://app:s3cret@db:5432/notes").expect("valid");
+        assert_eq!(url.to_string(), "postgres://app:***@db:5432/notes");
+        assert!(!format!("{url:?}").contains("s3cret"));
+        let no_password = DatabaseUrl::parse("postgres://app@db/notes").expect("valid");
+        assert_eq!(no_password.to_string(), "postgres://app@db/notes");
+    }
+
+    #[test]
+    fn timeouts_must_be_usable() {
+        assert!(parse_timeout("0s").is_err());
+        assert!(parse_timeout("2h").is_err());
+        assert_eq!(parse_timeout("250ms"), Ok(Duration::from_millis(250)));
+    }
+}

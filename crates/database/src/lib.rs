@@ -1,0 +1,127 @@
+//! Opening a service's database the same way for every service.
+//!
+//! - The URL picks the backend: `postgres://…`/`postgresql://…` is PostgreSQL, `sqlite://…` or
+//!   a plain path is an embedded SQLite file ([`DatabaseUrl`]).
+//! - The pool is bounded, with connect, acquire and statement timeouts ([`PoolConfig`]), and
+//!   reports the pool metrics of the telemetry crate.
+//! - Migrations run at start-up on a dedicated connection that is closed whatever happens, so a
+//!   failed migration cannot leave the migrator's advisory lock held by a pooled connection
+//!   (which would block every other replica); a schema newer than the binary is refused.
+//! - [`WriteTransaction`] never returns a connection to the pool in an unknown state.
+//! - [`classify`] tells "the database is unreachable or busy, retry" from the caller's doing
+//!   and from bugs, for the services' one error mapping.
+
+mod config;
+mod migrate;
+mod postgres;
+mod sqlite;
+mod transaction;
+
+pub use config::{DatabaseUrl, PoolConfig};
+pub use migrate::OpenError;
+pub use postgres::{PostgresDatabase, create_database_if_missing};
+pub use sqlite::SqliteDatabase;
+pub use transaction::WriteTransaction;
+
+/// What a failed statement means for the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The database cannot be reached or cannot write right now (down, restarting, disk full,
+    /// read-only, pool exhausted, busy): a retry later or elsewhere may succeed.
+    Unavailable,
+    /// A unique constraint refused the row: the caller's doing (a duplicate), never INTERNAL.
+    UniqueViolation,
+    /// Anything else: a bug or corrupt data.
+    Other,
+}
+
+/// Classifies a sqlx error; see [`Failure`].
+pub fn classify(error: &sqlx::Error) -> Failure {
+    match error {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::BeginFailed => Failure::Unavailable,
+        sqlx::Error::Database(database_error) => {
+            if database_error.is_unique_violation() {
+                return Failure::UniqueViolation;
+            }
+            let code = database_error.code().unwrap_or_default();
+            if database_error
+                .try_downcast_ref::<sqlx::sqlite::SqliteError>()
+                .is_some()
+            {
+                sqlite_code_is_transient(&code)
+            } else {
+                postgres_code_is_transient(&code)
+            }
+            .then_some(Failure::Unavailable)
+            .unwrap_or(Failure::Other)
+        }
+        _ => Failure::Other,
+    }
+}
+
+/// SQLite result codes (extended codes carry the primary code in their low byte) that say
+/// the file cannot be written right now rather than that the statement is wrong.
+fn sqlite_code_is_transient(code: &str) -> bool {
+    const BUSY: i32 = 5;
+    const LOCKED: i32 = 6;
+    const READONLY: i32 = 8;
+    const IOERR: i32 = 10;
+    const FULL: i32 = 13;
+    const CANTOPEN: i32 = 14;
+    code.parse::<i32>().is_ok_and(|code| {
+        matches!(
+            code & 0xff,
+            BUSY | LOCKED | READONLY | IOERR | FULL | CANTOPEN
+        )
+    })
+}
+
+/// PostgreSQL SQLSTATEs that say the server cannot serve this now: connection exceptions
+/// (08), insufficient resources such as a full disk or too many connections (53), operator
+/// intervention such as a shutdown or a statement timeout (57), serialization failures and
+/// deadlocks (40), and a read-only server (25006, a standby after a failover).
+fn postgres_code_is_transient(code: &str) -> bool {
+    ["08", "53", "57", "40"]
+        .iter()
+        .any(|class| code.starts_with(class))
+        || code == "25006"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_disk_full_and_busy_are_transient_constraint_errors_are_not() {
+        assert!(sqlite_code_is_transient("13"), "SQLITE_FULL");
+        assert!(sqlite_code_is_transient("5"), "SQLITE_BUSY");
+        assert!(sqlite_code_is_transient("517"), "SQLITE_BUSY_SNAPSHOT");
+        assert!(sqlite_code_is_transient("778"), "SQLITE_IOERR_WRITE");
+        assert!(
+            !sqlite_code_is_transient("2067"),
+            "SQLITE_CONSTRAINT_UNIQUE"
+        );
+        assert!(!sqlite_code_is_transient("1"), "SQLITE_ERROR");
+    }
+
+    #[test]
+    fn postgres_outages_are_transient_syntax_errors_are_not() {
+        assert!(postgres_code_is_transient("57P01"), "admin_shutdown");
+        assert!(postgres_code_is_transient("08006"), "connection_failure");
+        assert!(postgres_code_is_transient("53100"), "disk_full");
+        assert!(
+            postgres_code_is_transient("25006"),
+            "read_only_sql_transaction"
+        );
+        assert!(!postgres_code_is_transient("42601"), "syntax_error");
+        assert!(!postgres_code_is_transient("23505"), "unique_violation");
+    }
+}
+
+#[cfg(feature = "testing")]
+pub mod testing;

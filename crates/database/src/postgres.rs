@@ -1,0 +1,151 @@
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use sqlx::migrate::{MigrateDatabase as _, Migrator};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
+use sqlx::{Connection as _, PgPool, Postgres};
+
+use crate::config::{DatabaseUrl, PoolConfig};
+use crate::migrate::{self, OpenError};
+use crate::transaction::WriteTransaction;
+
+/// A PostgreSQL database shared by every replica of a service.
+#[derive(Debug, Clone)]
+pub struct PostgresDatabase {
+    pool: PgPool,
+    metrics: telemetry::PoolMetrics,
+}
+
+impl PostgresDatabase {
+    /// Connects to `url`, applies `migrator`'s pending migrations (once, whichever replica
+    /// gets there first) and registers the pool's metrics as `pool_name`.
+    pub async fn open(
+        url: &str,
+        config: &PoolConfig,
+        pool_name: &'static str,
+        migrator: &Migrator,
+    ) -> Result<Self, OpenError> {
+        let shown = redacted(url);
+        let connect_error = |source| OpenError::Connect {
+            url: shown.clone(),
+            source,
+        };
+        let statement_timeout = config.statement_timeout.as_millis().to_string();
+        let options = PgConnectOptions::from_str(url)
+            .map_err(connect_error)?
+            .application_name(&format!("notesuite-{pool_name}"))
+            .options([("statement_timeout", statement_timeout.as_str())]);
+
+        // Replicas starting together all get here: the first takes the migrator's advisory
+        // lock and migrates, the others wait for it and then find nothing to do. The lock is
+        // a session lock on this dedicated connection, so closing the connection (or the
+        // process dying) always releases it, even when a migration fails.
+        let mut connection = connect(&options, config.connect_timeout, &shown).await?;
+        let migrated = migrate::run(migrator, &mut connection, &shown).await;
+        match migrated {
+            Ok(()) => {
+                let _ = connection.close().await;
+            }
+            Err(error) => {
+                // Not a graceful close: the server may be stuck; dropping the socket is
+                // enough for PostgreSQL to end the session and release its locks.
+                drop(connection);
+                return Err(error);
+            }
+        }
+
+        let pool = PgPoolOptions::new()
+            .max_connections(config.max_connections)
+            .acquire_timeout(config.acquire_timeout)
+            // Connections are recycled so that a failover or a pgbouncer restart is
+            // followed within minutes, not at the next error.
+            .max_lifetime(Duration::from_secs(30 * 60))
+            .idle_timeout(Duration::from_secs(10 * 60))
+            .connect_lazy_with(options);
+        let observed = pool.clone();
+        let metrics =
+            telemetry::PoolMetrics::register(pool_name, config.max_connections, move || {
+                (
+                    observed.size(),
+                    u32::try_from(observed.num_idle()).unwrap_or(u32::MAX),
+                )
+            });
+        Ok(Self { pool, metrics })
+    }
+
+    /// A pooled connection for reads; the wait for it is measured.
+    pub async fn connection(&self) -> Result<PoolConnection<Postgres>, sqlx::Error> {
+        let started = Instant::now();
+        let connection = self.pool.acquire().await?;
+        self.metrics.record_wait(started.elapsed());
+        Ok(connection)
+    }
+
+    /// A write transaction (READ COMMITTED).
+    pub async fn write(&self) -> Result<WriteTransaction<Postgres>, sqlx::Error> {
+        let connection = self.connection().await?;
+        WriteTransaction::begin(connection, "BEGIN", None).await
+    }
+
+    /// Succeeds when the server answers and accepts writes (a standby promoted away from, or
+    /// a server in recovery, answers reads only).
+    pub async fn check_writable(&self) -> Result<(), String> {
+        let mut connection = self.connection().await.map_err(|error| error.to_string())?;
+        let in_recovery: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
+            .fetch_one(&mut *connection)
+            .await
+            .map_err(|error| error.to_string())?;
+        if in_recovery {
+            return Err("the database server is read-only (in recovery)".into());
+        }
+        Ok(())
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+async fn connect(
+    options: &PgConnectOptions,
+    timeout: Duration,
+    shown: &str,
+) -> Result<PgConnection, OpenError> {
+    match tokio::time::timeout(timeout, PgConnection::connect_with(options)).await {
+        Ok(Ok(connection)) => Ok(connection),
+        Ok(Err(source)) => Err(OpenError::Connect {
+            url: shown.to_owned(),
+            source,
+        }),
+        Err(_) => Err(OpenError::ConnectTimeout {
+            url: shown.to_owned(),
+            timeout,
+        }),
+    }
+}
+
+/// Creates the database named in `url` unless it exists (`up --database-url` makes one per
+/// service). Two processes racing to create it both succeed.
+pub async fn create_database_if_missing(url: &str) -> Result<(), OpenError> {
+    let connect_error = |source| OpenError::Connect {
+        url: redacted(url),
+        source,
+    };
+    if Postgres::database_exists(url)
+        .await
+        .map_err(connect_error)?
+    {
+        return Ok(());
+    }
+    match Postgres::create_database(url).await {
+        Ok(()) => Ok(()),
+        // 42P04 duplicate_database: another process created it meanwhile.
+        Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("42P04") => Ok(()),
+        Err(error) => Err(connect_error(error)),
+    }
+}
+
+fn redacted(url: &str) -> String {
+    DatabaseUrl::Postgres(url.to_owned()).redacted()
+}

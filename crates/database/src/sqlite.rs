@@ -1,0 +1,165 @@
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sqlx::migrate::Migrator;
+use sqlx::pool::PoolConnection;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Connection as _, Sqlite, SqlitePool};
+use tokio::sync::Semaphore;
+
+use crate::config::PoolConfig;
+use crate::migrate::{self, OpenError};
+use crate::transaction::WriteTransaction;
+
+/// An embedded SQLite database: one file, WAL journal, a bounded pool of readers and one
+/// writer at a time.
+///
+/// SQLite allows one writer per file. Left to SQLite, concurrent writers spin on the busy
+/// timeout and, under overload, some fail "database is locked"; here writers queue in the
+/// process for the write slot instead, in arrival order, for at most the statement timeout,
+/// and a writer that cannot get it fails UNAVAILABLE, never INTERNAL.
+#[derive(Debug, Clone)]
+pub struct SqliteDatabase {
+    pool: SqlitePool,
+    write_slot: Arc<Semaphore>,
+    write_wait: Duration,
+    metrics: telemetry::PoolMetrics,
+}
+
+impl SqliteDatabase {
+    /// Opens (creating if missing) the file at `url`, e.g. `sqlite://notes.db`, applies
+    /// `migrator`'s pending migrations and registers the pool's metrics as `pool_name`.
+    pub async fn open(
+        url: &str,
+        config: &PoolConfig,
+        pool_name: &'static str,
+        migrator: &Migrator,
+    ) -> Result<Self, OpenError> {
+        let connect_error = |source| OpenError::Connect {
+            url: url.to_owned(),
+            source,
+        };
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(connect_error)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // With WAL, NORMAL loses at most the last transactions on power loss, never
+            // consistency; FULL would fsync every commit.
+            .synchronous(SqliteSynchronous::Normal)
+            // Only other processes (an operator's sqlite3 shell, a backup) contend for the
+            // lock: writers of this process queue for the write slot first.
+            .busy_timeout(config.statement_timeout)
+            .foreign_keys(true);
+
+        // SQLite's migrator takes no lock: processes opening one file together (a restart
+        // overlapping the old process) would both apply the same migration. A file lock beside
+        // the database serialises them; it is released when the file closes, even on a crash.
+        let lock = lock_migrations(options.get_filename())
+            .await
+            .map_err(|source| connect_error(sqlx::Error::Io(source)))?;
+        let mut connection = SqliteConnection::connect_with(&options)
+            .await
+            .map_err(connect_error)?;
+        let migrated = migrate::run(migrator, &mut connection, url).await;
+        let created_probe = sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS notesuite_write_probe (id INTEGER PRIMARY KEY, at INTEGER NOT NULL)",
+        )
+        .execute(&mut connection)
+        .await;
+        let _ = connection.close().await;
+        drop(lock);
+        migrated?;
+        created_probe.map_err(connect_error)?;
+
+        let pool = SqlitePoolOptions::new()
+            .max_connections(config.max_connections)
+            .acquire_timeout(config.acquire_timeout)
+            .connect_with(options)
+            .await
+            .map_err(connect_error)?;
+        let observed = pool.clone();
+        let metrics =
+            telemetry::PoolMetrics::register(pool_name, config.max_connections, move || {
+                (
+                    observed.size(),
+                    u32::try_from(observed.num_idle()).unwrap_or(u32::MAX),
+                )
+            });
+        Ok(Self {
+            pool,
+            write_slot: Arc::new(Semaphore::new(1)),
+            write_wait: config.statement_timeout,
+            metrics,
+        })
+    }
+
+    /// A pooled connection for reads; the wait for it is measured.
+    pub async fn connection(&self) -> Result<PoolConnection<Sqlite>, sqlx::Error> {
+        let started = Instant::now();
+        let connection = self.pool.acquire().await?;
+        self.metrics.record_wait(started.elapsed());
+        Ok(connection)
+    }
+
+    /// A write transaction (`BEGIN IMMEDIATE`, so that a transaction that read first never
+    /// fails to upgrade to a writer). The measured wait includes the write slot, the real
+    /// point of contention for writers.
+    pub async fn write(&self) -> Result<WriteTransaction<Sqlite>, sqlx::Error> {
+        let started = Instant::now();
+        let write_slot = tokio::time::timeout(
+            self.write_wait,
+            Arc::clone(&self.write_slot).acquire_owned(),
+        )
+        .await
+        .map_err(|_| sqlx::Error::PoolTimedOut)?
+        .map_err(|_| sqlx::Error::PoolClosed)?;
+        let connection = self.pool.acquire().await?;
+        self.metrics.record_wait(started.elapsed());
+        WriteTransaction::begin(connection, "BEGIN IMMEDIATE", Some(write_slot)).await
+    }
+
+    /// Succeeds when a write commits: readiness must turn NOT_SERVING while the file cannot
+    /// be written (disk full, read-only file), not only while it cannot be read.
+    pub async fn check_writable(&self) -> Result<(), String> {
+        let mut transaction = self.write().await.map_err(|error| error.to_string())?;
+        let wrote = sqlx::query(
+            "INSERT INTO notesuite_write_probe (id, at) VALUES (1, unixepoch('subsec') * 1000)
+             ON CONFLICT (id) DO UPDATE SET at = excluded.at",
+        )
+        .execute(transaction.connection())
+        .await
+        .map(|_| ());
+        transaction
+            .finish(wrote)
+            .await
+            .map_err(|error: sqlx::Error| format!("the database cannot be written: {error}"))
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+/// Waits for the exclusive lock on `DATABASE.migrations.lock`.
+async fn lock_migrations(database: &Path) -> std::io::Result<Option<std::fs::File>> {
+    if database.as_os_str().is_empty() || database.to_string_lossy().starts_with(':') {
+        return Ok(None); // in memory: nobody else can open it
+    }
+    let mut lock_path = database.as_os_str().to_owned();
+    lock_path.push(".migrations.lock");
+    tokio::task::spawn_blocking(move || {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)?;
+        file.lock()?;
+        Ok(Some(file))
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
