@@ -49,16 +49,19 @@ pub fn classify(error: &sqlx::Error) -> Failure {
                 return Failure::UniqueViolation;
             }
             let code = database_error.code().unwrap_or_default();
-            if database_error
+            let transient = if database_error
                 .try_downcast_ref::<sqlx::sqlite::SqliteError>()
                 .is_some()
             {
                 sqlite_code_is_transient(&code)
             } else {
                 postgres_code_is_transient(&code)
+            };
+            if transient {
+                Failure::Unavailable
+            } else {
+                Failure::Other
             }
-            .then_some(Failure::Unavailable)
-            .unwrap_or(Failure::Other)
         }
         _ => Failure::Other,
     }

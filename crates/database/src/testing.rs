@@ -27,7 +27,8 @@ pub fn postgres_server_url() -> String {
 #[derive(Debug)]
 pub struct TestDatabase {
     url: String,
-    postgres_name: Option<String>,
+    /// PostgreSQL databases to drop when the test ends.
+    postgres_names: Vec<String>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -44,7 +45,7 @@ impl TestDatabase {
         let dir = tempfile::tempdir().expect("temp dir for a test database");
         Self {
             url: format!("sqlite://{}", dir.path().join("test.db").display()),
-            postgres_name: None,
+            postgres_names: Vec::new(),
             _dir: Some(dir),
         }
     }
@@ -61,7 +62,22 @@ impl TestDatabase {
         let _ = admin.close().await;
         Self {
             url: with_database(&server, &name),
-            postgres_name: Some(name),
+            postgres_names: vec![name],
+            _dir: None,
+        }
+    }
+
+    /// A fresh database name on the test server, not created: for `up --database-url`, which
+    /// creates `NAME_SUFFIX` for each of `suffixes` itself. They are dropped when the test ends.
+    pub fn postgres_names_for(suffixes: &[&str]) -> Self {
+        let server = postgres_server_url();
+        let name = format!("notesuite_test_{}", uuid::Uuid::now_v7().simple());
+        Self {
+            url: with_database(&server, &name),
+            postgres_names: suffixes
+                .iter()
+                .map(|suffix| format!("{name}_{suffix}"))
+                .collect(),
             _dir: None,
         }
     }
@@ -73,9 +89,10 @@ impl TestDatabase {
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        let Some(name) = self.postgres_name.take() else {
+        let names = std::mem::take(&mut self.postgres_names);
+        if names.is_empty() {
             return;
-        };
+        }
         // Drop runs inside the test's runtime, which cannot be blocked on: a thread of its
         // own drops the database (FORCE ends sessions the test left open).
         let server = postgres_server_url();
@@ -86,11 +103,13 @@ impl Drop for TestDatabase {
                 .expect("runtime to drop a test database");
             runtime.block_on(async {
                 let mut admin = connect_admin(&server).await;
-                let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                )))
-                .execute(&mut admin)
-                .await;
+                for name in names {
+                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&mut admin)
+                    .await;
+                }
             });
         })
         .join();

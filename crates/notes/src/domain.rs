@@ -36,6 +36,18 @@ impl NoteId {
     pub fn as_bytes(&self) -> &[u8; 16] {
         self.0.as_bytes()
     }
+
+    /// Above every id ever issued: a UUIDv7's version nibble makes its seventh byte 0x7X.
+    /// Listing "ids below MAX" is listing from the newest, with one query shape for every page.
+    pub(crate) const MAX: Self = Self(Uuid::max());
+
+    pub(crate) fn as_uuid(&self) -> Uuid {
+        self.0
+    }
+
+    pub(crate) fn from_uuid(uuid: Uuid) -> Self {
+        Self(uuid)
+    }
 }
 
 impl Default for NoteId {
@@ -194,6 +206,15 @@ impl Tags {
         )
     }
 
+    /// Rebuilds tags read back from our own database as a list.
+    pub(crate) fn from_stored_list(tags: Vec<String>) -> Self {
+        Self(tags.into_iter().map(Tag).collect())
+    }
+
+    pub(crate) fn as_strs(&self) -> Vec<&str> {
+        self.0.iter().map(Tag::as_str).collect()
+    }
+
     /// The storage form: comma-separated (a comma can never occur inside a tag).
     pub(crate) fn joined(&self) -> String {
         self.0.iter().map(Tag::as_str).collect::<Vec<_>>().join(",")
@@ -246,6 +267,12 @@ impl RequestId {
     }
 }
 
+impl RequestId {
+    pub(crate) fn as_uuid(&self) -> Uuid {
+        self.0
+    }
+}
+
 impl fmt::Display for RequestId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.hyphenated().fmt(f)
@@ -282,6 +309,23 @@ pub struct NotePatch {
     pub title: Option<Title>,
     pub content: Option<Content>,
     pub tags: Option<Tags>,
+}
+
+impl Note {
+    /// About what the note takes on the wire: the bound a listing page is built against.
+    pub fn encoded_len_estimate(&self) -> usize {
+        // Id, owner, times, revision and etag, plus the protobuf framing of every field.
+        const FIXED_OVERHEAD: usize = 160;
+        FIXED_OVERHEAD
+            + self.owner.as_str().len()
+            + self.title.as_str().len()
+            + self.content.as_str().len()
+            + self
+                .tags
+                .iter()
+                .map(|tag| tag.as_str().len() + 2)
+                .sum::<usize>()
+    }
 }
 
 /// A stored note.

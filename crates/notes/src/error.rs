@@ -1,6 +1,6 @@
 //! The notes service's one error type, and the one place it becomes a `tonic::Status`.
 
-use shell::{FieldViolation, error_status, internal_error, invalid_fields};
+use shell::{FieldViolation, error_status, internal_error, invalid_fields, retryable_status};
 use tonic::{Code, Status};
 
 #[derive(Debug, thiserror::Error)]
@@ -19,8 +19,8 @@ pub enum Error {
     Unauthenticated,
     #[error("database error")]
     Database(#[from] sqlx::Error),
-    #[error("database migration failed")]
-    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("cannot open the database")]
+    Open(#[from] database::OpenError),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
 }
@@ -46,24 +46,25 @@ impl From<Error> for Status {
             Error::Unauthenticated => {
                 error_status(Code::Unauthenticated, "TOKEN_MISSING", error.to_string())
             }
-            Error::Database(ref cause) if database_unreachable(cause) => {
-                tracing::warn!(error = %cause, "database unreachable");
-                error_status(
-                    Code::Unavailable,
-                    "DATABASE_UNAVAILABLE",
-                    "the database is unreachable; retry shortly",
-                )
-            }
-            Error::Database(_) | Error::Migration(_) | Error::Corrupt(_) => internal_error(&error),
+            Error::Database(ref cause) => match database::classify(cause) {
+                database::Failure::Unavailable => {
+                    tracing::warn!(error = %cause, "database unavailable");
+                    retryable_status(
+                        Code::Unavailable,
+                        "DATABASE_UNAVAILABLE",
+                        "the database is unavailable; retry after the given delay",
+                        DATABASE_RETRY_AFTER,
+                    )
+                }
+                database::Failure::UniqueViolation | database::Failure::Other => {
+                    internal_error(&error)
+                }
+            },
+            Error::Open(_) | Error::Corrupt(_) => internal_error(&error),
         }
     }
 }
 
-/// Errors that mean "cannot reach the database right now" rather than "this query is wrong":
-/// clients may retry those elsewhere or later.
-fn database_unreachable(error: &sqlx::Error) -> bool {
-    matches!(
-        error,
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)
-    )
-}
+/// What `RetryInfo` tells a client while the database is unavailable: about the time a pool
+/// needs to notice that the database is back.
+const DATABASE_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);

@@ -20,7 +20,8 @@ pub use error::Error;
 
 use crate::grpc::NotesGrpc;
 use crate::service::Notes;
-use crate::store::{NoteStore, SqliteNoteStore};
+use crate::store::{NoteStore, PostgresNoteStore, SqliteNoteStore};
+use database::DatabaseUrl;
 
 /// Full name of the service: its health name and its reflection name.
 pub const SERVICE_NAME: &str = "notesuite.notes.v1.NotesService";
@@ -36,16 +37,20 @@ pub async fn build(
     config: &NotesConfig,
     token_key: &token::VerifyingKey,
 ) -> Result<ServiceDefinition, Error> {
-    let store =
-        SqliteNoteStore::connect(&config.database_url, config.database_max_connections).await?;
-    Ok(definition(store, token_key))
+    Ok(match &config.database_url {
+        DatabaseUrl::Sqlite(url) => definition(
+            SqliteNoteStore::open(url, &config.database_pool).await?,
+            token_key,
+        ),
+        DatabaseUrl::Postgres(url) => definition(
+            PostgresNoteStore::open(url, &config.database_pool).await?,
+            token_key,
+        ),
+    })
 }
 
 /// The service over any store (tests use it to run the same suite on every backend).
-pub fn definition<S: NoteStore + Clone>(
-    store: S,
-    token_key: &token::VerifyingKey,
-) -> ServiceDefinition {
+pub fn definition<S: NoteStore>(store: S, token_key: &token::VerifyingKey) -> ServiceDefinition {
     let probe_store = store.clone();
     let verifier = Arc::new(token::Verifier::new(token_key));
     let server = NotesServiceServer::new(NotesGrpc::new(Notes::new(store)))
@@ -59,7 +64,7 @@ pub fn definition<S: NoteStore + Clone>(
         descriptor_sets: vec![proto::FILE_DESCRIPTOR_SET],
         readiness: Some(Box::new(move || {
             let store = probe_store.clone();
-            Box::pin(async move { store.ping().await.map_err(|error| error.to_string()) })
+            Box::pin(async move { store.check_writable().await })
         })),
     }
 }

@@ -4,7 +4,12 @@ use token::Principal;
 
 use crate::domain::{Note, NoteDraft, NoteId, NotePatch, OwnerId, RequestId, Revision, Tag};
 use crate::error::Error;
-use crate::store::{CreateRequest, NoteStore};
+use crate::store::{CreateRequest, Decision, ListQuery, NoteStore, NoteWrite};
+
+/// Most bytes of notes one ListNotes page carries (fewer notes than `page_size` when they are
+/// big; `next_page_token` continues). Well below the 4 MiB a default gRPC client accepts, so
+/// that a user with the largest notes allowed can list them with default settings.
+pub const MAX_PAGE_BYTES: usize = 1024 * 1024;
 
 #[derive(Debug)]
 pub struct Notes<S> {
@@ -36,10 +41,9 @@ impl<S: NoteStore> Notes<S> {
             request_id,
             fingerprint: draft.fingerprint(),
         });
-        let note = self
-            .store
-            .create(&owner, &draft, request, crate::store::now())
-            .await?;
+        let mut write = self.store.write(&owner).await?;
+        let outcome = create_in(&mut write, &owner, draft, request).await;
+        let note = write.finish(outcome).await?;
         tracing::debug!(note_id = %note.id, revision = note.revision.get(), "note created");
         Ok(note)
     }
@@ -57,14 +61,21 @@ impl<S: NoteStore> Notes<S> {
         page_size: u32,
     ) -> Result<NotePage, Error> {
         let owner = owner(caller)?;
-        // One extra row says whether another page exists.
-        let (mut notes, total) = tokio::try_join!(
-            self.store.list(&owner, tag.as_ref(), before, page_size + 1),
+        let query = ListQuery {
+            tag: tag.as_ref(),
+            before,
+            limit: page_size,
+            byte_budget: MAX_PAGE_BYTES,
+        };
+        let (page, total) = tokio::try_join!(
+            self.store.list(&owner, query),
             self.store.count(&owner, tag.as_ref()),
         )?;
-        let more = notes.len() > page_size as usize;
-        notes.truncate(page_size as usize);
-        Ok(NotePage { notes, more, total })
+        Ok(NotePage {
+            notes: page.notes,
+            more: page.more,
+            total,
+        })
     }
 
     pub async fn update(
@@ -75,9 +86,9 @@ impl<S: NoteStore> Notes<S> {
         patch: NotePatch,
     ) -> Result<Note, Error> {
         let owner = owner(caller)?;
-        self.store
-            .update(&owner, id, expected, &patch, crate::store::now())
-            .await
+        let mut write = self.store.write(&owner).await?;
+        let outcome = update_in(&mut write, id, expected, patch).await;
+        write.finish(outcome).await
     }
 
     pub async fn delete(
@@ -87,8 +98,84 @@ impl<S: NoteStore> Notes<S> {
         expected: Option<Revision>,
     ) -> Result<(), Error> {
         let owner = owner(caller)?;
-        self.store.delete(&owner, id, expected).await
+        let mut write = self.store.write(&owner).await?;
+        let outcome = delete_in(&mut write, id, expected).await;
+        write.finish(outcome).await
     }
+}
+
+/// Creates the note, unless `request` names an earlier create: then its note is the answer
+/// (AIP-155), and nothing is written.
+async fn create_in<W: NoteWrite>(
+    write: &mut W,
+    owner: &OwnerId,
+    draft: NoteDraft,
+    request: Option<CreateRequest>,
+) -> Result<Decision<Note>, Error> {
+    if let Some(request) = request
+        && let Some(earlier) = write.earlier_request(request.request_id).await?
+    {
+        if earlier.fingerprint != request.fingerprint {
+            return Err(Error::RequestIdReused);
+        }
+        // The note the first attempt created, as it is now; gone if deleted since.
+        let note = write
+            .note(earlier.note_id)
+            .await?
+            .ok_or(Error::NoteNotFound)?;
+        return Ok(Decision::Discard(note));
+    }
+    let now = crate::store::now();
+    let note = Note {
+        id: NoteId::new(),
+        owner: owner.clone(),
+        title: draft.title,
+        content: draft.content,
+        tags: draft.tags,
+        revision: write.revision(),
+        create_time: now,
+        update_time: now,
+    };
+    write.insert(&note, request).await?;
+    Ok(Decision::Commit(note))
+}
+
+/// Applies `patch` if the note is still at the revision the caller read (its etag).
+async fn update_in<W: NoteWrite>(
+    write: &mut W,
+    id: NoteId,
+    expected: Revision,
+    patch: NotePatch,
+) -> Result<Decision<Note>, Error> {
+    let current = write.note(id).await?.ok_or(Error::NoteNotFound)?;
+    if current.revision != expected {
+        return Err(Error::EtagMismatch);
+    }
+    let note = Note {
+        title: patch.title.unwrap_or(current.title),
+        content: patch.content.unwrap_or(current.content),
+        tags: patch.tags.unwrap_or(current.tags),
+        revision: write.revision(),
+        update_time: crate::store::now(),
+        ..current
+    };
+    write.replace(&note).await?;
+    Ok(Decision::Commit(note))
+}
+
+/// Deletes the note; with `expected`, only if it is still at that revision. A delete is a
+/// change too: it takes a revision, so that watchers (and etags) see it.
+async fn delete_in<W: NoteWrite>(
+    write: &mut W,
+    id: NoteId,
+    expected: Option<Revision>,
+) -> Result<Decision<()>, Error> {
+    let current = write.note(id).await?.ok_or(Error::NoteNotFound)?;
+    if expected.is_some_and(|expected| expected != current.revision) {
+        return Err(Error::EtagMismatch);
+    }
+    write.remove(id).await?;
+    Ok(Decision::Commit(()))
 }
 
 /// The owner of everything a call touches: the calling user. Services own no notes.

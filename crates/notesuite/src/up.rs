@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use anyhow::Context as _;
+use database::{DatabaseUrl, PoolConfig};
 use shell::ServeConfig;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -47,18 +48,19 @@ impl Suite {
             ..ServeConfig::default()
         };
 
+        let (users_database, notes_database) = databases(config).await?;
         let users_config = users::UsersConfig {
             listen: SocketAddr::new(config.host, config.users_port),
-            database_url: sqlite_url(&config.data_dir, "users.db"),
-            database_max_connections: 8,
+            database_url: users_database,
+            database_pool: PoolConfig::default(),
             jwt_public_key: Default::default(),
             password_hash_concurrency: 2,
             serve: serve_config.clone(),
         };
         let notes_config = notes::NotesConfig {
             listen: SocketAddr::new(config.host, config.notes_port),
-            database_url: sqlite_url(&config.data_dir, "notes.db"),
-            database_max_connections: 8,
+            database_url: notes_database,
+            database_pool: PoolConfig::default(),
             jwt_public_key: Default::default(),
             serve: serve_config.clone(),
         };
@@ -182,8 +184,57 @@ impl Suite {
     }
 }
 
-fn sqlite_url(data_dir: &Path, file: &str) -> String {
-    format!("sqlite://{}", data_dir.join(file).display())
+/// Each service owns its database: SQLite files under the data directory or, with
+/// `--database-url postgres://HOST/NAME`, the PostgreSQL databases `NAME_users` and
+/// `NAME_notes` on that server, created if missing.
+async fn databases(config: &UpConfig) -> anyhow::Result<(DatabaseUrl, DatabaseUrl)> {
+    match &config.database_url {
+        None => Ok((
+            sqlite_url(&config.data_dir, "users.db"),
+            sqlite_url(&config.data_dir, "notes.db"),
+        )),
+        Some(server) => {
+            let mut urls = Vec::new();
+            for service in ["users", "notes"] {
+                let url = postgres_database_for(server, service);
+                database::create_database_if_missing(&url)
+                    .await
+                    .with_context(|| {
+                        format!("--database-url: cannot create the {service} database")
+                    })?;
+                urls.push(DatabaseUrl::Postgres(url));
+            }
+            let notes = urls.pop().context("two databases")?;
+            let users = urls.pop().context("two databases")?;
+            Ok((users, notes))
+        }
+    }
+}
+
+/// `postgres://HOST/NAME?…` → `postgres://HOST/NAME_SERVICE?…`.
+fn postgres_database_for(server: &str, service: &str) -> String {
+    let (base, query) = server
+        .split_once('?')
+        .map_or((server, None), |(b, q)| (b, Some(q)));
+    let base = base.trim_end_matches('/');
+    let authority_start = base.find("://").map_or(0, |scheme| scheme + 3);
+    let (without_name, name) = match base[authority_start..].rfind('/') {
+        Some(slash) => {
+            let slash = authority_start + slash;
+            (&base[..slash], &base[slash + 1..])
+        }
+        None => (base, "notesuite"),
+    };
+    let mut url = format!("{without_name}/{name}_{service}");
+    if let Some(query) = query {
+        url.push('?');
+        url.push_str(query);
+    }
+    url
+}
+
+fn sqlite_url(data_dir: &Path, file: &str) -> DatabaseUrl {
+    DatabaseUrl::Sqlite(format!("sqlite://{}", data_dir.join(file).display()))
 }
 
 async fn bind(addr: SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {
@@ -200,5 +251,26 @@ fn connectable(addr: SocketAddr) -> SocketAddr {
         }
         ip if ip.is_unspecified() => SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port())),
         _ => addr,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_service_gets_its_own_postgres_database() {
+        assert_eq!(
+            postgres_database_for("postgres://pg:5432/demo", "users"),
+            "postgres://pg:5432/demo_users"
+        );
+        assert_eq!(
+            postgres_database_for("postgresql://u:p@pg/demo?sslmode=require", "notes"),
+            "postgresql://u:p@pg/demo_notes?sslmode=require"
+        );
+        assert_eq!(
+            postgres_database_for("postgres://pg", "notes"),
+            "postgres://pg/notesuite_notes"
+        );
     }
 }

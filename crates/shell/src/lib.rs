@@ -30,7 +30,9 @@ pub use health::{LIVENESS, ReadinessProbe};
 pub use internal::internal_error;
 pub use signal::shutdown_signal;
 pub use spawn::{Spawned, spawn};
-pub use status::{ERROR_DOMAIN, INVALID_FIELDS, Violations, error_status, invalid_fields};
+pub use status::{
+    ERROR_DOMAIN, INVALID_FIELDS, Violations, error_status, invalid_fields, retryable_status,
+};
 pub use tonic_types::FieldViolation;
 
 /// One gRPC service, as the shell needs to know it.

@@ -19,6 +19,18 @@ pub fn error_status(code: Code, reason: &str, message: impl Into<String>) -> Sta
     )
 }
 
+/// A status a client should retry after `retry_after`: an `ErrorInfo` plus a `RetryInfo`.
+pub fn retryable_status(
+    code: Code,
+    reason: &str,
+    message: impl Into<String>,
+    retry_after: std::time::Duration,
+) -> Status {
+    let mut details = ErrorDetails::with_retry_info(Some(retry_after));
+    details.set_error_info(reason, ERROR_DOMAIN, []);
+    Status::with_error_details(code, message, details)
+}
+
 /// INVALID_ARGUMENT naming every bad field in a `BadRequest`.
 pub fn invalid_fields(violations: Vec<FieldViolation>) -> Status {
     let message = match violations.as_slice() {

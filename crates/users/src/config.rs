@@ -1,6 +1,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use database::{DatabaseUrl, PoolConfig};
 use shell::ServeConfig;
 
 /// Settings of `notesuite users`. Every one has a flag and an environment variable.
@@ -10,13 +11,14 @@ pub struct UsersConfig {
     #[arg(long, env = "NOTESUITE_LISTEN", default_value = "0.0.0.0:50051")]
     pub listen: SocketAddr,
 
-    /// Database URL. `sqlite://PATH` opens (or creates) a SQLite file.
-    #[arg(long, env = "NOTESUITE_DATABASE_URL", default_value = "sqlite://users.db", value_parser = parse_database_url)]
-    pub database_url: String,
+    /// Database URL: `postgres://USER@HOST/NAME` (or `postgresql://`) for PostgreSQL, which
+    /// several replicas may share; `sqlite://PATH` or a plain path opens (or creates) a SQLite
+    /// file, for one replica.
+    #[arg(long, env = "NOTESUITE_DATABASE_URL", default_value = "sqlite://users.db", value_parser = DatabaseUrl::parse)]
+    pub database_url: DatabaseUrl,
 
-    /// Most database connections open at once.
-    #[arg(long, env = "NOTESUITE_DATABASE_MAX_CONNECTIONS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1000))]
-    pub database_max_connections: u32,
+    #[command(flatten)]
+    pub database_pool: PoolConfig,
 
     /// Ed25519 public key (SPKI PEM) that verifies access tokens.
     #[arg(long, env = "NOTESUITE_JWT_PUBLIC_KEY")]
@@ -28,16 +30,4 @@ pub struct UsersConfig {
 
     #[command(flatten)]
     pub serve: ServeConfig,
-}
-
-/// Accepts the database URLs this build can open, so that a typo fails before any port is
-/// bound, with the flag's name in the message.
-pub fn parse_database_url(raw: &str) -> Result<String, String> {
-    if raw.starts_with("sqlite:") {
-        return Ok(raw.to_owned());
-    }
-    if raw.starts_with("postgres:") || raw.starts_with("postgresql:") {
-        return Err("PostgreSQL is not supported by this build yet; use sqlite://PATH".into());
-    }
-    Err("must be a sqlite://PATH URL".into())
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use shell::{FieldViolation, error_status, internal_error, invalid_fields};
+use shell::{FieldViolation, error_status, internal_error, invalid_fields, retryable_status};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
@@ -26,8 +26,8 @@ pub enum Error {
     PasswordHashingBusy { retry_after: Duration },
     #[error("database error")]
     Database(#[from] sqlx::Error),
-    #[error("database migration failed")]
-    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("cannot open the database")]
+    Open(#[from] database::OpenError),
     #[error("password hashing failed: {0}")]
     PasswordHash(String),
     #[error("stored data is corrupt: {0}")]
@@ -65,28 +65,27 @@ impl From<Error> for Status {
                 details.set_error_info("PASSWORD_HASHING_BUSY", shell::ERROR_DOMAIN, []);
                 Status::with_error_details(Code::ResourceExhausted, error.to_string(), details)
             }
-            Error::Database(ref cause) if database_unreachable(cause) => {
-                tracing::warn!(error = %cause, "database unreachable");
-                error_status(
-                    Code::Unavailable,
-                    "DATABASE_UNAVAILABLE",
-                    "the database is unreachable; retry shortly",
-                )
+            Error::Database(ref cause) => match database::classify(cause) {
+                database::Failure::Unavailable => {
+                    tracing::warn!(error = %cause, "database unavailable");
+                    retryable_status(
+                        Code::Unavailable,
+                        "DATABASE_UNAVAILABLE",
+                        "the database is unavailable; retry after the given delay",
+                        DATABASE_RETRY_AFTER,
+                    )
+                }
+                database::Failure::UniqueViolation | database::Failure::Other => {
+                    internal_error(&error)
+                }
+            },
+            Error::Open(_) | Error::PasswordHash(_) | Error::Corrupt(_) | Error::Task(_) => {
+                internal_error(&error)
             }
-            Error::Database(_)
-            | Error::Migration(_)
-            | Error::PasswordHash(_)
-            | Error::Corrupt(_)
-            | Error::Task(_) => internal_error(&error),
         }
     }
 }
 
-/// Errors that mean "cannot reach the database right now" rather than "this query is wrong":
-/// clients may retry those elsewhere or later.
-fn database_unreachable(error: &sqlx::Error) -> bool {
-    matches!(
-        error,
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)
-    )
-}
+/// What `RetryInfo` tells a client while the database is unavailable: about the time a pool
+/// needs to notice that the database is back.
+const DATABASE_RETRY_AFTER: Duration = Duration::from_secs(1);

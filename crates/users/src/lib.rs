@@ -22,7 +22,8 @@ pub use error::Error;
 use crate::grpc::UsersGrpc;
 use crate::password::PasswordHasher;
 use crate::service::Users;
-use crate::store::{SqliteUserStore, UserStore};
+use crate::store::{PostgresUserStore, SqliteUserStore, UserStore};
+use database::DatabaseUrl;
 
 /// Full name of the service: its health name and its reflection name.
 pub const SERVICE_NAME: &str = "notesuite.users.v1.UsersService";
@@ -37,14 +38,23 @@ pub async fn build(
     config: &UsersConfig,
     token_key: &token::VerifyingKey,
 ) -> Result<ServiceDefinition, Error> {
-    let store =
-        SqliteUserStore::connect(&config.database_url, config.database_max_connections).await?;
     let passwords = PasswordHasher::new(config.password_hash_concurrency as usize);
-    Ok(definition(store, passwords, token_key))
+    Ok(match &config.database_url {
+        DatabaseUrl::Sqlite(url) => definition(
+            SqliteUserStore::open(url, &config.database_pool).await?,
+            passwords,
+            token_key,
+        ),
+        DatabaseUrl::Postgres(url) => definition(
+            PostgresUserStore::open(url, &config.database_pool).await?,
+            passwords,
+            token_key,
+        ),
+    })
 }
 
 /// The service over any store (tests use it to run the same suite on every backend).
-pub fn definition<S: UserStore + Clone>(
+pub fn definition<S: UserStore>(
     store: S,
     passwords: PasswordHasher,
     token_key: &token::VerifyingKey,
@@ -62,7 +72,7 @@ pub fn definition<S: UserStore + Clone>(
         descriptor_sets: vec![proto::FILE_DESCRIPTOR_SET],
         readiness: Some(Box::new(move || {
             let store = probe_store.clone();
-            Box::pin(async move { store.ping().await.map_err(|error| error.to_string()) })
+            Box::pin(async move { store.check_writable().await })
         })),
     }
 }

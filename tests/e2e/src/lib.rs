@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use database::testing::{Backend, TestDatabase};
 use proto::gateway::gateway_service_client::GatewayServiceClient;
 use proto::gateway::{LoginRequest, SignUpRequest, SignUpResponse};
 use proto::notes::notes_service_client::NotesServiceClient;
@@ -20,14 +21,22 @@ pub struct TestSuite {
     gateway: Channel,
     shutdown: CancellationToken,
     _data_dir: tempfile::TempDir,
+    _databases: Option<TestDatabase>,
 }
 
-/// Starts users, notes and the gateway exactly as `notesuite up` does, on a fresh data
-/// directory and ports 0.
-pub async fn spawn_suite() -> TestSuite {
+/// Starts users, notes and the gateway exactly as `notesuite up` does, on fresh databases
+/// (SQLite files in a new data directory, or new PostgreSQL databases) and ports 0.
+pub async fn spawn_suite(backend: Backend) -> TestSuite {
     let data_dir = tempfile::tempdir().expect("temp dir");
+    let databases = match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => Some(TestDatabase::postgres_names_for(&["users", "notes"])),
+    };
     let config = notesuite::cli::UpConfig {
         data_dir: data_dir.path().to_owned(),
+        database_url: databases
+            .as_ref()
+            .map(|databases| databases.url().to_owned()),
         host: [127, 0, 0, 1].into(),
         gateway_port: 0,
         users_port: 0,
@@ -51,6 +60,7 @@ pub async fn spawn_suite() -> TestSuite {
         gateway,
         shutdown,
         _data_dir: data_dir,
+        _databases: databases,
     }
 }
 

@@ -1,34 +1,60 @@
-//! Where notes live. The service depends on [`NoteStore`] only; SQLite is the embedded
-//! default and PostgreSQL implements the same trait against the same tests.
+//! Where notes live. The service decides (idempotency, etags, revisions); a store only offers
+//! reads and transactional primitives, so that SQLite and PostgreSQL are storage and nothing
+//! more, judged by one conformance suite.
 
+mod postgres;
 mod sqlite;
 
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub use postgres::PostgresNoteStore;
 pub use sqlite::SqliteNoteStore;
 
-use crate::domain::{Note, NoteDraft, NoteId, NotePatch, OwnerId, RequestId, Revision, Tag};
+use crate::domain::{Note, NoteId, OwnerId, RequestId, Revision, Tag};
 use crate::error::Error;
 
 /// An idempotency key with the fingerprint of the request it was first used for.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CreateRequest {
     pub request_id: RequestId,
     pub fingerprint: [u8; 32],
 }
 
-pub trait NoteStore: Send + Sync + 'static {
-    /// Creates `note` under the owner's next revision. With `request`, a retry returns the
-    /// note the first attempt created ([`Error::RequestIdReused`] if the fingerprint differs,
-    /// [`Error::NoteNotFound`] if that note has since been deleted).
-    fn create(
-        &self,
-        owner: &OwnerId,
-        draft: &NoteDraft,
-        request: Option<CreateRequest>,
-        now: SystemTime,
-    ) -> impl Future<Output = Result<Note, Error>> + Send;
+/// What an earlier create with the same `request_id` left behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EarlierRequest {
+    pub fingerprint: [u8; 32],
+    pub note_id: NoteId,
+}
+
+/// One page of a listing, as read.
+#[derive(Debug)]
+pub struct ListQuery<'a> {
+    pub tag: Option<&'a Tag>,
+    /// Only notes with ids below this one (keyset pagination); `None` starts from the newest.
+    pub before: Option<NoteId>,
+    /// Most notes on the page.
+    pub limit: u32,
+    /// The page stops before the note that would take it past this many bytes
+    /// ([`Note::encoded_len_estimate`]), though it always holds at least one note.
+    pub byte_budget: usize,
+}
+
+#[derive(Debug)]
+pub struct ListedPage {
+    pub notes: Vec<Note>,
+    /// Whether more notes follow the last one of this page.
+    pub more: bool,
+}
+
+pub trait NoteStore: Clone + Send + Sync + 'static {
+    type Write: NoteWrite;
+
+    /// Begins a write to `owner`'s notes. The transaction holds the owner's next revision
+    /// and, until it ends, is the owner's only writer: two writers for one owner can never
+    /// commit revisions out of order or leave a hole.
+    fn write(&self, owner: &OwnerId) -> impl Future<Output = Result<Self::Write, Error>> + Send;
 
     fn get(
         &self,
@@ -36,14 +62,12 @@ pub trait NoteStore: Send + Sync + 'static {
         id: NoteId,
     ) -> impl Future<Output = Result<Option<Note>, Error>> + Send;
 
-    /// Up to `limit` of the owner's notes with ids below `before`, newest first.
+    /// The owner's notes, newest first, within `query`'s bounds.
     fn list(
         &self,
         owner: &OwnerId,
-        tag: Option<&Tag>,
-        before: Option<NoteId>,
-        limit: u32,
-    ) -> impl Future<Output = Result<Vec<Note>, Error>> + Send;
+        query: ListQuery<'_>,
+    ) -> impl Future<Output = Result<ListedPage, Error>> + Send;
 
     /// How many of the owner's notes match `tag` (all of them without).
     fn count(
@@ -52,26 +76,77 @@ pub trait NoteStore: Send + Sync + 'static {
         tag: Option<&Tag>,
     ) -> impl Future<Output = Result<u64, Error>> + Send;
 
-    /// Applies `patch` if the note's revision is `expected`, under the owner's next revision.
-    fn update(
-        &self,
-        owner: &OwnerId,
-        id: NoteId,
-        expected: Revision,
-        patch: &NotePatch,
-        now: SystemTime,
-    ) -> impl Future<Output = Result<Note, Error>> + Send;
+    /// Succeeds when the database can be written; the error says why not, for the log.
+    fn check_writable(&self) -> impl Future<Output = Result<(), String>> + Send;
+}
 
-    /// Deletes the note if it exists and, when `expected` is given, has that revision.
-    fn delete(
-        &self,
-        owner: &OwnerId,
-        id: NoteId,
-        expected: Option<Revision>,
+/// What the service decided a write transaction should do with its changes.
+#[derive(Debug)]
+pub enum Decision<T> {
+    /// Keep the changes made through the transaction.
+    Commit(T),
+    /// Nothing changed (e.g. a retried create): end the transaction without a trace, giving
+    /// back the revision it held.
+    Discard(T),
+}
+
+/// One owner's write transaction. Dropping it unfinished rolls it back.
+pub trait NoteWrite: Send {
+    /// The revision every change of this transaction is made under.
+    fn revision(&self) -> Revision;
+
+    /// The earlier create of this owner with `request_id`, if any.
+    fn earlier_request(
+        &mut self,
+        request_id: RequestId,
+    ) -> impl Future<Output = Result<Option<EarlierRequest>, Error>> + Send;
+
+    /// The owner's note `id` as this transaction sees it.
+    fn note(&mut self, id: NoteId) -> impl Future<Output = Result<Option<Note>, Error>> + Send;
+
+    /// Stores a new note, remembering `request` for retries.
+    fn insert(
+        &mut self,
+        note: &Note,
+        request: Option<CreateRequest>,
     ) -> impl Future<Output = Result<(), Error>> + Send;
 
-    /// Succeeds when the database answers.
-    fn ping(&self) -> impl Future<Output = Result<(), Error>> + Send;
+    /// Stores `note` over the owner's note with the same id.
+    fn replace(&mut self, note: &Note) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Removes the owner's note `id`.
+    fn remove(&mut self, id: NoteId) -> impl Future<Output = Result<(), Error>> + Send;
+
+    fn commit(self) -> impl Future<Output = Result<(), Error>> + Send;
+
+    fn rollback(self) -> impl Future<Output = ()> + Send;
+
+    /// Ends the transaction as `outcome` says: commits a [`Decision::Commit`], rolls back
+    /// anything else.
+    fn finish<T: Send>(
+        self,
+        outcome: Result<Decision<T>, Error>,
+    ) -> impl Future<Output = Result<T, Error>> + Send
+    where
+        Self: Sized,
+    {
+        async move {
+            match outcome {
+                Ok(Decision::Commit(value)) => {
+                    self.commit().await?;
+                    Ok(value)
+                }
+                Ok(Decision::Discard(value)) => {
+                    self.rollback().await;
+                    Ok(value)
+                }
+                Err(error) => {
+                    self.rollback().await;
+                    Err(error)
+                }
+            }
+        }
+    }
 }
 
 /// The current time at the precision stores keep, so that what a write returns equals what
@@ -89,4 +164,27 @@ pub(crate) fn to_micros(time: SystemTime) -> i64 {
 
 pub(crate) fn from_micros(micros: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_micros(u64::try_from(micros).unwrap_or(0))
+}
+
+/// Fills a page from rows arriving newest first, stopping as soon as the page is full:
+/// rows past it are never decoded, so a page of big notes costs its budget, not its limit.
+pub(crate) async fn fill_page<S>(rows: S, query: &ListQuery<'_>) -> Result<ListedPage, Error>
+where
+    S: futures_util::Stream<Item = Result<Note, Error>>,
+{
+    use futures_util::TryStreamExt as _;
+    let mut rows = std::pin::pin!(rows);
+    let mut notes = Vec::new();
+    let mut bytes = 0;
+    while let Some(note) = rows.try_next().await? {
+        let size = note.encoded_len_estimate();
+        let full = notes.len() >= query.limit as usize
+            || (!notes.is_empty() && bytes + size > query.byte_budget);
+        if full {
+            return Ok(ListedPage { notes, more: true });
+        }
+        bytes += size;
+        notes.push(note);
+    }
+    Ok(ListedPage { notes, more: false })
 }

@@ -1,69 +1,30 @@
-//! The embedded SQLite store: one file, WAL journal, embedded migrations.
-//!
-//! Every write runs in a `BEGIN IMMEDIATE` transaction: it takes SQLite's write lock up front,
-//! so that a transaction that read first never fails to upgrade to a writer (SQLITE_BUSY).
+//! The embedded SQLite store: one file, WAL journal, embedded migrations, one writer at a
+//! time (see [`database::SqliteDatabase`]).
 
-use std::str::FromStr;
-use std::time::{Duration, Instant, SystemTime};
+use database::{PoolConfig, SqliteDatabase, WriteTransaction};
+use futures_util::TryStreamExt as _;
+use sqlx::Sqlite;
 
-use sqlx::pool::PoolConnection;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqlitePool, Transaction};
-
-use super::{CreateRequest, NoteStore, from_micros, to_micros};
-use crate::domain::{
-    Content, Note, NoteDraft, NoteId, NotePatch, OwnerId, Revision, Tag, Tags, Title,
+use super::{
+    CreateRequest, EarlierRequest, ListQuery, ListedPage, NoteStore, NoteWrite, fill_page,
+    from_micros, to_micros,
 };
+use crate::domain::{Content, Note, NoteId, OwnerId, RequestId, Revision, Tag, Tags, Title};
 use crate::error::Error;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 #[derive(Debug, Clone)]
 pub struct SqliteNoteStore {
-    pool: SqlitePool,
-    metrics: telemetry::PoolMetrics,
+    database: SqliteDatabase,
 }
 
 impl SqliteNoteStore {
     /// Opens (creating if missing) the database at `url`, e.g. `sqlite://notes.db`, and
     /// applies pending migrations.
-    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, Error> {
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // With WAL, NORMAL loses at most the last transactions on power loss, never
-            // consistency; FULL would fsync every commit.
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(5))
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(max_connections)
-            .connect_with(options)
-            .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        let observed = pool.clone();
-        let metrics = telemetry::PoolMetrics::register("notes", max_connections, move || {
-            (
-                observed.size(),
-                u32::try_from(observed.num_idle()).unwrap_or(u32::MAX),
-            )
-        });
-        Ok(Self { pool, metrics })
-    }
-
-    /// A pooled connection; the wait for it is measured.
-    async fn connection(&self) -> Result<PoolConnection<Sqlite>, Error> {
-        let started = Instant::now();
-        let connection = self.pool.acquire().await?;
-        self.metrics.record_wait(started.elapsed());
-        Ok(connection)
-    }
-
-    /// A write transaction. The measured wait includes SQLite's write lock, the real point of
-    /// contention for writers.
-    async fn write_transaction(&self) -> Result<Transaction<'static, Sqlite>, Error> {
-        let started = Instant::now();
-        let transaction = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        self.metrics.record_wait(started.elapsed());
-        Ok(transaction)
+    pub async fn open(url: &str, pool: &PoolConfig) -> Result<Self, Error> {
+        let database = SqliteDatabase::open(url, pool, "notes", &MIGRATOR).await?;
+        Ok(Self { database })
     }
 }
 
@@ -97,178 +58,193 @@ impl TryFrom<NoteRow> for Note {
     }
 }
 
-const SELECT_NOTE: &str =
-    "SELECT id, owner_id, title, content, tags, revision, create_time, update_time
-     FROM notes WHERE owner_id = ? AND id = ?";
-
-/// Takes the owner's next revision inside `transaction`.
-async fn next_revision(
-    transaction: &mut Transaction<'static, Sqlite>,
-    owner: &OwnerId,
-) -> Result<Revision, Error> {
-    let revision: i64 = sqlx::query_scalar(
-        "INSERT INTO owner_revisions (owner_id, revision) VALUES (?, 1)
-         ON CONFLICT (owner_id) DO UPDATE SET revision = revision + 1
-         RETURNING revision",
-    )
-    .bind(owner.as_str())
-    .fetch_one(&mut **transaction)
-    .await?;
-    Ok(Revision::from_stored(revision))
-}
+const NOTE_COLUMNS: &str =
+    "n.id, n.owner_id, n.title, n.content, n.tags, n.revision, n.create_time, n.update_time";
 
 async fn select_note(
     executor: impl sqlx::SqliteExecutor<'_>,
     owner: &OwnerId,
     id: NoteId,
 ) -> Result<Option<Note>, Error> {
-    sqlx::query_as::<_, NoteRow>(SELECT_NOTE)
-        .bind(owner.as_str())
-        .bind(id.to_string())
-        .fetch_optional(executor)
-        .await?
-        .map(Note::try_from)
-        .transpose()
+    sqlx::query_as::<_, NoteRow>(
+        "SELECT n.id, n.owner_id, n.title, n.content, n.tags, n.revision, n.create_time, n.update_time
+         FROM notes n WHERE n.owner_id = ? AND n.id = ?",
+    )
+    .bind(owner.as_str())
+    .bind(id.to_string())
+    .fetch_optional(executor)
+    .await?
+    .map(Note::try_from)
+    .transpose()
 }
 
 impl NoteStore for SqliteNoteStore {
-    async fn create(
-        &self,
-        owner: &OwnerId,
-        draft: &NoteDraft,
-        request: Option<CreateRequest>,
-        now: SystemTime,
-    ) -> Result<Note, Error> {
-        let mut transaction = self.write_transaction().await?;
-        if let Some(request) = request {
-            let earlier: Option<(Vec<u8>, String)> = sqlx::query_as(
-                "SELECT fingerprint, note_id FROM create_requests WHERE owner_id = ? AND request_id = ?",
-            )
-            .bind(owner.as_str())
-            .bind(request.request_id.to_string())
-            .fetch_optional(&mut *transaction)
-            .await?;
-            if let Some((fingerprint, note_id)) = earlier {
-                if fingerprint != request.fingerprint {
-                    return Err(Error::RequestIdReused);
-                }
-                let note_id = NoteId::parse(&note_id)
-                    .map_err(|_| Error::Corrupt(format!("note id {note_id:?}")))?;
-                return select_note(&mut *transaction, owner, note_id)
-                    .await?
-                    .ok_or(Error::NoteNotFound);
-            }
-        }
+    type Write = SqliteNoteWrite;
 
-        let revision = next_revision(&mut transaction, owner).await?;
-        let note = Note {
-            id: NoteId::new(),
+    async fn write(&self, owner: &OwnerId) -> Result<SqliteNoteWrite, Error> {
+        let mut transaction = self.database.write().await?;
+        let revision: i64 = sqlx::query_scalar(
+            "INSERT INTO owner_revisions (owner_id, revision) VALUES (?, 1)
+             ON CONFLICT (owner_id) DO UPDATE SET revision = revision + 1
+             RETURNING revision",
+        )
+        .bind(owner.as_str())
+        .fetch_one(transaction.connection())
+        .await?;
+        Ok(SqliteNoteWrite {
+            transaction,
             owner: owner.clone(),
-            title: draft.title.clone(),
-            content: draft.content.clone(),
-            tags: draft.tags.clone(),
-            revision,
-            create_time: now,
-            update_time: now,
+            revision: Revision::from_stored(revision),
+        })
+    }
+
+    async fn get(&self, owner: &OwnerId, id: NoteId) -> Result<Option<Note>, Error> {
+        select_note(&mut *self.database.connection().await?, owner, id).await
+    }
+
+    async fn list(&self, owner: &OwnerId, query: ListQuery<'_>) -> Result<ListedPage, Error> {
+        let before = query.before.unwrap_or(NoteId::MAX).to_string();
+        let limit = i64::from(query.limit) + 1;
+        let mut connection = self.database.connection().await?;
+        let statement = match query.tag {
+            // The tag index (owner, tag, note id) serves the filter and the order.
+            Some(tag) => sqlx::query_as::<_, NoteRow>(sqlx::AssertSqlSafe(format!(
+                "SELECT {NOTE_COLUMNS} FROM note_tags t JOIN notes n ON n.id = t.note_id
+                 WHERE t.owner_id = ?1 AND t.tag = ?2 AND t.note_id < ?3
+                 ORDER BY t.note_id DESC LIMIT ?4"
+            )))
+            .bind(owner.as_str())
+            .bind(tag.as_str())
+            .bind(before)
+            .bind(limit),
+            None => sqlx::query_as::<_, NoteRow>(sqlx::AssertSqlSafe(format!(
+                "SELECT {NOTE_COLUMNS} FROM notes n
+                 WHERE n.owner_id = ?1 AND n.id < ?2
+                 ORDER BY n.id DESC LIMIT ?3"
+            )))
+            .bind(owner.as_str())
+            .bind(before)
+            .bind(limit),
         };
+        let rows = statement
+            .fetch(&mut *connection)
+            .map_err(Error::from)
+            .and_then(|row| async { Note::try_from(row) });
+        fill_page(rows, &query).await
+    }
+
+    async fn count(&self, owner: &OwnerId, tag: Option<&Tag>) -> Result<u64, Error> {
+        let mut connection = self.database.connection().await?;
+        let count: i64 = match tag {
+            Some(tag) => {
+                sqlx::query_scalar("SELECT COUNT(*) FROM note_tags WHERE owner_id = ? AND tag = ?")
+                    .bind(owner.as_str())
+                    .bind(tag.as_str())
+                    .fetch_one(&mut *connection)
+                    .await?
+            }
+            None => {
+                sqlx::query_scalar("SELECT COUNT(*) FROM notes WHERE owner_id = ?")
+                    .bind(owner.as_str())
+                    .fetch_one(&mut *connection)
+                    .await?
+            }
+        };
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    async fn check_writable(&self) -> Result<(), String> {
+        self.database.check_writable().await
+    }
+}
+
+#[derive(Debug)]
+pub struct SqliteNoteWrite {
+    transaction: WriteTransaction<Sqlite>,
+    owner: OwnerId,
+    revision: Revision,
+}
+
+impl SqliteNoteWrite {
+    async fn insert_tags(&mut self, id: NoteId, tags: &Tags) -> Result<(), Error> {
+        for tag in tags.iter() {
+            sqlx::query("INSERT INTO note_tags (owner_id, tag, note_id) VALUES (?, ?, ?)")
+                .bind(self.owner.as_str())
+                .bind(tag.as_str())
+                .bind(id.to_string())
+                .execute(self.transaction.connection())
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+impl NoteWrite for SqliteNoteWrite {
+    fn revision(&self) -> Revision {
+        self.revision
+    }
+
+    async fn earlier_request(
+        &mut self,
+        request_id: RequestId,
+    ) -> Result<Option<EarlierRequest>, Error> {
+        let earlier: Option<(Vec<u8>, String)> = sqlx::query_as(
+            "SELECT fingerprint, note_id FROM create_requests WHERE owner_id = ? AND request_id = ?",
+        )
+        .bind(self.owner.as_str())
+        .bind(request_id.to_string())
+        .fetch_optional(self.transaction.connection())
+        .await?;
+        earlier
+            .map(|(fingerprint, note_id)| {
+                Ok(EarlierRequest {
+                    fingerprint: fingerprint
+                        .try_into()
+                        .map_err(|_| Error::Corrupt("request fingerprint".into()))?,
+                    note_id: NoteId::parse(&note_id)
+                        .map_err(|_| Error::Corrupt(format!("note id {note_id:?}")))?,
+                })
+            })
+            .transpose()
+    }
+
+    async fn note(&mut self, id: NoteId) -> Result<Option<Note>, Error> {
+        select_note(self.transaction.connection(), &self.owner, id).await
+    }
+
+    async fn insert(&mut self, note: &Note, request: Option<CreateRequest>) -> Result<(), Error> {
         sqlx::query(
             "INSERT INTO notes (id, owner_id, title, content, tags, revision, create_time, update_time)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(note.id.to_string())
-        .bind(owner.as_str())
+        .bind(self.owner.as_str())
         .bind(note.title.as_str())
         .bind(note.content.as_str())
         .bind(note.tags.joined())
-        .bind(revision.get())
-        .bind(to_micros(now))
-        .bind(to_micros(now))
-        .execute(&mut *transaction)
+        .bind(note.revision.get())
+        .bind(to_micros(note.create_time))
+        .bind(to_micros(note.update_time))
+        .execute(self.transaction.connection())
         .await?;
+        self.insert_tags(note.id, &note.tags).await?;
         if let Some(request) = request {
             sqlx::query(
                 "INSERT INTO create_requests (owner_id, request_id, fingerprint, note_id, create_time)
                  VALUES (?, ?, ?, ?, ?)",
             )
-            .bind(owner.as_str())
+            .bind(self.owner.as_str())
             .bind(request.request_id.to_string())
             .bind(request.fingerprint.as_slice())
             .bind(note.id.to_string())
-            .bind(to_micros(now))
-            .execute(&mut *transaction)
+            .bind(to_micros(note.create_time))
+            .execute(self.transaction.connection())
             .await?;
         }
-        transaction.commit().await?;
-        Ok(note)
+        Ok(())
     }
 
-    async fn get(&self, owner: &OwnerId, id: NoteId) -> Result<Option<Note>, Error> {
-        select_note(&mut *self.connection().await?, owner, id).await
-    }
-
-    async fn list(
-        &self,
-        owner: &OwnerId,
-        tag: Option<&Tag>,
-        before: Option<NoteId>,
-        limit: u32,
-    ) -> Result<Vec<Note>, Error> {
-        sqlx::query_as::<_, NoteRow>(
-            "SELECT id, owner_id, title, content, tags, revision, create_time, update_time
-             FROM notes
-             WHERE owner_id = ?1
-               AND (?2 IS NULL OR id < ?2)
-               AND (?3 IS NULL OR instr(',' || tags || ',', ',' || ?3 || ',') > 0)
-             ORDER BY id DESC
-             LIMIT ?4",
-        )
-        .bind(owner.as_str())
-        .bind(before.map(|id| id.to_string()))
-        .bind(tag.map(Tag::as_str))
-        .bind(i64::from(limit))
-        .fetch_all(&mut *self.connection().await?)
-        .await?
-        .into_iter()
-        .map(Note::try_from)
-        .collect()
-    }
-
-    async fn count(&self, owner: &OwnerId, tag: Option<&Tag>) -> Result<u64, Error> {
-        let count: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM notes
-             WHERE owner_id = ?1 AND (?2 IS NULL OR instr(',' || tags || ',', ',' || ?2 || ',') > 0)",
-        )
-        .bind(owner.as_str())
-        .bind(tag.map(Tag::as_str))
-        .fetch_one(&mut *self.connection().await?)
-        .await?;
-        Ok(u64::try_from(count).unwrap_or(0))
-    }
-
-    async fn update(
-        &self,
-        owner: &OwnerId,
-        id: NoteId,
-        expected: Revision,
-        patch: &NotePatch,
-        now: SystemTime,
-    ) -> Result<Note, Error> {
-        let mut transaction = self.write_transaction().await?;
-        let current = select_note(&mut *transaction, owner, id)
-            .await?
-            .ok_or(Error::NoteNotFound)?;
-        if current.revision != expected {
-            return Err(Error::EtagMismatch);
-        }
-        let revision = next_revision(&mut transaction, owner).await?;
-        let note = Note {
-            title: patch.title.clone().unwrap_or(current.title),
-            content: patch.content.clone().unwrap_or(current.content),
-            tags: patch.tags.clone().unwrap_or(current.tags),
-            revision,
-            update_time: now,
-            ..current
-        };
+    async fn replace(&mut self, note: &Note) -> Result<(), Error> {
         sqlx::query(
             "UPDATE notes SET title = ?, content = ?, tags = ?, revision = ?, update_time = ?
              WHERE owner_id = ? AND id = ?",
@@ -276,44 +252,34 @@ impl NoteStore for SqliteNoteStore {
         .bind(note.title.as_str())
         .bind(note.content.as_str())
         .bind(note.tags.joined())
-        .bind(revision.get())
-        .bind(to_micros(now))
-        .bind(owner.as_str())
-        .bind(id.to_string())
-        .execute(&mut *transaction)
+        .bind(note.revision.get())
+        .bind(to_micros(note.update_time))
+        .bind(self.owner.as_str())
+        .bind(note.id.to_string())
+        .execute(self.transaction.connection())
         .await?;
-        transaction.commit().await?;
-        Ok(note)
+        sqlx::query("DELETE FROM note_tags WHERE note_id = ?")
+            .bind(note.id.to_string())
+            .execute(self.transaction.connection())
+            .await?;
+        self.insert_tags(note.id, &note.tags).await
     }
 
-    async fn delete(
-        &self,
-        owner: &OwnerId,
-        id: NoteId,
-        expected: Option<Revision>,
-    ) -> Result<(), Error> {
-        let mut transaction = self.write_transaction().await?;
-        let current = select_note(&mut *transaction, owner, id)
-            .await?
-            .ok_or(Error::NoteNotFound)?;
-        if expected.is_some_and(|expected| expected != current.revision) {
-            return Err(Error::EtagMismatch);
-        }
-        // A delete is a change too: it takes a revision, so watchers (and etags) see it.
-        next_revision(&mut transaction, owner).await?;
+    async fn remove(&mut self, id: NoteId) -> Result<(), Error> {
+        // Its tag rows go with it (ON DELETE CASCADE).
         sqlx::query("DELETE FROM notes WHERE owner_id = ? AND id = ?")
-            .bind(owner.as_str())
+            .bind(self.owner.as_str())
             .bind(id.to_string())
-            .execute(&mut *transaction)
+            .execute(self.transaction.connection())
             .await?;
-        transaction.commit().await?;
         Ok(())
     }
 
-    async fn ping(&self) -> Result<(), Error> {
-        sqlx::query("SELECT 1")
-            .execute(&mut *self.connection().await?)
-            .await?;
-        Ok(())
+    async fn commit(self) -> Result<(), Error> {
+        Ok(self.transaction.commit().await?)
+    }
+
+    async fn rollback(self) {
+        self.transaction.rollback().await;
     }
 }

@@ -1,10 +1,11 @@
 use std::time::Duration;
 
-use notes::store::SqliteNoteStore;
+use database::PoolConfig;
+use database::testing::{Backend, TestDatabase};
+use notes::store::{PostgresNoteStore, SqliteNoteStore};
 use proto::notes::notes_service_client::NotesServiceClient;
 use proto::notes::{CreateNoteRequest, Note};
 use shell::ServeConfig;
-use tempfile::TempDir;
 use tonic::Request;
 use tonic::transport::Channel;
 
@@ -12,19 +13,33 @@ pub(crate) struct TestNotes {
     pub(crate) client: NotesServiceClient<Channel>,
     pub(crate) issuer: token::Issuer,
     _server: shell::Spawned,
-    _dir: TempDir,
+    _database: TestDatabase,
 }
 
-/// A notes service on its own fresh SQLite database and signing key.
-pub(crate) async fn spawn_notes() -> TestNotes {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let database_url = format!("sqlite://{}", dir.path().join("notes.db").display());
+/// A notes service on its own fresh database on `backend`, with its own signing key.
+pub(crate) async fn spawn_notes(backend: Backend) -> TestNotes {
+    let database = TestDatabase::new(backend).await;
     let key = token::SigningKey::generate().expect("key");
-    let store = SqliteNoteStore::connect(&database_url, 4)
-        .await
-        .expect("database");
+    let pool = PoolConfig {
+        max_connections: 4,
+        ..PoolConfig::default()
+    };
+    let definition = match backend {
+        Backend::Sqlite => notes::definition(
+            SqliteNoteStore::open(database.url(), &pool)
+                .await
+                .expect("database"),
+            &key.verifying_key(),
+        ),
+        Backend::Postgres => notes::definition(
+            PostgresNoteStore::open(database.url(), &pool)
+                .await
+                .expect("database"),
+            &key.verifying_key(),
+        ),
+    };
     let server = shell::spawn(
-        notes::definition(store, &key.verifying_key()),
+        definition,
         ServeConfig {
             drain_delay: Duration::ZERO,
             ..ServeConfig::default()
@@ -40,7 +55,7 @@ pub(crate) async fn spawn_notes() -> TestNotes {
         client,
         issuer: token::Issuer::new(&key, Duration::from_secs(900)),
         _server: server,
-        _dir: dir,
+        _database: database,
     }
 }
 

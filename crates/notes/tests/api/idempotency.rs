@@ -2,12 +2,12 @@ use proto::notes::{CreateNoteRequest, DeleteNoteRequest, ListNotesRequest};
 use tonic::Code;
 
 use crate::helpers::{assert_error, draft, spawn_notes};
+use database::testing::Backend;
 
 const REQUEST_ID: &str = "0f8c2a4e-3b1d-4e5f-9a6b-7c8d9e0f1a2b";
 
-#[tokio::test]
-async fn a_retried_create_returns_the_first_note_and_no_duplicate() {
-    let notes = spawn_notes().await;
+async fn a_retried_create_returns_the_first_note_and_no_duplicate(backend: Backend) {
+    let notes = spawn_notes(backend).await;
     let ada = notes.new_user();
     let create = || {
         ada.request(CreateNoteRequest {
@@ -37,9 +37,8 @@ async fn a_retried_create_returns_the_first_note_and_no_duplicate() {
     assert_eq!(listed.total_size, 1);
 }
 
-#[tokio::test]
-async fn concurrent_retries_create_one_note() {
-    let notes = spawn_notes().await;
+async fn concurrent_retries_create_one_note(backend: Backend) {
+    let notes = spawn_notes(backend).await;
     let ada = notes.new_user();
     let attempts = (0..8).map(|_| {
         let mut client = notes.client();
@@ -64,9 +63,8 @@ async fn concurrent_retries_create_one_note() {
     assert_eq!(ids.len(), 1, "{ids:?}");
 }
 
-#[tokio::test]
-async fn the_same_request_id_for_a_different_note_is_refused() {
-    let notes = spawn_notes().await;
+async fn the_same_request_id_for_a_different_note_is_refused(backend: Backend) {
+    let notes = spawn_notes(backend).await;
     let ada = notes.new_user();
     let create = |title: &str| {
         ada.request(CreateNoteRequest {
@@ -87,9 +85,8 @@ async fn the_same_request_id_for_a_different_note_is_refused() {
     assert_error(&reused, Code::FailedPrecondition, "REQUEST_ID_REUSED");
 }
 
-#[tokio::test]
-async fn request_ids_belong_to_their_owner() {
-    let notes = spawn_notes().await;
+async fn request_ids_belong_to_their_owner(backend: Backend) {
+    let notes = spawn_notes(backend).await;
     let ada = notes.new_user();
     let bob = notes.new_user();
     let request = |caller: &crate::helpers::Caller| {
@@ -113,9 +110,8 @@ async fn request_ids_belong_to_their_owner() {
     assert_ne!(adas.note.expect("note").id, bobs.note.expect("note").id);
 }
 
-#[tokio::test]
-async fn a_retry_after_the_note_was_deleted_is_not_found() {
-    let notes = spawn_notes().await;
+async fn a_retry_after_the_note_was_deleted_is_not_found(backend: Backend) {
+    let notes = spawn_notes(backend).await;
     let ada = notes.new_user();
     let create = || {
         ada.request(CreateNoteRequest {
@@ -146,3 +142,11 @@ async fn a_retry_after_the_note_was_deleted_is_not_found() {
         .expect_err("deleted since");
     assert_error(&retry, Code::NotFound, "NOTE_NOT_FOUND");
 }
+
+database::backend_tests!(
+    a_retried_create_returns_the_first_note_and_no_duplicate,
+    concurrent_retries_create_one_note,
+    the_same_request_id_for_a_different_note_is_refused,
+    request_ids_belong_to_their_owner,
+    a_retry_after_the_note_was_deleted_is_not_found,
+);

@@ -2,10 +2,10 @@ use proto::notes::{DeleteNoteRequest, GetNoteRequest, ListNotesRequest, Note, Up
 use tonic::{Code, Request};
 
 use crate::helpers::{assert_error, mask, spawn_notes, with_token};
+use database::testing::Backend;
 
-#[tokio::test]
-async fn a_note_is_created_read_updated_and_deleted() {
-    let notes = spawn_notes().await;
+async fn a_note_is_created_read_updated_and_deleted(backend: Backend) {
+    let notes = spawn_notes(backend).await;
     let ada = notes.new_user();
     let created = notes.create(&ada, "Groceries", &["home", "todo"]).await;
     assert_eq!(created.owner_id, ada.user_id, "the owner is the caller");
@@ -63,9 +63,8 @@ async fn a_note_is_created_read_updated_and_deleted() {
     assert_error(&gone, Code::NotFound, "NOTE_NOT_FOUND");
 }
 
-#[tokio::test]
-async fn an_update_with_a_stale_etag_is_aborted() {
-    let notes = spawn_notes().await;
+async fn an_update_with_a_stale_etag_is_aborted(backend: Backend) {
+    let notes = spawn_notes(backend).await;
     let ada = notes.new_user();
     let note = notes.create(&ada, "Draft", &[]).await;
     let update = |title: &str| {
@@ -90,9 +89,8 @@ async fn an_update_with_a_stale_etag_is_aborted() {
     assert_error(&second, Code::Aborted, "ETAG_MISMATCH");
 }
 
-#[tokio::test]
-async fn an_empty_mask_updates_the_fields_that_are_set() {
-    let notes = spawn_notes().await;
+async fn an_empty_mask_updates_the_fields_that_are_set(backend: Backend) {
+    let notes = spawn_notes(backend).await;
     let ada = notes.new_user();
     let note = notes.create(&ada, "Title", &["a"]).await;
     let updated = notes
@@ -116,9 +114,8 @@ async fn an_empty_mask_updates_the_fields_that_are_set() {
     assert_eq!(updated.tags, ["a"]);
 }
 
-#[tokio::test]
-async fn a_delete_with_a_stale_etag_is_aborted_and_without_one_deletes() {
-    let notes = spawn_notes().await;
+async fn a_delete_with_a_stale_etag_is_aborted_and_without_one_deletes(backend: Backend) {
+    let notes = spawn_notes(backend).await;
     let ada = notes.new_user();
     let note = notes.create(&ada, "Old", &[]).await;
     let stale = notes
@@ -140,9 +137,8 @@ async fn a_delete_with_a_stale_etag_is_aborted_and_without_one_deletes() {
         .expect("unconditional delete");
 }
 
-#[tokio::test]
-async fn another_users_note_is_not_found_for_every_method() {
-    let notes = spawn_notes().await;
+async fn another_users_note_is_not_found_for_every_method(backend: Backend) {
+    let notes = spawn_notes(backend).await;
     let ada = notes.new_user();
     let mallory = notes.new_user();
     let note = notes.create(&ada, "Private", &["secret"]).await;
@@ -199,9 +195,8 @@ async fn another_users_note_is_not_found_for_every_method() {
     assert_eq!(still, note);
 }
 
-#[tokio::test]
-async fn calls_without_a_user_token_are_refused() {
-    let notes = spawn_notes().await;
+async fn calls_without_a_user_token_are_refused(backend: Backend) {
+    let notes = spawn_notes(backend).await;
     let missing = notes
         .client()
         .list_notes(Request::new(ListNotesRequest::default()))
@@ -231,9 +226,8 @@ async fn calls_without_a_user_token_are_refused() {
     assert_error(&service, Code::PermissionDenied, "USER_CREDENTIAL_REQUIRED");
 }
 
-#[tokio::test]
-async fn revisions_count_every_change_of_an_owner() {
-    let notes = spawn_notes().await;
+async fn revisions_count_every_change_of_an_owner(backend: Backend) {
+    let notes = spawn_notes(backend).await;
     let ada = notes.new_user();
     let first = notes.create(&ada, "One", &[]).await;
     let second = notes.create(&ada, "Two", &[]).await;
@@ -252,3 +246,13 @@ async fn revisions_count_every_change_of_an_owner() {
     let bob = notes.new_user();
     assert_eq!(notes.create(&bob, "Bob's first", &[]).await.revision, 1);
 }
+
+database::backend_tests!(
+    a_note_is_created_read_updated_and_deleted,
+    an_update_with_a_stale_etag_is_aborted,
+    an_empty_mask_updates_the_fields_that_are_set,
+    a_delete_with_a_stale_etag_is_aborted_and_without_one_deletes,
+    another_users_note_is_not_found_for_every_method,
+    calls_without_a_user_token_are_refused,
+    revisions_count_every_change_of_an_owner,
+);

@@ -1,10 +1,10 @@
 use proto::notes::ListNotesRequest;
 
 use crate::helpers::{bad_fields, spawn_notes};
+use database::testing::Backend;
 
-#[tokio::test]
-async fn pages_cover_every_note_once_newest_first() {
-    let notes = spawn_notes().await;
+async fn pages_cover_every_note_once_newest_first(backend: Backend) {
+    let notes = spawn_notes(backend).await;
     let ada = notes.new_user();
     let mut created = Vec::new();
     for index in 0..7 {
@@ -36,9 +36,8 @@ async fn pages_cover_every_note_once_newest_first() {
     assert_eq!(seen, created);
 }
 
-#[tokio::test]
-async fn pages_stay_stable_when_notes_are_added_meanwhile() {
-    let notes = spawn_notes().await;
+async fn pages_stay_stable_when_notes_are_added_meanwhile(backend: Backend) {
+    let notes = spawn_notes(backend).await;
     let ada = notes.new_user();
     for index in 0..4 {
         notes.create(&ada, &format!("Old {index}"), &[]).await;
@@ -74,9 +73,8 @@ async fn pages_stay_stable_when_notes_are_added_meanwhile() {
     assert_eq!(titles, ["Old 3", "Old 2", "Old 1", "Old 0"]);
 }
 
-#[tokio::test]
-async fn the_tag_filter_lists_only_tagged_notes() {
-    let notes = spawn_notes().await;
+async fn the_tag_filter_lists_only_tagged_notes(backend: Backend) {
+    let notes = spawn_notes(backend).await;
     let ada = notes.new_user();
     notes.create(&ada, "Work 1", &["work"]).await;
     notes.create(&ada, "Home", &["home"]).await;
@@ -100,9 +98,8 @@ async fn the_tag_filter_lists_only_tagged_notes() {
     assert_eq!(listed.total_size, 2);
 }
 
-#[tokio::test]
-async fn a_page_token_cannot_continue_a_listing_with_another_filter() {
-    let notes = spawn_notes().await;
+async fn a_page_token_cannot_continue_a_listing_with_another_filter(backend: Backend) {
+    let notes = spawn_notes(backend).await;
     let ada = notes.new_user();
     for _ in 0..3 {
         notes.create(&ada, "Tagged", &["a"]).await;
@@ -129,9 +126,8 @@ async fn a_page_token_cannot_continue_a_listing_with_another_filter() {
     assert_eq!(bad_fields(&status), ["page_token"]);
 }
 
-#[tokio::test]
-async fn bad_list_arguments_name_their_fields() {
-    let notes = spawn_notes().await;
+async fn bad_list_arguments_name_their_fields(backend: Backend) {
+    let notes = spawn_notes(backend).await;
     let ada = notes.new_user();
     let status = notes
         .client()
@@ -144,3 +140,11 @@ async fn bad_list_arguments_name_their_fields() {
         .expect_err("invalid");
     assert_eq!(bad_fields(&status), ["page_size", "tag", "page_token"]);
 }
+
+database::backend_tests!(
+    pages_cover_every_note_once_newest_first,
+    pages_stay_stable_when_notes_are_added_meanwhile,
+    the_tag_filter_lists_only_tagged_notes,
+    a_page_token_cannot_continue_a_listing_with_another_filter,
+    bad_list_arguments_name_their_fields,
+);

@@ -1,10 +1,13 @@
 use proto::notes::{CreateNoteRequest, GetNoteRequest, Note, UpdateNoteRequest};
 use tonic::Code;
 
+// Validation happens before any storage: one backend is enough.
+use database::testing::Backend;
+
 use crate::helpers::{bad_fields, draft, mask, spawn_notes};
 
 async fn create_error(note: Note, request_id: &str) -> Vec<String> {
-    let notes = spawn_notes().await;
+    let notes = spawn_notes(Backend::Sqlite).await;
     let ada = notes.new_user();
     let status = notes
         .client()
@@ -56,7 +59,7 @@ async fn more_than_20_tags_are_refused() {
 
 #[tokio::test]
 async fn a_message_over_the_size_limit_is_resource_exhausted() {
-    let notes = spawn_notes().await;
+    let notes = spawn_notes(Backend::Sqlite).await;
     let ada = notes.new_user();
     let status = notes
         .client()
@@ -71,7 +74,7 @@ async fn a_message_over_the_size_limit_is_resource_exhausted() {
 
 #[tokio::test]
 async fn a_missing_note_and_a_bad_id_are_invalid_arguments() {
-    let notes = spawn_notes().await;
+    let notes = spawn_notes(Backend::Sqlite).await;
     let ada = notes.new_user();
     let missing = notes
         .client()
@@ -89,7 +92,7 @@ async fn a_missing_note_and_a_bad_id_are_invalid_arguments() {
 
 #[tokio::test]
 async fn update_names_bad_mask_paths_a_missing_etag_and_bad_values() {
-    let notes = spawn_notes().await;
+    let notes = spawn_notes(Backend::Sqlite).await;
     let ada = notes.new_user();
     let note = notes.create(&ada, "Fine", &[]).await;
     let status = notes

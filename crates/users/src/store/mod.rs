@@ -1,17 +1,19 @@
 //! Where accounts live. The service depends on [`UserStore`] only; SQLite is the embedded
 //! default and PostgreSQL implements the same trait against the same tests.
 
+mod postgres;
 mod sqlite;
 
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub use postgres::PostgresUserStore;
 pub use sqlite::SqliteUserStore;
 
 use crate::domain::{Email, User, UserChanges, UserId, Version};
 use crate::error::Error;
 
-pub trait UserStore: Send + Sync + 'static {
+pub trait UserStore: Clone + Send + Sync + 'static {
     /// Inserts a new account; [`Error::EmailTaken`] if its email key exists.
     fn insert(
         &self,
@@ -54,8 +56,8 @@ pub trait UserStore: Send + Sync + 'static {
         expected: Option<Version>,
     ) -> impl Future<Output = Result<(), Error>> + Send;
 
-    /// Succeeds when the database answers.
-    fn ping(&self) -> impl Future<Output = Result<(), Error>> + Send;
+    /// Succeeds when the database can be written; the error says why not, for the log.
+    fn check_writable(&self) -> impl Future<Output = Result<(), String>> + Send;
 }
 
 /// The current time at the precision stores keep, so that what a write returns equals what

@@ -1,55 +1,32 @@
 //! The embedded SQLite store: one file, WAL journal, embedded migrations.
 
-use std::str::FromStr;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::SystemTime;
 
+use database::{PoolConfig, SqliteDatabase};
+use sqlx::Sqlite;
 use sqlx::pool::PoolConnection;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqlitePool};
 
 use super::{UserStore, from_micros, to_micros};
 use crate::domain::{DisplayName, Email, User, UserChanges, UserId, Version};
 use crate::error::Error;
 
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
 #[derive(Debug, Clone)]
 pub struct SqliteUserStore {
-    pool: SqlitePool,
-    metrics: telemetry::PoolMetrics,
+    database: SqliteDatabase,
 }
 
 impl SqliteUserStore {
     /// Opens (creating if missing) the database at `url`, e.g. `sqlite://users.db`, and
     /// applies pending migrations.
-    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, Error> {
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // With WAL, NORMAL loses at most the last transactions on power loss, never
-            // consistency; FULL would fsync every commit.
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(5))
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(max_connections)
-            .connect_with(options)
-            .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        let observed = pool.clone();
-        let metrics = telemetry::PoolMetrics::register("users", max_connections, move || {
-            (
-                observed.size(),
-                u32::try_from(observed.num_idle()).unwrap_or(u32::MAX),
-            )
-        });
-        Ok(Self { pool, metrics })
+    pub async fn open(url: &str, pool: &PoolConfig) -> Result<Self, Error> {
+        let database = SqliteDatabase::open(url, pool, "users", &MIGRATOR).await?;
+        Ok(Self { database })
     }
 
-    /// A pooled connection; the wait for it is measured.
     async fn connection(&self) -> Result<PoolConnection<Sqlite>, Error> {
-        let started = Instant::now();
-        let connection = self.pool.acquire().await?;
-        self.metrics.record_wait(started.elapsed());
-        Ok(connection)
+        Ok(self.database.connection().await?)
     }
 }
 
@@ -90,7 +67,8 @@ fn unique_violation_is_email(error: sqlx::Error) -> Error {
 
 impl UserStore for SqliteUserStore {
     async fn insert(&self, user: &User, password_hash: &str) -> Result<(), Error> {
-        sqlx::query(
+        let mut write = self.database.write().await?;
+        let inserted = sqlx::query(
             "INSERT INTO users (id, email, email_key, display_name, password_hash, version, create_time, update_time)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
@@ -102,10 +80,10 @@ impl UserStore for SqliteUserStore {
         .bind(user.version.get())
         .bind(to_micros(user.create_time))
         .bind(to_micros(user.update_time))
-        .execute(&mut *self.connection().await?)
+        .execute(write.connection())
         .await
-        .map_err(unique_violation_is_email)?;
-        Ok(())
+        .map_err(unique_violation_is_email);
+        write.finish(inserted.map(drop)).await
     }
 
     async fn get(&self, id: UserId) -> Result<Option<User>, Error> {
@@ -186,6 +164,7 @@ impl UserStore for SqliteUserStore {
         now: SystemTime,
     ) -> Result<User, Error> {
         // A single compare-and-set statement: no read-modify-write window.
+        let mut write = self.database.write().await?;
         let updated = sqlx::query_as::<_, UserRow>(
             "UPDATE users SET
                 email = COALESCE(?1, email),
@@ -202,9 +181,10 @@ impl UserStore for SqliteUserStore {
         .bind(to_micros(now))
         .bind(id.to_string())
         .bind(expected.get())
-        .fetch_optional(&mut *self.connection().await?)
+        .fetch_optional(write.connection())
         .await
-        .map_err(unique_violation_is_email)?;
+        .map_err(unique_violation_is_email);
+        let updated = write.finish(updated).await?;
         match updated {
             Some(row) => User::try_from(row),
             None if self.get(id).await?.is_some() => Err(Error::EtagMismatch),
@@ -213,13 +193,15 @@ impl UserStore for SqliteUserStore {
     }
 
     async fn delete(&self, id: UserId, expected: Option<Version>) -> Result<(), Error> {
+        let mut write = self.database.write().await?;
         let deleted =
             sqlx::query("DELETE FROM users WHERE id = ?1 AND (?2 IS NULL OR version = ?2)")
                 .bind(id.to_string())
                 .bind(expected.map(Version::get))
-                .execute(&mut *self.connection().await?)
-                .await?
-                .rows_affected();
+                .execute(write.connection())
+                .await
+                .map(|done| done.rows_affected());
+        let deleted = write.finish(deleted.map_err(Error::from)).await?;
         match deleted {
             0 if self.get(id).await?.is_some() => Err(Error::EtagMismatch),
             0 => Err(Error::UserNotFound),
@@ -227,10 +209,7 @@ impl UserStore for SqliteUserStore {
         }
     }
 
-    async fn ping(&self) -> Result<(), Error> {
-        sqlx::query("SELECT 1")
-            .execute(&mut *self.connection().await?)
-            .await?;
-        Ok(())
+    async fn check_writable(&self) -> Result<(), String> {
+        self.database.check_writable().await
     }
 }

@@ -5,10 +5,10 @@ use proto::users::{
 use tonic::{Code, Request};
 
 use crate::helpers::{assert_error, bad_fields, email, spawn_users};
+use database::testing::Backend;
 
-#[tokio::test]
-async fn service_creates_an_account_and_reads_it_back() {
-    let users = spawn_users().await;
+async fn service_creates_an_account_and_reads_it_back(backend: Backend) {
+    let users = spawn_users(backend).await;
     let created = users
         .create("Ada@Example.com", "correct horse battery")
         .await;
@@ -30,9 +30,8 @@ async fn service_creates_an_account_and_reads_it_back() {
     assert_eq!(read, created);
 }
 
-#[tokio::test]
-async fn a_call_without_a_token_is_unauthenticated() {
-    let users = spawn_users().await;
+async fn a_call_without_a_token_is_unauthenticated(backend: Backend) {
+    let users = spawn_users(backend).await;
     let status = users
         .client()
         .get_user(Request::new(GetUserRequest { id: "x".into() }))
@@ -41,9 +40,8 @@ async fn a_call_without_a_token_is_unauthenticated() {
     assert_error(&status, Code::Unauthenticated, "TOKEN_MISSING");
 }
 
-#[tokio::test]
-async fn an_expired_token_is_unauthenticated() {
-    let users = spawn_users().await;
+async fn an_expired_token_is_unauthenticated(backend: Backend) {
+    let users = spawn_users(backend).await;
     let user = users.create(&email(), "correct horse battery").await;
     let status = users
         .client()
@@ -58,9 +56,8 @@ async fn an_expired_token_is_unauthenticated() {
     assert_error(&status, Code::Unauthenticated, "TOKEN_EXPIRED");
 }
 
-#[tokio::test]
-async fn a_user_reads_their_own_account_and_no_other() {
-    let users = spawn_users().await;
+async fn a_user_reads_their_own_account_and_no_other(backend: Backend) {
+    let users = spawn_users(backend).await;
     let ada = users.create(&email(), "correct horse battery").await;
     let bob = users.create(&email(), "correct horse battery").await;
 
@@ -80,9 +77,8 @@ async fn a_user_reads_their_own_account_and_no_other() {
     assert_error(&other, Code::NotFound, "USER_NOT_FOUND");
 }
 
-#[tokio::test]
-async fn a_user_token_cannot_call_service_only_methods() {
-    let users = spawn_users().await;
+async fn a_user_token_cannot_call_service_only_methods(backend: Backend) {
+    let users = spawn_users(backend).await;
     let ada = users.create(&email(), "correct horse battery").await;
     let status = users
         .client()
@@ -103,9 +99,8 @@ async fn a_user_token_cannot_call_service_only_methods() {
     );
 }
 
-#[tokio::test]
-async fn emails_are_unique_ignoring_case() {
-    let users = spawn_users().await;
+async fn emails_are_unique_ignoring_case(backend: Backend) {
+    let users = spawn_users(backend).await;
     let address = email();
     users.create(&address, "correct horse battery").await;
     let status = users
@@ -120,9 +115,8 @@ async fn emails_are_unique_ignoring_case() {
     assert_error(&status, Code::AlreadyExists, "EMAIL_TAKEN");
 }
 
-#[tokio::test]
-async fn create_names_every_invalid_field() {
-    let users = spawn_users().await;
+async fn create_names_every_invalid_field(backend: Backend) {
+    let users = spawn_users(backend).await;
     let status = users
         .client()
         .create_user(users.as_service(CreateUserRequest {
@@ -135,18 +129,10 @@ async fn create_names_every_invalid_field() {
     assert_eq!(bad_fields(&status), ["email", "display_name", "password"]);
 }
 
-#[tokio::test]
-async fn passwords_are_stored_only_as_argon2id_hashes() {
-    let users = spawn_users().await;
+async fn passwords_are_stored_only_as_argon2id_hashes(backend: Backend) {
+    let users = spawn_users(backend).await;
     let user = users.create(&email(), "correct horse battery").await;
-    let pool = sqlx::SqlitePool::connect(&users.database_url)
-        .await
-        .expect("open database");
-    let stored: String = sqlx::query_scalar("SELECT password_hash FROM users WHERE id = ?")
-        .bind(&user.id)
-        .fetch_one(&pool)
-        .await
-        .expect("row");
+    let stored = users.stored_password_hash(&user.id).await;
     assert!(stored.starts_with("$argon2id$"), "{stored}");
     assert!(!stored.contains("correct horse battery"));
 }
@@ -172,9 +158,8 @@ async fn update(
         .map(|response| response.into_inner().user.expect("user"))
 }
 
-#[tokio::test]
-async fn update_changes_masked_fields_and_needs_the_current_etag() {
-    let users = spawn_users().await;
+async fn update_changes_masked_fields_and_needs_the_current_etag(backend: Backend) {
+    let users = spawn_users(backend).await;
     let original = users.create(&email(), "correct horse battery").await;
 
     let renamed = update(
@@ -211,9 +196,8 @@ async fn update_changes_masked_fields_and_needs_the_current_etag() {
     assert_error(&stale, Code::Aborted, "ETAG_MISMATCH");
 }
 
-#[tokio::test]
-async fn update_rejects_unknown_and_output_only_mask_paths_and_a_missing_etag() {
-    let users = spawn_users().await;
+async fn update_rejects_unknown_and_output_only_mask_paths_and_a_missing_etag(backend: Backend) {
+    let users = spawn_users(backend).await;
     let user = users.create(&email(), "correct horse battery").await;
     let status = update(
         &users,
@@ -232,9 +216,8 @@ async fn update_rejects_unknown_and_output_only_mask_paths_and_a_missing_etag() 
     );
 }
 
-#[tokio::test]
-async fn changing_to_a_taken_email_is_already_exists() {
-    let users = spawn_users().await;
+async fn changing_to_a_taken_email_is_already_exists(backend: Backend) {
+    let users = spawn_users(backend).await;
     let taken = users.create(&email(), "correct horse battery").await;
     let user = users.create(&email(), "correct horse battery").await;
     let status = update(
@@ -251,9 +234,8 @@ async fn changing_to_a_taken_email_is_already_exists() {
     assert_error(&status, Code::AlreadyExists, "EMAIL_TAKEN");
 }
 
-#[tokio::test]
-async fn delete_with_a_stale_etag_is_aborted_and_with_the_current_one_deletes() {
-    let users = spawn_users().await;
+async fn delete_with_a_stale_etag_is_aborted_and_with_the_current_one_deletes(backend: Backend) {
+    let users = spawn_users(backend).await;
     let user = users.create(&email(), "correct horse battery").await;
     let delete = |etag: &str| {
         users.as_user(
@@ -285,9 +267,8 @@ async fn delete_with_a_stale_etag_is_aborted_and_with_the_current_one_deletes() 
     assert_error(&gone, Code::NotFound, "USER_NOT_FOUND");
 }
 
-#[tokio::test]
-async fn batch_get_keeps_the_request_order_and_fails_on_a_missing_account() {
-    let users = spawn_users().await;
+async fn batch_get_keeps_the_request_order_and_fails_on_a_missing_account(backend: Backend) {
+    let users = spawn_users(backend).await;
     let first = users.create(&email(), "correct horse battery").await;
     let second = users.create(&email(), "correct horse battery").await;
     let found = users
@@ -323,3 +304,19 @@ async fn batch_get_keeps_the_request_order_and_fails_on_a_missing_account() {
         .expect_err("bad id");
     assert_eq!(bad_fields(&invalid), ["ids[1]"]);
 }
+
+database::backend_tests!(
+    service_creates_an_account_and_reads_it_back,
+    a_call_without_a_token_is_unauthenticated,
+    an_expired_token_is_unauthenticated,
+    a_user_reads_their_own_account_and_no_other,
+    a_user_token_cannot_call_service_only_methods,
+    emails_are_unique_ignoring_case,
+    create_names_every_invalid_field,
+    passwords_are_stored_only_as_argon2id_hashes,
+    update_changes_masked_fields_and_needs_the_current_etag,
+    update_rejects_unknown_and_output_only_mask_paths_and_a_missing_etag,
+    changing_to_a_taken_email_is_already_exists,
+    delete_with_a_stale_etag_is_aborted_and_with_the_current_one_deletes,
+    batch_get_keeps_the_request_order_and_fails_on_a_missing_account,
+);

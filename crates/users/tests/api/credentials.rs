@@ -2,10 +2,10 @@ use proto::users::VerifyCredentialsRequest;
 use tonic::Code;
 
 use crate::helpers::{assert_error, bad_fields, email, spawn_users};
+use database::testing::Backend;
 
-#[tokio::test]
-async fn right_credentials_return_the_account_whatever_the_email_case() {
-    let users = spawn_users().await;
+async fn right_credentials_return_the_account_whatever_the_email_case(backend: Backend) {
+    let users = spawn_users(backend).await;
     let address = email();
     let created = users.create(&address, "correct horse battery").await;
     let verified = users
@@ -22,9 +22,8 @@ async fn right_credentials_return_the_account_whatever_the_email_case() {
     assert_eq!(verified.id, created.id);
 }
 
-#[tokio::test]
-async fn unknown_email_and_wrong_password_get_the_same_answer() {
-    let users = spawn_users().await;
+async fn unknown_email_and_wrong_password_get_the_same_answer(backend: Backend) {
+    let users = spawn_users(backend).await;
     let address = email();
     users.create(&address, "correct horse battery").await;
     let verify = |email: String, password: &str| {
@@ -52,9 +51,8 @@ async fn unknown_email_and_wrong_password_get_the_same_answer() {
     assert_eq!(wrong_password.details(), unknown_email.details());
 }
 
-#[tokio::test]
-async fn empty_credentials_are_invalid_arguments() {
-    let users = spawn_users().await;
+async fn empty_credentials_are_invalid_arguments(backend: Backend) {
+    let users = spawn_users(backend).await;
     let status = users
         .client()
         .verify_credentials(users.as_service(VerifyCredentialsRequest::default()))
@@ -63,9 +61,8 @@ async fn empty_credentials_are_invalid_arguments() {
     assert_eq!(bad_fields(&status), ["email", "password"]);
 }
 
-#[tokio::test]
-async fn only_a_service_may_verify_credentials() {
-    let users = spawn_users().await;
+async fn only_a_service_may_verify_credentials(backend: Backend) {
+    let users = spawn_users(backend).await;
     let address = email();
     let user = users.create(&address, "correct horse battery").await;
     let status = users
@@ -85,3 +82,10 @@ async fn only_a_service_may_verify_credentials() {
         "SERVICE_CREDENTIAL_REQUIRED",
     );
 }
+
+database::backend_tests!(
+    right_credentials_return_the_account_whatever_the_email_case,
+    unknown_email_and_wrong_password_get_the_same_answer,
+    empty_credentials_are_invalid_arguments,
+    only_a_service_may_verify_credentials,
+);

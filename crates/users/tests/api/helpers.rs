@@ -1,32 +1,48 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use database::PoolConfig;
+use database::testing::{Backend, TestDatabase};
 use proto::users::users_service_client::UsersServiceClient;
 use proto::users::{CreateUserRequest, User};
 use shell::ServeConfig;
-use tempfile::TempDir;
 use tonic::Request;
 use tonic::transport::Channel;
 use users::password::PasswordHasher;
-use users::store::SqliteUserStore;
+use users::store::{PostgresUserStore, SqliteUserStore};
 
 pub(crate) struct TestUsers {
     pub(crate) client: UsersServiceClient<Channel>,
     pub(crate) issuer: token::Issuer,
-    pub(crate) database_url: String,
+    backend: Backend,
     _server: shell::Spawned,
-    _dir: TempDir,
+    database: TestDatabase,
 }
 
-/// A users service on its own fresh SQLite database and signing key.
-pub(crate) async fn spawn_users() -> TestUsers {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let database_url = format!("sqlite://{}", dir.path().join("users.db").display());
+/// A users service on its own fresh database on `backend`, with its own signing key.
+pub(crate) async fn spawn_users(backend: Backend) -> TestUsers {
+    let database = TestDatabase::new(backend).await;
     let key = token::SigningKey::generate().expect("key");
-    let store = SqliteUserStore::connect(&database_url, 4)
-        .await
-        .expect("database");
+    let pool = PoolConfig {
+        max_connections: 4,
+        ..PoolConfig::default()
+    };
     let passwords = PasswordHasher::new(2);
-    let definition = users::definition(store, passwords, &key.verifying_key());
+    let definition = match backend {
+        Backend::Sqlite => users::definition(
+            SqliteUserStore::open(database.url(), &pool)
+                .await
+                .expect("database"),
+            passwords,
+            &key.verifying_key(),
+        ),
+        Backend::Postgres => users::definition(
+            PostgresUserStore::open(database.url(), &pool)
+                .await
+                .expect("database"),
+            passwords,
+            &key.verifying_key(),
+        ),
+    };
     let server = shell::spawn(
         definition,
         ServeConfig {
@@ -42,13 +58,36 @@ pub(crate) async fn spawn_users() -> TestUsers {
     TestUsers {
         client,
         issuer: token::Issuer::new(&key, Duration::from_secs(900)),
-        database_url,
+        backend,
         _server: server,
-        _dir: dir,
+        database,
     }
 }
 
 impl TestUsers {
+    /// The password hash stored for `user_id`, read straight from the database.
+    pub(crate) async fn stored_password_hash(&self, user_id: &str) -> String {
+        let url = self.database.url();
+        match self.backend {
+            Backend::Sqlite => {
+                let pool = sqlx::SqlitePool::connect(url).await.expect("open database");
+                sqlx::query_scalar("SELECT password_hash FROM users WHERE id = ?")
+                    .bind(user_id)
+                    .fetch_one(&pool)
+                    .await
+                    .expect("row")
+            }
+            Backend::Postgres => {
+                let pool = sqlx::PgPool::connect(url).await.expect("open database");
+                sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1::uuid")
+                    .bind(user_id)
+                    .fetch_one(&pool)
+                    .await
+                    .expect("row")
+            }
+        }
+    }
+
     pub(crate) fn client(&self) -> UsersServiceClient<Channel> {
         self.client.clone()
     }

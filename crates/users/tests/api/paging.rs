@@ -1,10 +1,10 @@
 use proto::users::ListUsersRequest;
 
 use crate::helpers::{bad_fields, email, spawn_users};
+use database::testing::Backend;
 
-#[tokio::test]
-async fn list_pages_through_every_account_once_in_creation_order() {
-    let users = spawn_users().await;
+async fn list_pages_through_every_account_once_in_creation_order(backend: Backend) {
+    let users = spawn_users(backend).await;
     let mut created = Vec::new();
     for _ in 0..5 {
         created.push(users.create(&email(), "correct horse battery").await.id);
@@ -32,9 +32,8 @@ async fn list_pages_through_every_account_once_in_creation_order() {
     assert_eq!(seen, created);
 }
 
-#[tokio::test]
-async fn bad_page_size_and_token_name_their_fields() {
-    let users = spawn_users().await;
+async fn bad_page_size_and_token_name_their_fields(backend: Backend) {
+    let users = spawn_users(backend).await;
     let status = users
         .client()
         .list_users(users.as_service(ListUsersRequest {
@@ -45,3 +44,8 @@ async fn bad_page_size_and_token_name_their_fields() {
         .expect_err("invalid");
     assert_eq!(bad_fields(&status), ["page_size", "page_token"]);
 }
+
+database::backend_tests!(
+    list_pages_through_every_account_once_in_creation_order,
+    bad_page_size_and_token_name_their_fields,
+);

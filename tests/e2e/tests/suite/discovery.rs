@@ -1,3 +1,4 @@
+use database::testing::Backend;
 use e2e::spawn_suite;
 use tokio_stream::StreamExt as _;
 use tonic_health::pb::HealthCheckRequest;
@@ -8,9 +9,8 @@ use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
-#[tokio::test]
-async fn every_service_reports_its_health_names() {
-    let suite = spawn_suite().await;
+async fn every_service_reports_its_health_names(backend: Backend) {
+    let suite = spawn_suite(backend).await;
     for (addr, name) in [
         (suite.gateway_addr, "notesuite.gateway.v1.GatewayService"),
         (suite.users_addr, "notesuite.users.v1.UsersService"),
@@ -55,9 +55,8 @@ async fn listed_services(addr: std::net::SocketAddr) -> Vec<String> {
     names
 }
 
-#[tokio::test]
-async fn the_gateway_reflects_everything_reachable_through_it() {
-    let suite = spawn_suite().await;
+async fn the_gateway_reflects_everything_reachable_through_it(backend: Backend) {
+    let suite = spawn_suite(backend).await;
     assert_eq!(
         listed_services(suite.gateway_addr).await,
         [
@@ -79,3 +78,8 @@ async fn the_gateway_reflects_everything_reachable_through_it() {
         ]
     );
 }
+
+database::backend_tests!(
+    every_service_reports_its_health_names,
+    the_gateway_reflects_everything_reachable_through_it,
+);

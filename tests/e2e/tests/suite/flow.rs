@@ -1,3 +1,4 @@
+use database::testing::Backend;
 use e2e::{assert_error, spawn_suite};
 use proto::gateway::GetProfileRequest;
 use proto::notes::{
@@ -15,9 +16,8 @@ fn draft(title: &str, tags: &[&str]) -> Option<Note> {
     })
 }
 
-#[tokio::test]
-async fn a_user_signs_up_logs_in_and_works_with_notes_through_the_gateway() {
-    let suite = spawn_suite().await;
+async fn a_user_signs_up_logs_in_and_works_with_notes_through_the_gateway(backend: Backend) {
+    let suite = spawn_suite(backend).await;
     let ada = suite.sign_up().await;
     let token = suite
         .login(&ada.email.to_uppercase(), &ada.password)
@@ -119,9 +119,8 @@ async fn a_user_signs_up_logs_in_and_works_with_notes_through_the_gateway() {
     assert_error(&gone, Code::NotFound, "NOTE_NOT_FOUND");
 }
 
-#[tokio::test]
-async fn a_second_user_cannot_see_or_touch_the_first_users_notes() {
-    let suite = spawn_suite().await;
+async fn a_second_user_cannot_see_or_touch_the_first_users_notes(backend: Backend) {
+    let suite = spawn_suite(backend).await;
     let ada = suite.sign_up().await;
     let bob = suite.sign_up().await;
     let mut notes = suite.notes();
@@ -167,9 +166,8 @@ async fn a_second_user_cannot_see_or_touch_the_first_users_notes() {
     assert_error(&account, Code::NotFound, "USER_NOT_FOUND");
 }
 
-#[tokio::test]
-async fn a_user_manages_their_own_account_through_the_gateway() {
-    let suite = spawn_suite().await;
+async fn a_user_manages_their_own_account_through_the_gateway(backend: Backend) {
+    let suite = spawn_suite(backend).await;
     let ada = suite.sign_up().await;
     let mut users = suite.users();
     let account = users
@@ -195,9 +193,8 @@ async fn a_user_manages_their_own_account_through_the_gateway() {
     assert_eq!(renamed.display_name, "Countess of Lovelace");
 }
 
-#[tokio::test]
-async fn the_profile_gathers_the_account_the_count_and_recent_notes() {
-    let suite = spawn_suite().await;
+async fn the_profile_gathers_the_account_the_count_and_recent_notes(backend: Backend) {
+    let suite = spawn_suite(backend).await;
     let ada = suite.sign_up().await;
     let mut notes = suite.notes();
     for index in 0..7 {
@@ -249,3 +246,10 @@ fn prost_types_mask(paths: &[&str]) -> prost_types::FieldMask {
         paths: paths.iter().map(|path| path.to_string()).collect(),
     }
 }
+
+database::backend_tests!(
+    a_user_signs_up_logs_in_and_works_with_notes_through_the_gateway,
+    a_second_user_cannot_see_or_touch_the_first_users_notes,
+    a_user_manages_their_own_account_through_the_gateway,
+    the_profile_gathers_the_account_the_count_and_recent_notes,
+);

@@ -1,3 +1,4 @@
+use database::testing::Backend;
 use e2e::{assert_error, spawn_suite, with_token};
 use proto::gateway::GetProfileRequest;
 use proto::notes::ListNotesRequest;
@@ -6,9 +7,8 @@ use proto::users::users_service_client::UsersServiceClient;
 use proto::users::{ListUsersRequest, VerifyCredentialsRequest};
 use tonic::{Code, Request};
 
-#[tokio::test]
-async fn wrong_password_and_unknown_email_fail_login_alike() {
-    let suite = spawn_suite().await;
+async fn wrong_password_and_unknown_email_fail_login_alike(backend: Backend) {
+    let suite = spawn_suite(backend).await;
     let ada = suite.sign_up().await;
     let wrong = suite
         .login(&ada.email, "not the password")
@@ -25,9 +25,8 @@ async fn wrong_password_and_unknown_email_fail_login_alike() {
     );
 }
 
-#[tokio::test]
-async fn forwarded_calls_need_a_valid_token() {
-    let suite = spawn_suite().await;
+async fn forwarded_calls_need_a_valid_token(backend: Backend) {
+    let suite = spawn_suite(backend).await;
     let mut notes = suite.notes();
     let missing = notes
         .list_notes(Request::new(ListNotesRequest::default()))
@@ -52,10 +51,9 @@ async fn forwarded_calls_need_a_valid_token() {
     assert_error(&profile, Code::Unauthenticated, "TOKEN_MISSING");
 }
 
-#[tokio::test]
-async fn a_token_from_another_deployment_is_invalid() {
-    let suite = spawn_suite().await;
-    let other = spawn_suite().await;
+async fn a_token_from_another_deployment_is_invalid(backend: Backend) {
+    let suite = spawn_suite(backend).await;
+    let other = spawn_suite(backend).await;
     let stranger = other.sign_up().await;
     let status = suite
         .notes()
@@ -65,9 +63,8 @@ async fn a_token_from_another_deployment_is_invalid() {
     assert_error(&status, Code::Unauthenticated, "TOKEN_INVALID");
 }
 
-#[tokio::test]
-async fn internal_methods_are_not_reachable_through_the_gateway() {
-    let suite = spawn_suite().await;
+async fn internal_methods_are_not_reachable_through_the_gateway(backend: Backend) {
+    let suite = spawn_suite(backend).await;
     let ada = suite.sign_up().await;
     let mut users = suite.users();
     let list = users
@@ -85,9 +82,8 @@ async fn internal_methods_are_not_reachable_through_the_gateway() {
     assert_error(&verify, Code::PermissionDenied, "METHOD_NOT_PUBLIC");
 }
 
-#[tokio::test]
-async fn an_unknown_method_of_a_forwarded_service_is_unimplemented() {
-    let suite = spawn_suite().await;
+async fn an_unknown_method_of_a_forwarded_service_is_unimplemented(backend: Backend) {
+    let suite = spawn_suite(backend).await;
     let ada = suite.sign_up().await;
     let mut grpc = tonic::client::Grpc::new(suite.gateway_channel());
     grpc.ready().await.expect("ready");
@@ -102,9 +98,8 @@ async fn an_unknown_method_of_a_forwarded_service_is_unimplemented() {
     assert_eq!(status.code(), Code::Unimplemented);
 }
 
-#[tokio::test]
-async fn backends_refuse_direct_calls_without_a_credential() {
-    let suite = spawn_suite().await;
+async fn backends_refuse_direct_calls_without_a_credential(backend: Backend) {
+    let suite = spawn_suite(backend).await;
     let mut notes = NotesServiceClient::new(e2e::channel(suite.notes_addr).await);
     let status = notes
         .list_notes(Request::new(ListNotesRequest::default()))
@@ -135,3 +130,12 @@ async fn backends_refuse_direct_calls_without_a_credential() {
 fn http_path(path: &'static str) -> tonic::codegen::http::uri::PathAndQuery {
     tonic::codegen::http::uri::PathAndQuery::from_static(path)
 }
+
+database::backend_tests!(
+    wrong_password_and_unknown_email_fail_login_alike,
+    forwarded_calls_need_a_valid_token,
+    a_token_from_another_deployment_is_invalid,
+    internal_methods_are_not_reachable_through_the_gateway,
+    an_unknown_method_of_a_forwarded_service_is_unimplemented,
+    backends_refuse_direct_calls_without_a_credential,
+);

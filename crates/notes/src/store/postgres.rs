@@ -1,0 +1,266 @@
+//! The PostgreSQL store: what a cluster runs, several replicas of notes on one database.
+//! Every write is one READ COMMITTED transaction that starts by taking the owner's revision
+//! row (see `migrations/postgres/0001_notes.sql` for why that leaves no hole).
+
+use database::{PoolConfig, PostgresDatabase, WriteTransaction};
+use futures_util::TryStreamExt as _;
+use sqlx::Postgres;
+use uuid::Uuid;
+
+use super::{
+    CreateRequest, EarlierRequest, ListQuery, ListedPage, NoteStore, NoteWrite, fill_page,
+    from_micros, to_micros,
+};
+use crate::domain::{Content, Note, NoteId, OwnerId, RequestId, Revision, Tag, Tags, Title};
+use crate::error::Error;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+#[derive(Debug, Clone)]
+pub struct PostgresNoteStore {
+    database: PostgresDatabase,
+}
+
+impl PostgresNoteStore {
+    /// Connects to `url` and applies pending migrations (safe with replicas starting at once).
+    pub async fn open(url: &str, pool: &PoolConfig) -> Result<Self, Error> {
+        let database = PostgresDatabase::open(url, pool, "notes", &MIGRATOR).await?;
+        Ok(Self { database })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct NoteRow {
+    id: Uuid,
+    owner_id: String,
+    title: String,
+    content: String,
+    tags: Vec<String>,
+    revision: i64,
+    create_time: i64,
+    update_time: i64,
+}
+
+impl From<NoteRow> for Note {
+    fn from(row: NoteRow) -> Self {
+        Note {
+            id: NoteId::from_uuid(row.id),
+            owner: OwnerId::from_verified_token(row.owner_id),
+            title: Title::from_stored(row.title),
+            content: Content::from_stored(row.content),
+            tags: Tags::from_stored_list(row.tags),
+            revision: Revision::from_stored(row.revision),
+            create_time: from_micros(row.create_time),
+            update_time: from_micros(row.update_time),
+        }
+    }
+}
+
+async fn select_note(
+    executor: impl sqlx::PgExecutor<'_>,
+    owner: &OwnerId,
+    id: NoteId,
+) -> Result<Option<Note>, Error> {
+    Ok(sqlx::query_as::<_, NoteRow>(
+        "SELECT n.id, n.owner_id, n.title, n.content, n.tags, n.revision, n.create_time, n.update_time
+         FROM notes n WHERE n.owner_id = $1 AND n.id = $2",
+    )
+    .bind(owner.as_str())
+    .bind(id.as_uuid())
+    .fetch_optional(executor)
+    .await?
+    .map(Note::from))
+}
+
+impl NoteStore for PostgresNoteStore {
+    type Write = PostgresNoteWrite;
+
+    async fn write(&self, owner: &OwnerId) -> Result<PostgresNoteWrite, Error> {
+        let mut transaction = self.database.write().await?;
+        let revision: i64 = sqlx::query_scalar(
+            "INSERT INTO owner_revisions AS r (owner_id, revision) VALUES ($1, 1)
+             ON CONFLICT (owner_id) DO UPDATE SET revision = r.revision + 1
+             RETURNING revision",
+        )
+        .bind(owner.as_str())
+        .fetch_one(transaction.connection())
+        .await?;
+        Ok(PostgresNoteWrite {
+            transaction,
+            owner: owner.clone(),
+            revision: Revision::from_stored(revision),
+        })
+    }
+
+    async fn get(&self, owner: &OwnerId, id: NoteId) -> Result<Option<Note>, Error> {
+        select_note(&mut *self.database.connection().await?, owner, id).await
+    }
+
+    async fn list(&self, owner: &OwnerId, query: ListQuery<'_>) -> Result<ListedPage, Error> {
+        let before = query.before.unwrap_or(NoteId::MAX).as_uuid();
+        let limit = i64::from(query.limit) + 1;
+        let mut connection = self.database.connection().await?;
+        let statement = match query.tag {
+            Some(tag) => sqlx::query_as::<_, NoteRow>(
+                "SELECT n.id, n.owner_id, n.title, n.content, n.tags, n.revision, n.create_time, n.update_time
+                 FROM note_tags t JOIN notes n ON n.id = t.note_id
+                 WHERE t.owner_id = $1 AND t.tag = $2 AND t.note_id < $3
+                 ORDER BY t.note_id DESC LIMIT $4",
+            )
+            .bind(owner.as_str())
+            .bind(tag.as_str())
+            .bind(before)
+            .bind(limit),
+            None => sqlx::query_as::<_, NoteRow>(
+                "SELECT n.id, n.owner_id, n.title, n.content, n.tags, n.revision, n.create_time, n.update_time
+                 FROM notes n
+                 WHERE n.owner_id = $1 AND n.id < $2
+                 ORDER BY n.id DESC LIMIT $3",
+            )
+            .bind(owner.as_str())
+            .bind(before)
+            .bind(limit),
+        };
+        let rows = statement
+            .fetch(&mut *connection)
+            .map_err(Error::from)
+            .map_ok(Note::from);
+        fill_page(rows, &query).await
+    }
+
+    async fn count(&self, owner: &OwnerId, tag: Option<&Tag>) -> Result<u64, Error> {
+        let mut connection = self.database.connection().await?;
+        let count: i64 = match tag {
+            Some(tag) => {
+                sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM note_tags WHERE owner_id = $1 AND tag = $2",
+                )
+                .bind(owner.as_str())
+                .bind(tag.as_str())
+                .fetch_one(&mut *connection)
+                .await?
+            }
+            None => {
+                sqlx::query_scalar("SELECT COUNT(*) FROM notes WHERE owner_id = $1")
+                    .bind(owner.as_str())
+                    .fetch_one(&mut *connection)
+                    .await?
+            }
+        };
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    async fn check_writable(&self) -> Result<(), String> {
+        self.database.check_writable().await
+    }
+}
+
+#[derive(Debug)]
+pub struct PostgresNoteWrite {
+    transaction: WriteTransaction<Postgres>,
+    owner: OwnerId,
+    revision: Revision,
+}
+
+impl NoteWrite for PostgresNoteWrite {
+    fn revision(&self) -> Revision {
+        self.revision
+    }
+
+    async fn earlier_request(
+        &mut self,
+        request_id: RequestId,
+    ) -> Result<Option<EarlierRequest>, Error> {
+        let earlier: Option<(Vec<u8>, Uuid)> = sqlx::query_as(
+            "SELECT fingerprint, note_id FROM create_requests WHERE owner_id = $1 AND request_id = $2",
+        )
+        .bind(self.owner.as_str())
+        .bind(request_id.as_uuid())
+        .fetch_optional(self.transaction.connection())
+        .await?;
+        earlier
+            .map(|(fingerprint, note_id)| {
+                Ok(EarlierRequest {
+                    fingerprint: fingerprint
+                        .try_into()
+                        .map_err(|_| Error::Corrupt("request fingerprint".into()))?,
+                    note_id: NoteId::from_uuid(note_id),
+                })
+            })
+            .transpose()
+    }
+
+    async fn note(&mut self, id: NoteId) -> Result<Option<Note>, Error> {
+        select_note(self.transaction.connection(), &self.owner, id).await
+    }
+
+    async fn insert(&mut self, note: &Note, request: Option<CreateRequest>) -> Result<(), Error> {
+        // One round trip for the note, its tag rows and its idempotency record.
+        sqlx::query(
+            "WITH note AS (
+                 INSERT INTO notes (id, owner_id, title, content, tags, revision, create_time, update_time)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ), tags AS (
+                 INSERT INTO note_tags (owner_id, tag, note_id)
+                 SELECT $2, tag, $1 FROM unnest($5::text[]) AS tag
+             )
+             INSERT INTO create_requests (owner_id, request_id, fingerprint, note_id, create_time)
+             SELECT $2, $9, $10, $1, $7 WHERE $9::uuid IS NOT NULL",
+        )
+        .bind(note.id.as_uuid())
+        .bind(self.owner.as_str())
+        .bind(note.title.as_str())
+        .bind(note.content.as_str())
+        .bind(note.tags.as_strs())
+        .bind(note.revision.get())
+        .bind(to_micros(note.create_time))
+        .bind(to_micros(note.update_time))
+        .bind(request.map(|request| request.request_id.as_uuid()))
+        .bind(request.map(|request| request.fingerprint.to_vec()))
+        .execute(self.transaction.connection())
+        .await?;
+        Ok(())
+    }
+
+    async fn replace(&mut self, note: &Note) -> Result<(), Error> {
+        sqlx::query(
+            "WITH note AS (
+                 UPDATE notes SET title = $3, content = $4, tags = $5, revision = $6, update_time = $7
+                 WHERE owner_id = $1 AND id = $2
+             ), dropped AS (
+                 DELETE FROM note_tags WHERE note_id = $2 AND NOT (tag = ANY ($5::text[]))
+             )
+             INSERT INTO note_tags (owner_id, tag, note_id)
+             SELECT $1, tag, $2 FROM unnest($5::text[]) AS tag
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(self.owner.as_str())
+        .bind(note.id.as_uuid())
+        .bind(note.title.as_str())
+        .bind(note.content.as_str())
+        .bind(note.tags.as_strs())
+        .bind(note.revision.get())
+        .bind(to_micros(note.update_time))
+        .execute(self.transaction.connection())
+        .await?;
+        Ok(())
+    }
+
+    async fn remove(&mut self, id: NoteId) -> Result<(), Error> {
+        // Its tag rows go with it (ON DELETE CASCADE).
+        sqlx::query("DELETE FROM notes WHERE owner_id = $1 AND id = $2")
+            .bind(self.owner.as_str())
+            .bind(id.as_uuid())
+            .execute(self.transaction.connection())
+            .await?;
+        Ok(())
+    }
+
+    async fn commit(self) -> Result<(), Error> {
+        Ok(self.transaction.commit().await?)
+    }
+
+    async fn rollback(self) {
+        self.transaction.rollback().await;
+    }
+}
