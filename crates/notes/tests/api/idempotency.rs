@@ -40,7 +40,7 @@ async fn a_retried_create_returns_the_first_note_and_no_duplicate(backend: Backe
 async fn concurrent_retries_create_one_note(backend: Backend) {
     let notes = spawn_notes(backend).await;
     let ada = notes.new_user();
-    let attempts = (0..8).map(|_| {
+    let attempts = (0..10).map(|_| {
         let mut client = notes.client();
         let request = ada.request(CreateNoteRequest {
             note: Some(draft("Raced", "", &[])),

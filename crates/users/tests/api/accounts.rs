@@ -305,7 +305,34 @@ async fn batch_get_keeps_the_request_order_and_fails_on_a_missing_account(backen
     assert_eq!(bad_fields(&invalid), ["ids[1]"]);
 }
 
+async fn racing_sign_ups_with_one_email_make_one_account(backend: Backend) {
+    let users = spawn_users(backend).await;
+    let address = email();
+    let attempts = (0..6).map(|attempt| {
+        let mut client = users.client();
+        // The same address in different cases: one account, case-insensitively.
+        let typed = if attempt % 2 == 0 {
+            address.clone()
+        } else {
+            address.to_uppercase()
+        };
+        let request = users.as_service(CreateUserRequest {
+            email: typed,
+            display_name: format!("Racer {attempt}"),
+            password: "correct horse battery".into(),
+        });
+        async move { client.create_user(request).await }
+    });
+    let results = futures_util::future::join_all(attempts).await;
+    let (created, refused): (Vec<_>, Vec<_>) = results.into_iter().partition(Result::is_ok);
+    assert_eq!(created.len(), 1, "one account for one email");
+    for status in refused.into_iter().filter_map(Result::err) {
+        assert_error(&status, Code::AlreadyExists, "EMAIL_TAKEN");
+    }
+}
+
 database::backend_tests!(
+    racing_sign_ups_with_one_email_make_one_account,
     service_creates_an_account_and_reads_it_back,
     a_call_without_a_token_is_unauthenticated,
     an_expired_token_is_unauthenticated,

@@ -1,0 +1,169 @@
+//! Writers racing for one owner: the database decides who wins, never the luck of timing.
+
+use std::collections::BTreeSet;
+
+use proto::notes::{
+    CreateNoteRequest, DeleteNoteRequest, ListNotesRequest, Note, UpdateNoteRequest,
+};
+use tonic::Code;
+
+use crate::helpers::{assert_error, draft, mask, spawn_notes};
+use database::testing::Backend;
+
+async fn concurrent_updates_with_one_etag_make_exactly_one_success(backend: Backend) {
+    let notes = spawn_notes(backend).await;
+    let ada = notes.new_user();
+    let read = notes.create(&ada, "Contended", &[]).await;
+    let attempts = (0..8).map(|attempt| {
+        let mut client = notes.client();
+        let request = ada.request(UpdateNoteRequest {
+            note: Some(Note {
+                title: format!("Writer {attempt}"),
+                ..read.clone()
+            }),
+            update_mask: mask(&["title"]),
+        });
+        async move { client.update_note(request).await }
+    });
+    let results = futures_util::future::join_all(attempts).await;
+    let (won, lost): (Vec<_>, Vec<_>) = results.into_iter().partition(Result::is_ok);
+    assert_eq!(won.len(), 1, "exactly one writer holds the etag it read");
+    assert_eq!(lost.len(), 7);
+    for status in lost.into_iter().filter_map(Result::err) {
+        assert_error(&status, Code::Aborted, "ETAG_MISMATCH");
+    }
+}
+
+async fn concurrent_writers_for_one_owner_take_every_revision_once(backend: Backend) {
+    let notes = spawn_notes(backend).await;
+    let ada = notes.new_user();
+    let rounds = 5;
+    // 8 writers each create a note, update it and delete it: 3 changes each per round.
+    let writers = (0..8).map(|writer| {
+        let mut client = notes.client();
+        let ada = ada.clone();
+        async move {
+            let mut revisions = Vec::new();
+            for round in 0..rounds {
+                let created = client
+                    .create_note(ada.request(CreateNoteRequest {
+                        note: Some(draft(&format!("w{writer} r{round}"), "", &["race"])),
+                        request_id: String::new(),
+                    }))
+                    .await
+                    .expect("create")
+                    .into_inner()
+                    .note
+                    .expect("note");
+                revisions.push(created.revision);
+                let updated = client
+                    .update_note(ada.request(UpdateNoteRequest {
+                        note: Some(Note {
+                            content: "changed".into(),
+                            ..created.clone()
+                        }),
+                        update_mask: mask(&["content"]),
+                    }))
+                    .await
+                    .expect("update")
+                    .into_inner()
+                    .note
+                    .expect("note");
+                revisions.push(updated.revision);
+                if round % 2 == 0 {
+                    client
+                        .delete_note(ada.request(DeleteNoteRequest {
+                            id: updated.id,
+                            etag: updated.etag,
+                        }))
+                        .await
+                        .expect("delete");
+                }
+            }
+            revisions
+        }
+    });
+    let per_writer = futures_util::future::join_all(writers).await;
+    let mut seen = BTreeSet::new();
+    for revisions in &per_writer {
+        for window in revisions.windows(2) {
+            assert!(
+                window[0] < window[1],
+                "one writer's revisions only grow: {revisions:?}"
+            );
+        }
+        for revision in revisions {
+            assert!(seen.insert(*revision), "revision {revision} taken twice");
+        }
+    }
+    // Creates and updates returned their revisions; deletes took the ones in between.
+    let deletes = 8 * (0..rounds).filter(|round| round % 2 == 0).count();
+    let changes = seen.len() + deletes;
+    let next = notes.create(&ada, "After the race", &[]).await;
+    assert_eq!(
+        next.revision,
+        i64::try_from(changes).expect("small") + 1,
+        "the owner's revisions are 1..N with no hole"
+    );
+    let all: BTreeSet<i64> = (1..=next.revision).collect();
+    let missing: Vec<&i64> = all.difference(&seen).collect();
+    assert_eq!(
+        missing.len(),
+        deletes + 1,
+        "only deletes and the last create are not listed"
+    );
+}
+
+async fn a_page_of_the_largest_notes_fits_a_default_client(backend: Backend) {
+    let notes = spawn_notes(backend).await;
+    let ada = notes.new_user();
+    let content = "x".repeat(256 * 1024);
+    for index in 0..12 {
+        notes
+            .client()
+            .create_note(ada.request(CreateNoteRequest {
+                note: Some(draft(&format!("Big {index}"), &content, &["big"])),
+                request_id: String::new(),
+            }))
+            .await
+            .expect("create the largest note allowed");
+    }
+    for tag in ["", "big"] {
+        // The client keeps gRPC's default 4 MiB receive limit.
+        let mut client = notes.client();
+        let mut seen = 0;
+        let mut pages = 0;
+        let mut page_token = String::new();
+        loop {
+            let page = client
+                .list_notes(ada.request(ListNotesRequest {
+                    page_size: 50,
+                    page_token: page_token.clone(),
+                    tag: tag.into(),
+                }))
+                .await
+                .expect("every page fits the default limit")
+                .into_inner();
+            let bytes: usize = page.notes.iter().map(|note| note.content.len()).sum();
+            assert!(bytes <= 1024 * 1024, "a page stays within 1 MiB: {bytes}");
+            assert_eq!(page.total_size, 12);
+            seen += page.notes.len();
+            pages += 1;
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            page_token = page.next_page_token;
+        }
+        assert_eq!(seen, 12, "tag {tag:?}: every note listed once");
+        assert!(
+            pages >= 3,
+            "tag {tag:?}: fewer notes than page_size per page"
+        );
+    }
+}
+
+database::backend_tests!(
+    concurrent_updates_with_one_etag_make_exactly_one_success,
+    concurrent_writers_for_one_owner_take_every_revision_once,
+    a_page_of_the_largest_notes_fits_a_default_client,
+);
