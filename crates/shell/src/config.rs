@@ -40,7 +40,8 @@ pub struct ServeConfig {
     pub http2_keepalive_timeout: Duration,
 
     /// How often readiness re-checks the service's dependencies (e.g. its database).
-    #[arg(long, env = "NOTESUITE_READINESS_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    /// A database outage turns readiness NOT_SERVING within about this long.
+    #[arg(long, env = "NOTESUITE_READINESS_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
     pub readiness_interval: Duration,
 }
 
@@ -55,7 +56,7 @@ impl Default for ServeConfig {
             max_concurrent_streams: 1024,
             http2_keepalive_interval: Duration::from_secs(60),
             http2_keepalive_timeout: Duration::from_secs(20),
-            readiness_interval: Duration::from_secs(5),
+            readiness_interval: Duration::from_secs(2),
         }
     }
 }

@@ -4,5 +4,6 @@ mod concurrency;
 mod helpers;
 mod idempotency;
 mod lifecycle;
+mod outage;
 mod paging;
 mod validation;

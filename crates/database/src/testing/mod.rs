@@ -6,8 +6,11 @@
 //! a random name, dropped when the test ends. A missing server fails the test with a message
 //! saying so; it never skips (the test command decides, loudly, what not to run).
 
+mod scratch;
+
 use std::time::Duration;
 
+pub use scratch::ScratchCluster;
 use sqlx::{Connection as _, PgConnection};
 
 /// The backends every store runs on.
