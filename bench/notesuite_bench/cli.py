@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             progress.say(f"== scenario {name}")
             try:
                 runs += MEASURED[name](context)
-            except Exception as error:  # one broken scenario must not hide the others
+            except Exception as error:  # noqa: BLE001 (one broken scenario must not hide the others)
                 traceback.print_exc()
                 errors.append(f"{name}: {error!r}")
             _write_results(args, out_dir, started, runs, errors, final=False)

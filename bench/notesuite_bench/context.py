@@ -79,7 +79,7 @@ class Context:
         """Runs one measurement; a failure becomes an invalid run (and the benchmark goes on)."""
         try:
             run = measure()
-        except Exception as error:  # a failed run is reported as invalid, and the benchmark goes on
+        except Exception as error:  # noqa: BLE001 (a failed run is reported as invalid, and the benchmark goes on)
             traceback.print_exc(file=sys.stderr)
             run = Run(scenario, series, round_, in_flight, problems=[f"harness error: {error!r}"])
         self.progress.report(run)
