@@ -272,7 +272,7 @@ def _invalid(runs: list[Run]) -> str:
             run.series,
             "—" if run.in_flight is None else str(run.in_flight),
             str(run.round),
-            "; ".join(run.problems),
+            "; ".join(map(str, run.problems)),
         )
         for run in invalid
     ]
