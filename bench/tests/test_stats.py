@@ -67,11 +67,13 @@ def test_paired_combines_round_by_round_and_skips_rounds_without_a_valid_pair():
         run("health", "grpc-go", 2, 40, rps=200.0),
         run("health", "notesuite users", 3, 40, rps=999.0),
         run("health", "grpc-go", 3, 40, problems=("probe: refused",), rps=1.0),
+        run("health", "notesuite users", 4, 40, problems=("h2load: 1 failed",), rps=1.0),
+        run("health", "grpc-go", 4, 40, rps=100.0),
     ]
-    # Round 1: 1.3, round 2: 1.5; round 3 has no valid grpc-go run but still counts in total.
-    assert paired(runs, HEALTH_40, GO_40, "rps", ratio) == Stat(median=1.4, low=1.3, high=1.5, valid=2, total=3)
+    # Round 1: 1.3, round 2: 1.5; rounds 3 and 4 have an invalid run but still count in total.
+    assert paired(runs, HEALTH_40, GO_40, "rps", ratio) == Stat(median=1.4, low=1.3, high=1.5, valid=2, total=4)
     assert paired(runs, HEALTH_40, GO_40, "rps", difference) == Stat(
-        median=65.0, low=30.0, high=100.0, valid=2, total=3
+        median=65.0, low=30.0, high=100.0, valid=2, total=4
     )
 
 
