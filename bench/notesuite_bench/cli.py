@@ -155,6 +155,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         errors.append("interrupted")
         outcome = 130
+    except Exception as error:  # noqa: BLE001 (said below, with every other failure)
+        # Setting up failed (the binary's keygen, the stubs): no scenario ran.
+        traceback.print_exc()
+        errors.append(f"setting up: {error!r}")
     finally:
         if stubs is not None:
             stubs.close()

@@ -178,3 +178,12 @@ def test_smoke_fails_when_a_plot_is_not_written(bench, capsys, monkeypatch):
 def test_a_clean_smoke_run_passes(bench, capsys):
     assert bench(_telemetry_runs(), "--smoke") == 0
     assert "would be invalid" not in capsys.readouterr().out
+
+
+def test_smoke_fails_when_setting_up_fails(bench, capsys, monkeypatch):
+    def keygen_fails(binary, work_dir):
+        raise RuntimeError("keygen exited 1")
+
+    monkeypatch.setattr(cli, "Notesuite", keygen_fails)
+    assert bench(_telemetry_runs(), "--smoke") == 1
+    assert "setting up: RuntimeError('keygen exited 1')" in capsys.readouterr().err
