@@ -28,10 +28,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from notesuite_bench.load import Target, run_calls  # noqa: E402
-from notesuite_bench.processes import SERVER_CORE  # noqa: E402
-from notesuite_bench.scenarios.telemetry import GET_NOTE, LOAD  # noqa: E402
-from notesuite_bench.stubs import Stubs, bearer, grpc_frame  # noqa: E402
+from notesuite_bench.load import Target, run_calls
+from notesuite_bench.processes import SERVER_CORE
+from notesuite_bench.scenarios.telemetry import GET_NOTE, LOAD
+from notesuite_bench.stubs import Stubs, bearer, grpc_frame
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = {
@@ -63,7 +63,8 @@ def main() -> int:
     off = results["layers off"]
     for variant, value in results.items():
         if value != off:
-            print(f"{variant}: +{value - off:,.0f} instructions per call over layers off (+{(value / off - 1) * 100:.1f} %)")
+            share = (value / off - 1) * 100
+            print(f"{variant}: +{value - off:,.0f} instructions per call over layers off (+{share:.1f} %)")
     print(json.dumps(results))
     return 0
 

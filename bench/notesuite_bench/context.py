@@ -47,7 +47,7 @@ def describe(run: Run) -> str:
         )
     else:
         text = "  ".join(f"{key} {value:.2f}" for key, value in values.items())
-    verdict = "ok" if run.valid else "INVALID: " + "; ".join(run.problems)
+    verdict = "ok" if run.valid else "INVALID: " + "; ".join(map(str, run.problems))
     if run.warnings:
         verdict += "; warning: " + "; ".join(run.warnings)
     return f"{where:22} {run.series:22} {text}  [{verdict}]"
@@ -79,8 +79,9 @@ class Context:
         """Runs one measurement; a failure becomes an invalid run (and the benchmark goes on)."""
         try:
             run = measure()
-        except Exception as error:  # a failed run is reported as invalid, and the benchmark goes on
+        except Exception as error:  # noqa: BLE001 (a failed run is reported as invalid, and the benchmark goes on)
             traceback.print_exc(file=sys.stderr)
-            run = Run(scenario, series, round_, in_flight, problems=[f"harness error: {error!r}"])
+            run = Run(scenario, series, round_, in_flight)
+            run.reject(f"harness error: {error!r}")
         self.progress.report(run)
         return run

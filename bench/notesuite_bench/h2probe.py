@@ -84,7 +84,8 @@ class HealthConnection:
                 elif isinstance(event, h2.events.StreamEnded | h2.events.StreamReset):
                     ended = ended or event.stream_id == stream_id
                 elif isinstance(event, h2.events.ConnectionTerminated):
-                    raise EOFError(f"GOAWAY from the server: {event.error_code}")
+                    # EOFError, not TypeError: the server went away, which NOT_YET retries.
+                    raise EOFError(f"GOAWAY from the server: {event.error_code}")  # noqa: TRY004
             self._flush()
         return HealthAnswer(grpc_status, body[5:] == SERVING_MESSAGE)
 

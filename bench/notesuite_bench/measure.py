@@ -12,6 +12,7 @@ from pathlib import Path
 
 from . import h2probe, load, metrics
 from .services import Server
+from .validity import Problem
 
 # Lets calls abandoned at the end of the warm-up finish (or be cancelled) before the next run,
 # for servers without metrics to tell when they have.
@@ -21,7 +22,8 @@ QUIET_TIMEOUT_S = 10
 
 @dataclass
 class Run:
-    """One measurement of one series in one round, with everything that makes it invalid."""
+    """One measurement of one series in one round, with everything that makes it invalid
+    (validity.py: which of that also fails the benchmark)."""
 
     scenario: str
     series: str
@@ -29,7 +31,7 @@ class Run:
     in_flight: int | None
     values: dict[str, float] = field(default_factory=dict)
     verified_by: str = ""
-    problems: list[str] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
     # Oddities that do not make the run's numbers wrong, but that the server should not show.
     warnings: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
@@ -37,6 +39,11 @@ class Run:
     @property
     def valid(self) -> bool:
         return not self.problems
+
+    def reject(self, *texts: str, environmental: bool = False) -> None:
+        """Makes the run invalid for each of `texts`; `environmental` when the rule needs a
+        quiet machine or a long run (a smoke run then reports it instead of failing)."""
+        self.problems += [Problem(text, environmental) for text in texts]
 
 
 @dataclass(frozen=True)
@@ -92,14 +99,14 @@ class Runner:
         after = self._settle(counted)
         run.values = _values(result, load.latencies_from_log(log_file), cpu_before, cpu_after)
         run.files.append(load.compress(log_file).name)
-        run.problems += result.problems()
-        run.problems += self._status_problems(counted, before, after, result.succeeded)
+        run.reject(*result.problems())
+        run.reject(*self._status_problems(counted, before, after, result.succeeded))
         run.warnings += self._leaks(counted, baseline, after)
         run.warnings += _logged_warnings(spec.observed, log_offsets)
         run.verified_by = "server metrics by gRPC status" if counted else "h2load + a probe call"
         if spec.probe is not None and (problem := spec.probe()):
-            run.problems.append(f"probe: {problem}")
-        run.problems += [f"{o.label} exited during the run" for o in spec.observed if o.server.process.exited()]
+            run.reject(f"probe: {problem}")
+        run.reject(*(f"{o.label} exited during the run" for o in spec.observed if o.server.process.exited()))
         return run
 
     @staticmethod

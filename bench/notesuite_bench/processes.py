@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 LOAD_CORE = 0
 SERVER_CORE = 1
@@ -191,7 +192,7 @@ class ProcessGroup:
         for process in reversed(list(self.processes)):
             self.stop(process)
 
-    def __enter__(self) -> ProcessGroup:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -80,10 +80,12 @@ def _health(runs: list[Run]) -> str:
     series = _health_series(runs)
     baselines = [name for name in BASELINES if name in series]
     parts = [
-        "## Health/Check: notesuite services vs reference servers\n\n"
-        "Every server on core 1 (all started once, idle but the one under load), h2load on "
-        "core 0. Medians over rounds (min–max); ratios are req/s divided by the baseline's, "
-        "round by round."
+        (
+            "## Health/Check: notesuite services vs reference servers\n\n"
+            "Every server on core 1 (all started once, idle but the one under load), h2load on "
+            "core 0. Medians over rounds (min–max); ratios are req/s divided by the baseline's, "
+            "round by round."
+        )
     ]
     for load in health.LOADS:
         rows = []
@@ -270,7 +272,7 @@ def _invalid(runs: list[Run]) -> str:
             run.series,
             "—" if run.in_flight is None else str(run.in_flight),
             str(run.round),
-            "; ".join(run.problems),
+            "; ".join(map(str, run.problems)),
         )
         for run in invalid
     ]

@@ -59,7 +59,8 @@ def test_up_fails_naming_the_setting_when_its_port_is_taken(tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        ports = ("--gateway-port", str(port), "--users-port", "0", "--notes-port", "0", "--metrics-listen", "127.0.0.1:0")
+        ports = ("--gateway-port", str(port), "--users-port", "0", "--notes-port", "0")
+        ports += ("--metrics-listen", "127.0.0.1:0")
         result = run(NOTESUITE_BIN, "up", "--data-dir", tmp_path / "data", *ports)
     assert result.returncode != 0
     assert "--gateway-port" in result.stderr

@@ -87,7 +87,7 @@ def _measure(context: Context, launch: Launch, round_: int) -> Run:
         run.values["check_ms"] = _check_ms(address)
         run.values["kb_per_connection"] = _kb_per_connection(run, process, address, context.connections)
         if process.exited():
-            run.problems.append("the server exited during the measurement")
+            run.reject("the server exited during the measurement")
     return run
 
 
@@ -101,7 +101,7 @@ def _kb_per_connection(run: Run, process: Process, address: str, count: int) -> 
     try:
         while len(connections) + step <= count:
             before_kb = process.rss_kb()
-            run.problems += _open_idle_connections(address, step, connections)
+            run.reject(*_open_idle_connections(address, step, connections))
             time.sleep(STEP_SETTLE_S)
             per_step.append((process.rss_kb() - before_kb) / step)
     finally:
