@@ -11,6 +11,7 @@ pytest starts, so test modules import them as `notesuite.<service>.v1.<service>_
 from __future__ import annotations
 
 import collections
+import hashlib
 import importlib.resources
 import os
 import queue
@@ -101,6 +102,35 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     if _stubs_dir is not None:
         shutil.rmtree(_stubs_dir, ignore_errors=True)
+    for name in sorted(_postgres_databases):
+        subprocess.run(
+            ["psql", POSTGRES_SERVER, "-qc", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"],
+            check=False,
+            capture_output=True,
+            timeout=TOOL_TIMEOUT_S,
+        )
+
+
+# --- Which database the suite runs on ----------------------------------------------------------
+
+# NOTESUITE_TEST_BACKEND=postgres runs every suite on PostgreSQL (`up --database-url`), on the
+# server NOTESUITE_TEST_POSTGRES, in databases of this run's own, dropped when pytest ends.
+BACKEND = os.environ.get("NOTESUITE_TEST_BACKEND", "sqlite")
+POSTGRES_SERVER = os.environ.get("NOTESUITE_TEST_POSTGRES", "postgres://postgres@127.0.0.1:5432/postgres")
+_RUN_ID = uuid.uuid4().hex[:12]
+_postgres_databases: set[str] = set()
+
+
+def database_args(data_dir: Path) -> list[str]:
+    """`up` options that put the suite's data where BACKEND says: one data directory is one
+    pair of PostgreSQL databases, so a restart on the same directory finds its data again."""
+    if BACKEND == "sqlite":
+        return []
+    if BACKEND != "postgres":
+        raise pytest.UsageError(f"NOTESUITE_TEST_BACKEND={BACKEND!r}: use sqlite or postgres")
+    name = f"notesuite_ext_{_RUN_ID}_{hashlib.sha256(str(data_dir).encode()).hexdigest()[:12]}"
+    _postgres_databases.update({f"{name}_users", f"{name}_notes"})
+    return ["--database-url", f"{POSTGRES_SERVER.rsplit('/', 1)[0]}/{name}"]
 
 
 # --- Running the suite -----------------------------------------------------------------------
@@ -202,7 +232,15 @@ def start_suite(data_dir: Path, *extra_args: str) -> Suite:
     stderr_path = data_dir.with_name(data_dir.name + ".stderr.log")
     with open(stderr_path, "wb") as stderr:
         process = subprocess.Popen(
-            [str(NOTESUITE_BIN), "up", "--data-dir", str(data_dir), *ANY_FREE_PORTS, *extra_args],
+            [
+                str(NOTESUITE_BIN),
+                "up",
+                "--data-dir",
+                str(data_dir),
+                *database_args(data_dir),
+                *ANY_FREE_PORTS,
+                *extra_args,
+            ],
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,

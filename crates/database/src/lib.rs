@@ -113,7 +113,7 @@ mod tests {
     }
 
     #[test]
-    fn postgres_outages_are_transient_syntax_errors_are_not() {
+    fn server_outages_are_transient_syntax_errors_are_not() {
         assert!(postgres_code_is_transient("57P01"), "admin_shutdown");
         assert!(postgres_code_is_transient("08006"), "connection_failure");
         assert!(postgres_code_is_transient("53100"), "disk_full");

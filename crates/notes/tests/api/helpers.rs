@@ -13,17 +13,25 @@ pub(crate) struct TestNotes {
     pub(crate) client: NotesServiceClient<Channel>,
     pub(crate) issuer: token::Issuer,
     _server: shell::Spawned,
-    _database: TestDatabase,
+    pub(crate) database: TestDatabase,
 }
 
 /// A notes service on its own fresh database on `backend`, with its own signing key.
 pub(crate) async fn spawn_notes(backend: Backend) -> TestNotes {
+    spawn_notes_with(
+        backend,
+        PoolConfig {
+            max_connections: 4,
+            ..PoolConfig::default()
+        },
+    )
+    .await
+}
+
+/// [`spawn_notes`] with these pool settings.
+pub(crate) async fn spawn_notes_with(backend: Backend, pool: PoolConfig) -> TestNotes {
     let database = TestDatabase::new(backend).await;
     let key = token::SigningKey::generate().expect("key");
-    let pool = PoolConfig {
-        max_connections: 4,
-        ..PoolConfig::default()
-    };
     let definition = match backend {
         Backend::Sqlite => notes::definition(
             SqliteNoteStore::open(database.url(), &pool)
@@ -55,7 +63,7 @@ pub(crate) async fn spawn_notes(backend: Backend) -> TestNotes {
         client,
         issuer: token::Issuer::new(&key, Duration::from_secs(900)),
         _server: server,
-        _database: database,
+        database,
     }
 }
 

@@ -1,6 +1,7 @@
 //! The notes service served for real on port 0 and called through generated stubs.
 
 mod concurrency;
+mod healing;
 mod helpers;
 mod idempotency;
 mod lifecycle;

@@ -41,7 +41,7 @@ async fn watch_until(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_database_outage_fails_calls_fast_flips_readiness_and_heals_without_a_restart() {
+async fn a_postgres_outage_fails_calls_fast_flips_readiness_and_heals_without_a_restart() {
     let cluster = tokio::task::spawn_blocking(ScratchCluster::start)
         .await
         .expect("scratch cluster");
