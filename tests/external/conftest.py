@@ -225,7 +225,7 @@ BANNER_ADDRESS = re.compile(r"^\s+(gateway|users|notes)\s+(\S+:\d+)", re.MULTILI
 BANNER_LAST_LINE = "Ctrl-C stops the suite."
 
 
-def start_suite(data_dir: Path, *extra_args: str) -> Suite:
+def start_suite(data_dir: Path, *extra_args: str, env: dict[str, str] | None = None) -> Suite:
     """Starts `notesuite up` on free ports and returns once all three services are SERVING."""
     if not NOTESUITE_BIN.exists():
         pytest.fail(f"{NOTESUITE_BIN} is missing: run `cargo build -p notesuite` or set NOTESUITE_BIN")
@@ -244,7 +244,7 @@ def start_suite(data_dir: Path, *extra_args: str) -> Suite:
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,
-            env={**os.environ, "NOTESUITE_LOG_FORMAT": "json"},
+            env={**os.environ, "NOTESUITE_LOG_FORMAT": "json", **(env or {})},
         )
     try:
         banner = _read_banner(process)
@@ -324,8 +324,8 @@ def start(tmp_path: Path):
     """Starts suites for one test; stops any still running at its end."""
     started: list[Suite] = []
 
-    def _start(data_dir: Path, *extra_args: str) -> Suite:
-        started.append(start_suite(data_dir, *extra_args))
+    def _start(data_dir: Path, *extra_args: str, env: dict[str, str] | None = None) -> Suite:
+        started.append(start_suite(data_dir, *extra_args, env=env))
         return started[-1]
 
     yield _start
@@ -417,11 +417,12 @@ class ErrorDetails:
     reason: str | None
     domain: str | None
     fields: list[str]
+    retry_delay: float | None = None
 
 
 def error_details(error: grpc.RpcError) -> ErrorDetails:
     """The status of a failed call with its google.rpc ErrorInfo and BadRequest details."""
-    reason = domain = None
+    reason = domain = retry_delay = None
     fields: list[str] = []
     status = rpc_status.from_call(error)
     for detail in status.details if status else []:
@@ -433,7 +434,11 @@ def error_details(error: grpc.RpcError) -> ErrorDetails:
             bad_request = error_details_pb2.BadRequest()
             detail.Unpack(bad_request)
             fields = [violation.field for violation in bad_request.field_violations]
-    return ErrorDetails(error.code(), error.details(), reason, domain, fields)
+        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            retry_info = error_details_pb2.RetryInfo()
+            detail.Unpack(retry_info)
+            retry_delay = retry_info.retry_delay.ToTimedelta().total_seconds()
+    return ErrorDetails(error.code(), error.details(), reason, domain, fields, retry_delay)
 
 
 def expect_error(call, request, *, metadata=()) -> ErrorDetails:
