@@ -56,8 +56,8 @@ def serving_address(process: subprocess.Popen, lines: queue.Queue) -> str:
             event = json.loads(line)
         except ValueError:
             continue
-        if event.get("fields", {}).get("message") == "serving":
-            return event["fields"]["address"]
+        if event.get("message") == "serving":
+            return event["address"]
 
 
 def start_notes(database_url: str, public_key: Path) -> tuple[subprocess.Popen, queue.Queue]:

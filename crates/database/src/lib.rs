@@ -23,6 +23,18 @@ pub use postgres::{PostgresDatabase, create_database_if_missing};
 pub use sqlite::SqliteDatabase;
 pub use transaction::WriteTransaction;
 
+/// How sqlx logs statements, on every backend: slow ones as warnings, the others not at all.
+///
+/// Not "the others at DEBUG": before each statement's log line sqlx asks `tracing::enabled!`,
+/// and with per-layer filters a "no" there is left behind in the thread's filter state and
+/// swallows the next event of that thread (the "serving" line after start-up was lost that
+/// way whenever RUST_LOG did not enable sqlx's debug logs).
+pub(crate) fn statement_logging<O: sqlx::ConnectOptions>(options: O) -> O {
+    options
+        .log_statements(log::LevelFilter::Off)
+        .log_slow_statements(log::LevelFilter::Warn, std::time::Duration::from_secs(1))
+}
+
 /// What a failed statement means for the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {

@@ -32,10 +32,10 @@ impl PostgresDatabase {
             source,
         };
         let statement_timeout = config.statement_timeout.as_millis().to_string();
-        let options = PgConnectOptions::from_str(url)
-            .map_err(connect_error)?
-            .application_name(&format!("notesuite-{pool_name}"))
-            .options([("statement_timeout", statement_timeout.as_str())]);
+        let options =
+            crate::statement_logging(PgConnectOptions::from_str(url).map_err(connect_error)?)
+                .application_name(&format!("notesuite-{pool_name}"))
+                .options([("statement_timeout", statement_timeout.as_str())]);
 
         // Replicas starting together all get here: the first takes the migrator's advisory
         // lock and migrates, the others wait for it and then find nothing to do. The lock is

@@ -43,17 +43,17 @@ impl SqliteDatabase {
             url: url.to_owned(),
             source,
         };
-        let options = SqliteConnectOptions::from_str(url)
-            .map_err(connect_error)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // With WAL, NORMAL loses at most the last transactions on power loss, never
-            // consistency; FULL would fsync every commit.
-            .synchronous(SqliteSynchronous::Normal)
-            // Only other processes (an operator's sqlite3 shell, a backup) contend for the
-            // lock: writers of this process queue for the write slot first.
-            .busy_timeout(config.statement_timeout)
-            .foreign_keys(true);
+        let options =
+            crate::statement_logging(SqliteConnectOptions::from_str(url).map_err(connect_error)?)
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                // With WAL, NORMAL loses at most the last transactions on power loss, never
+                // consistency; FULL would fsync every commit.
+                .synchronous(SqliteSynchronous::Normal)
+                // Only other processes (an operator's sqlite3 shell, a backup) contend for the
+                // lock: writers of this process queue for the write slot first.
+                .busy_timeout(config.statement_timeout)
+                .foreign_keys(true);
 
         // SQLite's migrator takes no lock: processes opening one file together (a restart
         // overlapping the old process) would both apply the same migration. A file lock beside
