@@ -82,8 +82,9 @@ pub struct PoolConfig {
     #[arg(long = "database-max-connections", env = "NOTESUITE_DATABASE_MAX_CONNECTIONS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub max_connections: u32,
 
-    /// How long opening one database connection may take (TCP, TLS and authentication)
-    /// before it counts as failed.
+    /// How long start-up waits for its first database connection (TCP, TLS, authentication),
+    /// the one migrations run on, before it fails naming the database. Connections the pool
+    /// opens later are bounded by the acquire timeout.
     #[arg(long = "database-connect-timeout", env = "NOTESUITE_DATABASE_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_timeout)]
     pub connect_timeout: Duration,
 
