@@ -145,8 +145,14 @@ impl<S: NoteStore> NotesService for NotesGrpc<S> {
                 raw => Tag::parse(raw).map(Some),
             },
         );
-        // The token is bound to the filter, so that it cannot continue a different listing.
-        let filter = format!("tag={}", request.tag);
+        // The token is bound to the caller and the filter, so that it cannot continue a
+        // different listing: another user's token would otherwise page through this caller's
+        // own notes from a position that means nothing to them.
+        let owner = match &caller {
+            Principal::User { user_id } => user_id.as_str(),
+            Principal::Service { .. } => "",
+        };
+        let filter = format!("owner={owner};tag={}", request.tag);
         let before = violations.check(
             "page_token",
             decode_token(&request.page_token, &filter).and_then(|key| match key {

@@ -141,7 +141,38 @@ async fn bad_list_arguments_name_their_fields(backend: Backend) {
     assert_eq!(bad_fields(&status), ["page_size", "tag", "page_token"]);
 }
 
+async fn a_page_token_belongs_to_the_caller_it_was_issued_to(backend: Backend) {
+    let notes = spawn_notes(backend).await;
+    let ada = notes.new_user();
+    let bob = notes.new_user();
+    for index in 0..3 {
+        notes.create(&ada, &format!("Ada {index}"), &[]).await;
+        notes.create(&bob, &format!("Bob {index}"), &[]).await;
+    }
+    let adas_page = notes
+        .client()
+        .list_notes(ada.request(ListNotesRequest {
+            page_size: 1,
+            ..ListNotesRequest::default()
+        }))
+        .await
+        .expect("list")
+        .into_inner();
+    assert!(!adas_page.next_page_token.is_empty());
+    let status = notes
+        .client()
+        .list_notes(bob.request(ListNotesRequest {
+            page_size: 1,
+            page_token: adas_page.next_page_token,
+            ..ListNotesRequest::default()
+        }))
+        .await
+        .expect_err("another user's page token");
+    assert_eq!(bad_fields(&status), ["page_token"]);
+}
+
 database::backend_tests!(
+    a_page_token_belongs_to_the_caller_it_was_issued_to,
     pages_cover_every_note_once_newest_first,
     pages_stay_stable_when_notes_are_added_meanwhile,
     the_tag_filter_lists_only_tagged_notes,
