@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 import stat
 
-from conftest import NOTESUITE_BIN, run
+from conftest import NOTESUITE_BIN, run, sign_up_on
 
 
 def test_keygen_writes_a_private_key_only_its_owner_can_read_and_a_public_key(tmp_path):
@@ -33,3 +34,25 @@ def test_keygen_creates_a_missing_output_directory(tmp_path):
     result = run(NOTESUITE_BIN, "keygen", "--out-dir", keys)
     assert result.returncode == 0, result.stderr
     assert {path.name for path in keys.iterdir()} == {"jwt-private.pem", "jwt-public.pem"}
+
+
+def test_keygen_writes_keys_openssl_reads_and_agrees_with(tmp_path):
+    # Operators inspect and convert keys with standard tools: the private key must be the
+    # PKCS#8 form OpenSSL 3 and Python's cryptography read, and its public half must be the
+    # public key file.
+    openssl = shutil.which("openssl")
+    assert openssl, "this test needs the openssl command line tool"
+    assert run(NOTESUITE_BIN, "keygen", "--out-dir", tmp_path).returncode == 0
+    derived = run(openssl, "pkey", "-in", tmp_path / "jwt-private.pem", "-pubout")
+    assert derived.returncode == 0, derived.stderr
+    assert derived.stdout == (tmp_path / "jwt-public.pem").read_text()
+
+
+def test_a_key_made_by_openssl_signs_tokens(start, tmp_path):
+    openssl = shutil.which("openssl")
+    assert openssl, "this test needs the openssl command line tool"
+    key = tmp_path / "openssl-ed25519.pem"
+    made = run(openssl, "genpkey", "-algorithm", "ed25519", "-out", key)
+    assert made.returncode == 0, made.stderr
+    suite = start(tmp_path / "data", "--jwt-private-key", str(key))
+    assert sign_up_on(suite.channel("gateway")).token

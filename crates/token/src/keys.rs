@@ -55,11 +55,18 @@ impl SigningKey {
             })
     }
 
+    /// PKCS#8 v1 (RFC 8410's `PrivateKeyInfo`), the form OpenSSL, Python's `cryptography`
+    /// and Go read: ed25519-dalek's own encoding is v2 with the public key inside, and OpenSSL
+    /// 3.0 (`openssl pkey`) and `cryptography` refuse that one ("extra data"). The public key
+    /// is derived from the private one when the file is read, so nothing is lost.
     pub fn to_pkcs8_pem(&self) -> Result<String, KeyError> {
-        self.0
-            .to_pkcs8_pem(LineEnding::LF)
-            .map(|pem| pem.to_string())
-            .map_err(|_| KeyError::Encode)
+        ed25519_dalek::ed25519::pkcs8::KeypairBytes {
+            secret_key: self.0.to_bytes(),
+            public_key: None,
+        }
+        .to_pkcs8_pem(LineEnding::LF)
+        .map(|pem| pem.to_string())
+        .map_err(|_| KeyError::Encode)
     }
 
     pub fn verifying_key(&self) -> VerifyingKey {
@@ -128,6 +135,22 @@ mod tests {
         assert_eq!(
             VerifyingKey::read_pem_file(&public_path).expect("read public"),
             key.verifying_key()
+        );
+    }
+
+    #[test]
+    fn keys_written_before_in_pkcs8_v2_are_still_read() {
+        let key = SigningKey::generate().expect("key");
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("v2.pem");
+        // ed25519-dalek's own encoding: PKCS#8 v2, with the public key inside.
+        let v2 = key.0.to_pkcs8_pem(LineEnding::LF).expect("encode");
+        std::fs::write(&path, v2.as_bytes()).expect("write");
+        let read_back = SigningKey::read_pem_file(&path).expect("read");
+        assert_eq!(read_back.verifying_key(), key.verifying_key());
+        assert!(
+            !key.to_pkcs8_pem().expect("encode").contains(v2.as_str()),
+            "new keys are written as v1"
         );
     }
 
