@@ -166,8 +166,9 @@ pub(crate) fn from_micros(micros: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_micros(u64::try_from(micros).unwrap_or(0))
 }
 
-/// Fills a page from rows arriving newest first, stopping as soon as the page is full:
-/// rows past it are never decoded, so a page of big notes costs its budget, not its limit.
+/// Fills a page from rows arriving newest first, stopping as soon as the page is full. The
+/// stores' queries already leave out the rows that start past the budget; this decides
+/// exactly, with the size the note takes on the wire.
 pub(crate) async fn fill_page<S>(rows: S, query: &ListQuery<'_>) -> Result<ListedPage, Error>
 where
     S: futures_util::Stream<Item = Result<Note, Error>>,

@@ -100,26 +100,51 @@ impl NoteStore for PostgresNoteStore {
         let before = query.before.unwrap_or(NoteId::MAX).as_uuid();
         let limit = i64::from(query.limit) + 1;
         let mut connection = self.database.connection().await?;
+        let budget = i64::try_from(query.byte_budget).unwrap_or(i64::MAX);
+        // The page is cut in SQL too, so that the server sends the notes that fit and one more
+        // at most, never `limit` big notes for `fill_page` to drop: `through` is how many
+        // bytes the page holds up to and including each note, and sizes are read from the
+        // values' headers, without detoasting them.
         let statement = match query.tag {
             Some(tag) => sqlx::query_as::<_, NoteRow>(
-                "SELECT n.id, n.owner_id, n.title, n.content, n.tags, n.revision, n.create_time, n.update_time
-                 FROM note_tags t JOIN notes n ON n.id = t.note_id
-                 WHERE t.owner_id = $1 AND t.tag = $2 AND t.note_id < $3
-                 ORDER BY t.note_id DESC LIMIT $4",
+                "SELECT id, owner_id, title, content, tags, revision, create_time, update_time
+                 FROM (
+                     SELECT n.id, n.owner_id, n.title, n.content, n.tags, n.revision,
+                            n.create_time, n.update_time,
+                            octet_length(n.title) + octet_length(n.content) AS size,
+                            SUM(octet_length(n.title) + octet_length(n.content))
+                                OVER (ORDER BY t.note_id DESC ROWS UNBOUNDED PRECEDING) AS through
+                     FROM note_tags t JOIN notes n ON n.id = t.note_id
+                     WHERE t.owner_id = $1 AND t.tag = $2 AND t.note_id < $3
+                     ORDER BY t.note_id DESC LIMIT $4
+                 ) page
+                 WHERE through - size < $5
+                 ORDER BY id DESC",
             )
             .bind(owner.as_str())
             .bind(tag.as_str())
             .bind(before)
-            .bind(limit),
+            .bind(limit)
+            .bind(budget),
             None => sqlx::query_as::<_, NoteRow>(
-                "SELECT n.id, n.owner_id, n.title, n.content, n.tags, n.revision, n.create_time, n.update_time
-                 FROM notes n
-                 WHERE n.owner_id = $1 AND n.id < $2
-                 ORDER BY n.id DESC LIMIT $3",
+                "SELECT id, owner_id, title, content, tags, revision, create_time, update_time
+                 FROM (
+                     SELECT n.id, n.owner_id, n.title, n.content, n.tags, n.revision,
+                            n.create_time, n.update_time,
+                            octet_length(n.title) + octet_length(n.content) AS size,
+                            SUM(octet_length(n.title) + octet_length(n.content))
+                                OVER (ORDER BY n.id DESC ROWS UNBOUNDED PRECEDING) AS through
+                     FROM notes n
+                     WHERE n.owner_id = $1 AND n.id < $2
+                     ORDER BY n.id DESC LIMIT $3
+                 ) page
+                 WHERE through - size < $4
+                 ORDER BY id DESC",
             )
             .bind(owner.as_str())
             .bind(before)
-            .bind(limit),
+            .bind(limit)
+            .bind(budget),
         };
         let rows = statement
             .fetch(&mut *connection)

@@ -58,9 +58,6 @@ impl TryFrom<NoteRow> for Note {
     }
 }
 
-const NOTE_COLUMNS: &str =
-    "n.id, n.owner_id, n.title, n.content, n.tags, n.revision, n.create_time, n.update_time";
-
 async fn select_note(
     executor: impl sqlx::SqliteExecutor<'_>,
     owner: &OwnerId,
@@ -106,25 +103,50 @@ impl NoteStore for SqliteNoteStore {
         let before = query.before.unwrap_or(NoteId::MAX).to_string();
         let limit = i64::from(query.limit) + 1;
         let mut connection = self.database.connection().await?;
+        let budget = i64::try_from(query.byte_budget).unwrap_or(i64::MAX);
+        // The page is cut in SQL too (see the PostgreSQL store): sqlx reads rows ahead, and
+        // rows of big notes past the budget would be read into memory only to be dropped.
         let statement = match query.tag {
             // The tag index (owner, tag, note id) serves the filter and the order.
-            Some(tag) => sqlx::query_as::<_, NoteRow>(sqlx::AssertSqlSafe(format!(
-                "SELECT {NOTE_COLUMNS} FROM note_tags t JOIN notes n ON n.id = t.note_id
-                 WHERE t.owner_id = ?1 AND t.tag = ?2 AND t.note_id < ?3
-                 ORDER BY t.note_id DESC LIMIT ?4"
-            )))
+            Some(tag) => sqlx::query_as::<_, NoteRow>(
+                "SELECT id, owner_id, title, content, tags, revision, create_time, update_time
+                 FROM (
+                     SELECT n.id, n.owner_id, n.title, n.content, n.tags, n.revision,
+                            n.create_time, n.update_time,
+                            octet_length(n.title) + octet_length(n.content) AS size,
+                            SUM(octet_length(n.title) + octet_length(n.content))
+                                OVER (ORDER BY t.note_id DESC ROWS UNBOUNDED PRECEDING) AS through
+                     FROM note_tags t JOIN notes n ON n.id = t.note_id
+                     WHERE t.owner_id = ?1 AND t.tag = ?2 AND t.note_id < ?3
+                     ORDER BY t.note_id DESC LIMIT ?4
+                 )
+                 WHERE through - size < ?5
+                 ORDER BY id DESC",
+            )
             .bind(owner.as_str())
             .bind(tag.as_str())
             .bind(before)
-            .bind(limit),
-            None => sqlx::query_as::<_, NoteRow>(sqlx::AssertSqlSafe(format!(
-                "SELECT {NOTE_COLUMNS} FROM notes n
-                 WHERE n.owner_id = ?1 AND n.id < ?2
-                 ORDER BY n.id DESC LIMIT ?3"
-            )))
+            .bind(limit)
+            .bind(budget),
+            None => sqlx::query_as::<_, NoteRow>(
+                "SELECT id, owner_id, title, content, tags, revision, create_time, update_time
+                 FROM (
+                     SELECT n.id, n.owner_id, n.title, n.content, n.tags, n.revision,
+                            n.create_time, n.update_time,
+                            octet_length(n.title) + octet_length(n.content) AS size,
+                            SUM(octet_length(n.title) + octet_length(n.content))
+                                OVER (ORDER BY n.id DESC ROWS UNBOUNDED PRECEDING) AS through
+                     FROM notes n
+                     WHERE n.owner_id = ?1 AND n.id < ?2
+                     ORDER BY n.id DESC LIMIT ?3
+                 )
+                 WHERE through - size < ?4
+                 ORDER BY id DESC",
+            )
             .bind(owner.as_str())
             .bind(before)
-            .bind(limit),
+            .bind(limit)
+            .bind(budget),
         };
         let rows = statement
             .fetch(&mut *connection)
