@@ -224,7 +224,7 @@ def test_a_full_disk_answers_unavailable_flips_readiness_and_heals_without_a_res
     before = create("before the disk filled up")
 
     flag.touch()
-    # More failing writes than the pool has connections: every connection meets the fault.
+    # Several failed writes in a row, each a failed transaction the store must clean up.
     for attempt in range(12):
         with pytest.raises(grpc.RpcError) as failed:
             create(f"while the disk is full {attempt}")

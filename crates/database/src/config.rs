@@ -21,8 +21,9 @@ impl DatabaseUrl {
         }
         if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
             // Parsing the options now names a malformed URL at start-up, not at first use.
+            // The driver's message is not repeated: it may quote the URL, password included.
             sqlx::postgres::PgConnectOptions::from_str(raw)
-                .map_err(|error| format!("is not a valid PostgreSQL URL: {error}"))?;
+                .map_err(|_| "is not a valid PostgreSQL URL".to_owned())?;
             return Ok(Self::Postgres(raw.to_owned()));
         }
         if raw.starts_with("sqlite:") {
@@ -61,17 +62,109 @@ impl fmt::Display for DatabaseUrl {
     }
 }
 
+/// Masks the password of the URL's user info and of a `password=` query parameter (both are
+/// honoured by the PostgreSQL driver).
 fn redact_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
+    let (rest, query) = match rest.split_once('?') {
+        Some((rest, query)) => (rest, Some(query)),
+        None => (rest, None),
+    };
     let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    match authority.rsplit_once('@') {
+    let authority = match authority.rsplit_once('@') {
         Some((credentials, host)) if credentials.contains(':') => {
             let user = credentials.split(':').next().unwrap_or_default();
-            format!("{scheme}://{user}:***@{host}{path}")
+            format!("{user}:***@{host}")
         }
-        _ => url.to_owned(),
+        _ => authority.to_owned(),
+    };
+    let mut redacted = format!("{scheme}://{authority}{path}");
+    if let Some(query) = query {
+        let parameters: Vec<String> = query
+            .split('&')
+            .map(|parameter| match parameter.split_once('=') {
+                Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+                _ => parameter.to_owned(),
+            })
+            .collect();
+        redacted.push('?');
+        redacted.push_str(&parameters.join("&"));
+    }
+    redacted
+}
+
+/// PostgreSQL's limit on identifiers, database names included (longer ones are truncated,
+/// and two truncated names can collide).
+const MAX_POSTGRES_NAME: usize = 63;
+
+/// `url` naming the database `name` instead of its own: `postgres://HOST/OLD?…` becomes
+/// `postgres://HOST/NAME?…`. Refused when the URL picks its database with a `dbname=`
+/// parameter (which would win over the path) or when `name` is too long for PostgreSQL.
+pub fn postgres_url_with_database(url: &str, name: &str) -> Result<String, String> {
+    if name.is_empty() || name.len() > MAX_POSTGRES_NAME {
+        return Err(format!(
+            "database name {name:?} must be 1 to {MAX_POSTGRES_NAME} bytes"
+        ));
+    }
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    if query.is_some_and(|query| {
+        query
+            .split('&')
+            .any(|parameter| parameter.split('=').next() == Some("dbname"))
+    }) {
+        return Err("names its database with dbname=: name it in the path instead".into());
+    }
+    let authority_start = base.find("://").map_or(0, |scheme| scheme + 3);
+    let authority_end = base[authority_start..]
+        .find('/')
+        .map_or(base.len(), |slash| authority_start + slash);
+    let mut with_name = format!("{}/{name}", &base[..authority_end]);
+    if let Some(query) = query {
+        with_name.push('?');
+        with_name.push_str(query);
+    }
+    Ok(with_name)
+}
+
+/// The database a PostgreSQL URL names (its path), if any.
+pub fn postgres_database_name(url: &str) -> Option<&str> {
+    let base = url.split('?').next().unwrap_or(url);
+    let authority_start = base.find("://")? + 3;
+    let slash = base[authority_start..].find('/')? + authority_start;
+    Some(&base[slash + 1..]).filter(|name| !name.is_empty())
+}
+
+/// A clap parser for `--database-url`: its errors never repeat the value, which may hold a
+/// password (clap's own "invalid value '…'" would print it).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DatabaseUrlParser;
+
+impl clap::builder::TypedValueParser for DatabaseUrlParser {
+    type Value = DatabaseUrl;
+
+    fn parse_ref(
+        &self,
+        command: &clap::Command,
+        argument: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<DatabaseUrl, clap::Error> {
+        let flag = argument.map_or_else(|| "--database-url".to_owned(), ToString::to_string);
+        let invalid = |reason: String| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("{flag}: {reason}\n"),
+            )
+            .with_cmd(command)
+        };
+        let raw = value
+            .to_str()
+            .ok_or_else(|| invalid("is not valid UTF-8".into()))?;
+        DatabaseUrl::parse(raw).map_err(invalid)
     }
 }
 
@@ -153,6 +246,35 @@ mod tests {
         assert!(!format!("{url:?}").contains("s3cret"));
         let no_password = DatabaseUrl::parse("postgres://app@db/notes").expect("valid");
         assert_eq!(no_password.to_string(), "postgres://app@db/notes");
+    }
+
+    #[test]
+    fn a_password_parameter_is_masked_too() {
+        let url = DatabaseUrl::parse("postgres://app@db/notes?sslmode=require&password=s3cret")
+            .expect("valid");
+        assert_eq!(
+            url.to_string(),
+            "postgres://app@db/notes?sslmode=require&password=***"
+        );
+    }
+
+    #[test]
+    fn another_database_on_the_same_server() {
+        assert_eq!(
+            postgres_url_with_database("postgres://u:p@h:5432/demo?sslmode=require", "demo_users"),
+            Ok("postgres://u:p@h:5432/demo_users?sslmode=require".to_owned())
+        );
+        assert_eq!(
+            postgres_url_with_database("postgres://h", "x"),
+            Ok("postgres://h/x".to_owned())
+        );
+        assert!(postgres_url_with_database("postgres://h/db?dbname=other", "x").is_err());
+        assert!(postgres_url_with_database("postgres://h/db", &"n".repeat(64)).is_err());
+        assert_eq!(
+            postgres_database_name("postgres://h:1/demo?x=1"),
+            Some("demo")
+        );
+        assert_eq!(postgres_database_name("postgres://h"), None);
     }
 
     #[test]

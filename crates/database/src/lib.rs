@@ -17,7 +17,9 @@ mod postgres;
 mod sqlite;
 mod transaction;
 
-pub use config::{DatabaseUrl, PoolConfig};
+pub use config::{
+    DatabaseUrl, DatabaseUrlParser, PoolConfig, postgres_database_name, postgres_url_with_database,
+};
 pub use migrate::OpenError;
 pub use postgres::{PostgresDatabase, create_database_if_missing};
 pub use sqlite::SqliteDatabase;

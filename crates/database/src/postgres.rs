@@ -42,7 +42,18 @@ impl PostgresDatabase {
         // a session lock on this dedicated connection, so closing the connection (or the
         // process dying) always releases it, even when a migration fails.
         let mut connection = connect(&options, config.connect_timeout, &shown).await?;
-        let migrated = migrate::run(migrator, &mut connection, &shown).await;
+        // Not the service's statement timeout: waiting for another replica's migration, or a
+        // migration building an index on a big table, may rightly take longer.
+        let migrated = match sqlx::raw_sql("SET statement_timeout = 0")
+            .execute(&mut connection)
+            .await
+        {
+            Ok(_) => migrate::run(migrator, &mut connection, &shown).await,
+            Err(source) => Err(OpenError::Connect {
+                url: shown.clone(),
+                source,
+            }),
+        };
         match migrated {
             Ok(()) => {
                 let _ = connection.close().await;
@@ -140,8 +151,13 @@ pub async fn create_database_if_missing(url: &str) -> Result<(), OpenError> {
     }
     match Postgres::create_database(url).await {
         Ok(()) => Ok(()),
-        // 42P04 duplicate_database: another process created it meanwhile.
-        Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("42P04") => Ok(()),
+        // Another process created it meanwhile: 42P04 duplicate_database, or a unique
+        // violation on pg_database when both got past the existence check at once.
+        Err(sqlx::Error::Database(error))
+            if error.code().as_deref() == Some("42P04") || error.is_unique_violation() =>
+        {
+            Ok(())
+        }
         Err(error) => Err(connect_error(error)),
     }
 }

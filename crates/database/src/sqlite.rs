@@ -124,8 +124,30 @@ impl SqliteDatabase {
 
     /// Succeeds when a write commits: readiness must turn NOT_SERVING while the file cannot
     /// be written (disk full, read-only file), not only while it cannot be read.
+    ///
+    /// The probe queues for the write slot like any writer, but not for long: while writers
+    /// keep the slot busy the database is being written, and a probe stuck behind them must
+    /// not flip readiness (a full disk fails writers at once, so the slot frees quickly).
     pub async fn check_writable(&self) -> Result<(), String> {
-        let mut transaction = self.write().await.map_err(|error| error.to_string())?;
+        let write_slot = match tokio::time::timeout(
+            PROBE_WAIT_FOR_WRITERS,
+            Arc::clone(&self.write_slot).acquire_owned(),
+        )
+        .await
+        {
+            Ok(Ok(write_slot)) => write_slot,
+            Ok(Err(_)) => return Err("the database is closed".into()),
+            Err(_) => return Ok(()),
+        };
+        let connection = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|error| error.to_string())?;
+        let mut transaction =
+            WriteTransaction::begin(connection, "BEGIN IMMEDIATE", Some(write_slot))
+                .await
+                .map_err(|error| error.to_string())?;
         let wrote = sqlx::query(
             "INSERT INTO notesuite_write_probe (id, at) VALUES (1, unixepoch('subsec') * 1000)
              ON CONFLICT (id) DO UPDATE SET at = excluded.at",
@@ -143,6 +165,9 @@ impl SqliteDatabase {
         &self.pool
     }
 }
+
+/// How long the readiness probe waits behind writers before it counts them as proof enough.
+const PROBE_WAIT_FOR_WRITERS: Duration = Duration::from_millis(500);
 
 /// Waits for the exclusive lock on `DATABASE.migrations.lock`.
 async fn lock_migrations(database: &Path) -> std::io::Result<Option<std::fs::File>> {

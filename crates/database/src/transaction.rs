@@ -30,13 +30,13 @@ where
         begin: &'static str,
         write_slot: Option<OwnedSemaphorePermit>,
     ) -> Result<Self, sqlx::Error> {
+        // From here until COMMIT/ROLLBACK succeeds, the connection counts as in a transaction
+        // (even if BEGIN itself fails half-way: closing it is always safe).
         let mut transaction = Self {
             connection,
-            finished: true,
+            finished: false,
             _write_slot: write_slot,
         };
-        // From here until COMMIT/ROLLBACK succeeds, the connection is in a transaction.
-        transaction.finished = false;
         sqlx::raw_sql(begin)
             .execute(&mut *transaction.connection)
             .await?;

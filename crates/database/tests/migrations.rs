@@ -79,6 +79,23 @@ async fn a_failed_migration_blocks_no_other_replica(backend: Backend) {
         .await
         .expect_err("a broken migration fails start-up");
     assert!(matches!(error, OpenError::Migrate { .. }), "{error:?}");
+    if backend == Backend::Postgres {
+        // Right after the failure, before anything else is dropped: no session still holds
+        // the migrator's advisory lock (a pooled connection would, for as long as it lived).
+        let pool = sqlx::PgPool::connect(database.url())
+            .await
+            .expect("connect");
+        let held: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("pg_locks");
+        assert_eq!(
+            held, 0,
+            "the failed migration's lock was released with its connection"
+        );
+    }
 
     // The fixed binary (another replica, or the next rollout) must get the lock at once.
     let fixed_dir = tempfile::tempdir().expect("dir");

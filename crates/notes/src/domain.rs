@@ -121,6 +121,11 @@ impl Content {
                 raw.len()
             ));
         }
+        // PostgreSQL cannot store U+0000 in text; refusing it here keeps both backends giving
+        // the same answer, and the answer the caller's mistake deserves.
+        if raw.contains('\0') {
+            return Err("must not contain NUL (U+0000) characters".into());
+        }
         Ok(Self(raw))
     }
 
@@ -356,6 +361,12 @@ mod tests {
         assert!(Title::parse("a\u{7}b").is_err());
         assert!(Title::parse(&"ñ".repeat(200)).is_ok());
         assert!(Title::parse(&"x".repeat(201)).is_err());
+    }
+
+    #[test]
+    fn content_cannot_hold_nul() {
+        assert!(Content::parse("a\0b".into()).is_err());
+        assert!(Content::parse("tab\tand\nnewline are fine".into()).is_ok());
     }
 
     #[test]

@@ -109,8 +109,8 @@ pub struct UpConfig {
 
     /// Run on PostgreSQL instead of SQLite: `postgres://HOST/NAME` puts users and notes in the
     /// databases `NAME_users` and `NAME_notes` on that server, created if missing.
-    #[arg(long, env = "NOTESUITE_UP_DATABASE_URL", value_parser = parse_postgres_server)]
-    pub database_url: Option<String>,
+    #[arg(long, env = "NOTESUITE_UP_DATABASE_URL", value_parser = database::DatabaseUrlParser)]
+    pub database_url: Option<database::DatabaseUrl>,
 
     /// Address the three services listen on.
     #[arg(long, env = "NOTESUITE_HOST", default_value = "127.0.0.1")]
@@ -141,15 +141,6 @@ pub struct UpConfig {
     /// How long in-flight calls get to finish once the listeners are closed.
     #[arg(long, env = "NOTESUITE_SHUTDOWN_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
-}
-
-fn parse_postgres_server(raw: &str) -> Result<String, String> {
-    match database::DatabaseUrl::parse(raw)? {
-        database::DatabaseUrl::Postgres(url) => Ok(url),
-        database::DatabaseUrl::Sqlite(_) => {
-            Err("must be a postgres:// URL (SQLite files go under --data-dir)".into())
-        }
-    }
 }
 
 #[derive(Debug, Clone, clap::Args)]

@@ -188,49 +188,33 @@ impl Suite {
 /// `--database-url postgres://HOST/NAME`, the PostgreSQL databases `NAME_users` and
 /// `NAME_notes` on that server, created if missing.
 async fn databases(config: &UpConfig) -> anyhow::Result<(DatabaseUrl, DatabaseUrl)> {
-    match &config.database_url {
-        None => Ok((
-            sqlite_url(&config.data_dir, "users.db"),
-            sqlite_url(&config.data_dir, "notes.db"),
-        )),
-        Some(server) => {
-            let mut urls = Vec::new();
-            for service in ["users", "notes"] {
-                let url = postgres_database_for(server, service);
-                database::create_database_if_missing(&url)
-                    .await
-                    .with_context(|| {
-                        format!("--database-url: cannot create the {service} database")
-                    })?;
-                urls.push(DatabaseUrl::Postgres(url));
-            }
-            let notes = urls.pop().context("two databases")?;
-            let users = urls.pop().context("two databases")?;
-            Ok((users, notes))
+    let server = match &config.database_url {
+        None => {
+            return Ok((
+                sqlite_url(&config.data_dir, "users.db"),
+                sqlite_url(&config.data_dir, "notes.db"),
+            ));
         }
-    }
-}
-
-/// `postgres://HOST/NAME?…` → `postgres://HOST/NAME_SERVICE?…`.
-fn postgres_database_for(server: &str, service: &str) -> String {
-    let (base, query) = server
-        .split_once('?')
-        .map_or((server, None), |(b, q)| (b, Some(q)));
-    let base = base.trim_end_matches('/');
-    let authority_start = base.find("://").map_or(0, |scheme| scheme + 3);
-    let (without_name, name) = match base[authority_start..].rfind('/') {
-        Some(slash) => {
-            let slash = authority_start + slash;
-            (&base[..slash], &base[slash + 1..])
+        Some(DatabaseUrl::Postgres(server)) => server,
+        Some(DatabaseUrl::Sqlite(_)) => {
+            anyhow::bail!(
+                "--database-url: must be a postgres:// URL (SQLite files go under --data-dir)"
+            )
         }
-        None => (base, "notesuite"),
     };
-    let mut url = format!("{without_name}/{name}_{service}");
-    if let Some(query) = query {
-        url.push('?');
-        url.push_str(query);
+    let name = database::postgres_database_name(server).unwrap_or("notesuite");
+    let mut urls = Vec::new();
+    for service in ["users", "notes"] {
+        let url = database::postgres_url_with_database(server, &format!("{name}_{service}"))
+            .map_err(|reason| anyhow::anyhow!("--database-url: the {service} database {reason}"))?;
+        database::create_database_if_missing(&url)
+            .await
+            .with_context(|| format!("--database-url: cannot create the {service} database"))?;
+        urls.push(DatabaseUrl::Postgres(url));
     }
-    url
+    let notes = urls.pop().context("two databases")?;
+    let users = urls.pop().context("two databases")?;
+    Ok((users, notes))
 }
 
 fn sqlite_url(data_dir: &Path, file: &str) -> DatabaseUrl {
@@ -251,26 +235,5 @@ fn connectable(addr: SocketAddr) -> SocketAddr {
         }
         ip if ip.is_unspecified() => SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port())),
         _ => addr,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn each_service_gets_its_own_postgres_database() {
-        assert_eq!(
-            postgres_database_for("postgres://pg:5432/demo", "users"),
-            "postgres://pg:5432/demo_users"
-        );
-        assert_eq!(
-            postgres_database_for("postgresql://u:p@pg/demo?sslmode=require", "notes"),
-            "postgresql://u:p@pg/demo_notes?sslmode=require"
-        );
-        assert_eq!(
-            postgres_database_for("postgres://pg", "notes"),
-            "postgres://pg/notesuite_notes"
-        );
     }
 }

@@ -1,7 +1,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use database::{DatabaseUrl, PoolConfig};
+use database::{DatabaseUrl, DatabaseUrlParser, PoolConfig};
 use shell::ServeConfig;
 
 /// Settings of `notesuite users`. Every one has a flag and an environment variable.
@@ -14,7 +14,7 @@ pub struct UsersConfig {
     /// Database URL: `postgres://USER@HOST/NAME` (or `postgresql://`) for PostgreSQL, which
     /// several replicas may share; `sqlite://PATH` or a plain path opens (or creates) a SQLite
     /// file, for one replica.
-    #[arg(long, env = "NOTESUITE_DATABASE_URL", default_value = "sqlite://users.db", value_parser = DatabaseUrl::parse)]
+    #[arg(long, env = "NOTESUITE_DATABASE_URL", default_value = "sqlite://users.db", value_parser = DatabaseUrlParser)]
     pub database_url: DatabaseUrl,
 
     #[command(flatten)]

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use database::DatabaseUrl;
 use database::testing::{Backend, TestDatabase};
 use proto::gateway::gateway_service_client::GatewayServiceClient;
 use proto::gateway::{LoginRequest, SignUpRequest, SignUpResponse};
@@ -36,7 +37,7 @@ pub async fn spawn_suite(backend: Backend) -> TestSuite {
         data_dir: data_dir.path().to_owned(),
         database_url: databases
             .as_ref()
-            .map(|databases| databases.url().to_owned()),
+            .map(|databases| DatabaseUrl::Postgres(databases.url().to_owned())),
         host: [127, 0, 0, 1].into(),
         gateway_port: 0,
         users_port: 0,

@@ -136,21 +136,8 @@ async fn connect_admin(server: &str) -> PgConnection {
 
 /// `server` with its database path replaced by `name`.
 pub fn with_database(server: &str, name: &str) -> String {
-    let (base, query) = match server.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (server, None),
-    };
-    let authority_end = base
-        .find("://")
-        .map(|scheme| scheme + 3)
-        .and_then(|start| base[start..].find('/').map(|slash| start + slash))
-        .unwrap_or(base.len());
-    let mut url = format!("{}/{name}", &base[..authority_end]);
-    if let Some(query) = query {
-        url.push('?');
-        url.push_str(query);
-    }
-    url
+    crate::postgres_url_with_database(server, name)
+        .unwrap_or_else(|reason| panic!("test database {name}: {reason}"))
 }
 
 /// Runs each named `async fn name(backend: Backend)` as two tests, `sqlite::name` and

@@ -45,7 +45,7 @@ async fn a_write_lock_held_elsewhere_is_unavailable_and_heals_when_released() {
         .execute(&mut other)
         .await
         .expect("hold the write lock");
-    // More failed writes than there are pooled connections: every connection meets the fault.
+    // Several failed writes in a row, each a failed transaction the store must clean up.
     for attempt in 0..6 {
         let status = notes
             .client()
@@ -61,7 +61,7 @@ async fn a_write_lock_held_elsewhere_is_unavailable_and_heals_when_released() {
         .expect("release");
     other.close().await.expect("close");
 
-    // Every pooled connection works again, at once.
+    // Writes work again at once: no failed transaction left its connection unusable.
     for attempt in 0..12 {
         notes
             .client()

@@ -7,4 +7,5 @@ mod idempotency;
 mod lifecycle;
 mod outage;
 mod paging;
+mod upgrade;
 mod validation;

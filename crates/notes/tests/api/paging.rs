@@ -171,7 +171,65 @@ async fn a_page_token_belongs_to_the_caller_it_was_issued_to(backend: Backend) {
     assert_eq!(bad_fields(&status), ["page_token"]);
 }
 
+async fn the_tag_filter_follows_updates_and_deletes(backend: Backend) {
+    let notes = spawn_notes(backend).await;
+    let ada = notes.new_user();
+    let first = notes.create(&ada, "First", &["home", "todo"]).await;
+    let second = notes.create(&ada, "Second", &["todo"]).await;
+    let retagged = notes
+        .client()
+        .update_note(ada.request(proto::notes::UpdateNoteRequest {
+            note: Some(proto::notes::Note {
+                tags: vec!["work".into(), "todo".into()],
+                ..first.clone()
+            }),
+            update_mask: crate::helpers::mask(&["tags"]),
+        }))
+        .await
+        .expect("retag")
+        .into_inner()
+        .note
+        .expect("note");
+    let tagged = |tag: &'static str| {
+        let mut client = notes.client();
+        let request = ada.request(ListNotesRequest {
+            tag: tag.into(),
+            ..ListNotesRequest::default()
+        });
+        async move {
+            let page = client.list_notes(request).await.expect("list").into_inner();
+            let ids: Vec<String> = page.notes.into_iter().map(|note| note.id).collect();
+            (ids, page.total_size)
+        }
+    };
+    assert_eq!(
+        tagged("home").await,
+        (vec![], 0),
+        "a removed tag lists nothing"
+    );
+    assert_eq!(tagged("work").await, (vec![retagged.id.clone()], 1));
+    assert_eq!(
+        tagged("todo").await,
+        (vec![second.id.clone(), retagged.id.clone()], 2),
+        "a kept tag keeps the note, newest first"
+    );
+    notes
+        .client()
+        .delete_note(ada.request(proto::notes::DeleteNoteRequest {
+            id: second.id,
+            etag: String::new(),
+        }))
+        .await
+        .expect("delete");
+    assert_eq!(
+        tagged("todo").await,
+        (vec![retagged.id], 1),
+        "a deleted note leaves its tags"
+    );
+}
+
 database::backend_tests!(
+    the_tag_filter_follows_updates_and_deletes,
     a_page_token_belongs_to_the_caller_it_was_issued_to,
     pages_cover_every_note_once_newest_first,
     pages_stay_stable_when_notes_are_added_meanwhile,

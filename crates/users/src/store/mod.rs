@@ -60,6 +60,15 @@ pub trait UserStore: Clone + Send + Sync + 'static {
     fn check_writable(&self) -> impl Future<Output = Result<(), String>> + Send;
 }
 
+/// A unique violation on insert or update of an account can only be its email key: the
+/// caller's doing (ALREADY_EXISTS), never INTERNAL.
+pub(crate) fn unique_violation_is_email(error: sqlx::Error) -> Error {
+    match database::classify(&error) {
+        database::Failure::UniqueViolation => Error::EmailTaken,
+        database::Failure::Unavailable | database::Failure::Other => Error::Database(error),
+    }
+}
+
 /// The current time at the precision stores keep, so that what a write returns equals what
 /// a later read returns.
 pub(crate) fn now() -> SystemTime {

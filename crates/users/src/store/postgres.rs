@@ -8,7 +8,7 @@ use sqlx::Postgres;
 use sqlx::pool::PoolConnection;
 use uuid::Uuid;
 
-use super::{UserStore, from_micros, to_micros};
+use super::{UserStore, from_micros, to_micros, unique_violation_is_email};
 use crate::domain::{DisplayName, Email, User, UserChanges, UserId, Version};
 use crate::error::Error;
 
@@ -55,13 +55,6 @@ impl From<UserRow> for User {
 }
 
 const USER_COLUMNS: &str = "id, email, display_name, version, create_time, update_time";
-
-fn unique_violation_is_email(error: sqlx::Error) -> Error {
-    match database::classify(&error) {
-        database::Failure::UniqueViolation => Error::EmailTaken,
-        database::Failure::Unavailable | database::Failure::Other => Error::Database(error),
-    }
-}
 
 impl UserStore for PostgresUserStore {
     async fn insert(&self, user: &User, password_hash: &str) -> Result<(), Error> {

@@ -6,7 +6,7 @@ use database::{PoolConfig, SqliteDatabase};
 use sqlx::Sqlite;
 use sqlx::pool::PoolConnection;
 
-use super::{UserStore, from_micros, to_micros};
+use super::{UserStore, from_micros, to_micros, unique_violation_is_email};
 use crate::domain::{DisplayName, Email, User, UserChanges, UserId, Version};
 use crate::error::Error;
 
@@ -53,15 +53,6 @@ impl TryFrom<UserRow> for User {
             create_time: from_micros(row.create_time),
             update_time: from_micros(row.update_time),
         })
-    }
-}
-
-fn unique_violation_is_email(error: sqlx::Error) -> Error {
-    match &error {
-        sqlx::Error::Database(database_error) if database_error.is_unique_violation() => {
-            Error::EmailTaken
-        }
-        _ => Error::Database(error),
     }
 }
 
