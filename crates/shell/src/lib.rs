@@ -9,6 +9,8 @@ mod admission;
 mod config;
 mod drain;
 mod health;
+#[cfg(feature = "testing")]
+mod in_memory;
 mod internal;
 mod normalize;
 mod reflection;
@@ -27,6 +29,8 @@ use tonic::transport::server::TcpIncoming;
 
 pub use config::ServeConfig;
 pub use health::{LIVENESS, ReadinessProbe};
+#[cfg(feature = "testing")]
+pub use in_memory::{InMemory, spawn_in_memory};
 pub use internal::internal_error;
 pub use signal::shutdown_signal;
 pub use spawn::{Spawned, spawn};
@@ -83,6 +87,33 @@ pub async fn serve(
     config: &ServeConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
+    let local_addr = listener
+        .local_addr()
+        .map(|address| address.to_string())
+        .unwrap_or_default();
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    serve_connections(incoming, &local_addr, definition, config, shutdown).await
+}
+
+/// [`serve`] over any stream of connections: a TCP listener's, or in-memory pipes for tests
+/// whose clock is paused (a real socket lets a paused clock jump while bytes are in flight).
+async fn serve_connections<Connections, Connection, AcceptError>(
+    incoming: Connections,
+    local_addr: &str,
+    definition: ServiceDefinition,
+    config: &ServeConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError>
+where
+    Connections: futures_util::Stream<Item = Result<Connection, AcceptError>>,
+    Connection: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+    AcceptError: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let ServiceDefinition {
         name,
         routes,
@@ -90,10 +121,6 @@ pub async fn serve(
         descriptor_sets,
         readiness,
     } = definition;
-    let local_addr = listener
-        .local_addr()
-        .map(|address| address.to_string())
-        .unwrap_or_default();
 
     let health = health::Health::new(name).await;
     let (health_service, readiness_task) = health.serve(readiness, config.readiness_interval);
@@ -129,10 +156,7 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
-            stop_accepting.clone().cancelled_owned(),
-        );
+        .serve_with_incoming_shutdown(incoming, stop_accepting.clone().cancelled_owned());
     tokio::pin!(server);
     tracing::info!(service = name, address = %local_addr, "serving");
 

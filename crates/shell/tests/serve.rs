@@ -4,6 +4,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use futures_util::future::BoxFuture;
 use shell::{ServeConfig, ServeError, ServiceDefinition};
 use tokio::sync::{Semaphore, mpsc};
@@ -13,9 +15,9 @@ use tonic::server::{NamedService, UnaryService};
 use tonic::service::Routes;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
-use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 use tonic_prost::ProstCodec;
 
 const SERVICE: &str = "test.v1.SlowService";
@@ -75,16 +77,54 @@ impl tower_service::Service<http::Request<Body>> for SlowService {
     }
 }
 
+/// Where the test server listens.
+enum Server {
+    /// A real TCP port: what production does.
+    Tcp(shell::Spawned),
+    /// In-memory pipes, for tests on a paused clock (see `shell::spawn_in_memory`).
+    InMemory(shell::InMemory),
+}
+
+impl Server {
+    async fn stop(self) -> Result<(), ServeError> {
+        match self {
+            Server::Tcp(server) => server.stop().await,
+            Server::InMemory(server) => server.stop().await,
+        }
+    }
+}
+
 struct TestServer {
     channel: Channel,
     gate: Arc<Semaphore>,
     entered: mpsc::UnboundedReceiver<()>,
     ready: Arc<AtomicBool>,
-    server: shell::Spawned,
+    server: Server,
 }
 
 impl TestServer {
+    /// On a TCP port.
     async fn spawn(config: ServeConfig) -> Self {
+        let (definition, test_server) = Self::definition();
+        let server = shell::spawn(definition, config).await.expect("bind port 0");
+        // The listener is bound already: connecting cannot race the server's start.
+        let channel = Channel::from_shared(server.url())
+            .expect("valid uri")
+            .connect()
+            .await
+            .expect("connect");
+        test_server(channel, Server::Tcp(server))
+    }
+
+    /// On in-memory connections, for tests whose clock is paused: time moves only when every
+    /// task waits on a timer, so durations are exact and cost no wall-clock time.
+    fn spawn_in_memory(config: ServeConfig) -> Self {
+        let (definition, test_server) = Self::definition();
+        let server = shell::spawn_in_memory(definition, config);
+        test_server(server.channel(), Server::InMemory(server))
+    }
+
+    fn definition() -> (ServiceDefinition, impl FnOnce(Channel, Server) -> Self) {
         let gate = Arc::new(Semaphore::new(0));
         let (entered_sender, entered) = mpsc::unbounded_channel();
         let ready = Arc::new(AtomicBool::new(true));
@@ -108,20 +148,14 @@ impl TestServer {
                 })
             })),
         };
-        let server = shell::spawn(definition, config).await.expect("bind port 0");
-        // The listener is bound already: connecting cannot race the server's start.
-        let channel = Channel::from_shared(server.url())
-            .expect("valid uri")
-            .connect()
-            .await
-            .expect("connect");
-        Self {
+        let test_server = move |channel, server| Self {
             channel,
             gate,
             entered,
             ready,
             server,
-        }
+        };
+        (definition, test_server)
     }
 
     fn health(&self) -> HealthClient<Channel> {
@@ -177,6 +211,25 @@ fn config() -> ServeConfig {
     }
 }
 
+/// Production-like durations: on a paused clock they cost nothing.
+fn paused_config() -> ServeConfig {
+    ServeConfig {
+        drain_delay: Duration::from_secs(5),
+        shutdown_grace: Duration::from_secs(10),
+        readiness_interval: Duration::from_secs(5),
+        ..ServeConfig::default()
+    }
+}
+
+async fn next_status(watch: &mut tonic::Streaming<HealthCheckResponse>) -> ServingStatus {
+    tokio::time::timeout(PATIENCE, watch.message())
+        .await
+        .expect("a status change")
+        .expect("message")
+        .expect("open")
+        .status()
+}
+
 #[tokio::test]
 async fn health_answers_for_the_process_the_service_and_liveness() {
     let server = TestServer::spawn(config()).await;
@@ -194,9 +247,11 @@ async fn health_answers_for_the_process_the_service_and_liveness() {
     assert_eq!(unknown.code(), Code::NotFound);
 }
 
-#[tokio::test]
-async fn readiness_follows_the_probe_and_liveness_does_not() {
-    let server = TestServer::spawn(config()).await;
+#[tokio::test(start_paused = true)]
+async fn readiness_follows_the_probe_at_its_interval_and_liveness_does_not() {
+    let config = paused_config();
+    let interval = config.readiness_interval;
+    let server = TestServer::spawn_in_memory(config);
     let mut watch = server
         .health()
         .watch(HealthCheckRequest {
@@ -205,25 +260,16 @@ async fn readiness_follows_the_probe_and_liveness_does_not() {
         .await
         .expect("watch")
         .into_inner();
-    assert_eq!(
-        watch
-            .message()
-            .await
-            .expect("message")
-            .expect("open")
-            .status(),
-        ServingStatus::Serving
-    );
+    assert_eq!(next_status(&mut watch).await, ServingStatus::Serving);
 
+    // The probe fails from now on: readiness follows at the next probe, not before.
+    let failing_since = Instant::now();
     server.ready.store(false, Ordering::SeqCst);
-    assert_eq!(
-        watch
-            .message()
-            .await
-            .expect("message")
-            .expect("open")
-            .status(),
-        ServingStatus::NotServing
+    assert_eq!(next_status(&mut watch).await, ServingStatus::NotServing);
+    let noticed_after = failing_since.elapsed();
+    assert!(
+        noticed_after > Duration::ZERO && noticed_after <= interval,
+        "noticed after {noticed_after:?}, probing every {interval:?}"
     );
     assert_eq!(
         server.check(SERVICE).await.expect("check"),
@@ -234,25 +280,21 @@ async fn readiness_follows_the_probe_and_liveness_does_not() {
         ServingStatus::Serving
     );
 
+    let passing_since = Instant::now();
     server.ready.store(true, Ordering::SeqCst);
+    assert_eq!(next_status(&mut watch).await, ServingStatus::Serving);
     assert_eq!(
-        watch
-            .message()
-            .await
-            .expect("message")
-            .expect("open")
-            .status(),
-        ServingStatus::Serving
+        passing_since.elapsed(),
+        interval,
+        "one interval after the last probe"
     );
 }
 
-#[tokio::test]
-async fn drain_turns_readiness_off_finishes_in_flight_calls_and_ends_streams() {
-    let mut server = TestServer::spawn(ServeConfig {
-        drain_delay: Duration::from_millis(300),
-        ..config()
-    })
-    .await;
+#[tokio::test(start_paused = true)]
+async fn drain_turns_readiness_off_serves_for_the_delay_then_ends_streams_and_finishes_calls() {
+    let config = paused_config();
+    let drain_delay = config.drain_delay;
+    let mut server = TestServer::spawn_in_memory(config);
     let in_flight = server.start_slow_call().await;
     let mut watch = server
         .health()
@@ -262,39 +304,29 @@ async fn drain_turns_readiness_off_finishes_in_flight_calls_and_ends_streams() {
         .await
         .expect("watch")
         .into_inner();
+    assert_eq!(next_status(&mut watch).await, ServingStatus::Serving);
+
+    let health = server.health();
+    let drain_started = Instant::now();
+    let (served, gate, _channel) = server.shut_down();
+
+    // Readiness turns off at once; liveness stays on.
+    assert_eq!(next_status(&mut watch).await, ServingStatus::NotServing);
+    assert_eq!(drain_started.elapsed(), Duration::ZERO);
     assert_eq!(
-        watch
-            .message()
-            .await
-            .expect("message")
-            .expect("open")
-            .status(),
+        check(&health, "liveness").await.expect("check"),
         ServingStatus::Serving
     );
 
-    let health = server.health();
-    let (served, gate, _channel) = server.shut_down();
-
-    // Readiness turns off at once, while calls are still being served; liveness stays on.
-    assert_eq!(
-        watch
-            .message()
-            .await
-            .expect("message")
-            .expect("open")
-            .status(),
-        ServingStatus::NotServing
-    );
+    // Up to the last moment of the delay, new calls are still served and streams stay open.
+    tokio::time::advance(drain_delay - Duration::from_millis(1)).await;
     assert_eq!(
         check(&health, "")
             .await
             .expect("still serving during the delay"),
         ServingStatus::NotServing
     );
-    assert_eq!(
-        check(&health, "liveness").await.expect("check"),
-        ServingStatus::Serving
-    );
+    assert!(!served.is_finished());
 
     // Once the delay is over, streams end with UNAVAILABLE so clients resume elsewhere.
     let ended = tokio::time::timeout(PATIENCE, watch.message())
@@ -302,6 +334,7 @@ async fn drain_turns_readiness_off_finishes_in_flight_calls_and_ends_streams() {
         .expect("the stream ends")
         .expect_err("ends with a status");
     assert_eq!(ended.code(), Code::Unavailable);
+    assert_eq!(drain_started.elapsed(), drain_delay);
 
     // The call that was in flight completes normally.
     gate.add_permits(1);
@@ -315,22 +348,50 @@ async fn drain_turns_readiness_off_finishes_in_flight_calls_and_ends_streams() {
         .expect("serve returns after the drain")
         .expect("task")
         .expect("clean drain");
+    assert_eq!(
+        drain_started.elapsed(),
+        drain_delay,
+        "no wait past the calls"
+    );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn drain_gives_up_on_calls_still_running_after_the_grace_period() {
-    let mut server = TestServer::spawn(ServeConfig {
-        shutdown_grace: Duration::from_millis(200),
-        ..config()
-    })
-    .await;
+    let config = paused_config();
+    let grace = config.shutdown_grace;
+    let mut server = TestServer::spawn_in_memory(config);
     let _stuck = server.start_slow_call().await;
+    let mut watch = server
+        .health()
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    assert_eq!(next_status(&mut watch).await, ServingStatus::Serving);
     let (served, _gate, _channel) = server.shut_down();
+
+    // Streams are cut off when the drain delay is over, the moment the grace period starts.
+    assert_eq!(next_status(&mut watch).await, ServingStatus::NotServing);
+    let cut_off = tokio::time::timeout(PATIENCE, watch.message())
+        .await
+        .expect("the stream ends")
+        .expect_err("ends with a status");
+    assert_eq!(cut_off.code(), Code::Unavailable);
+    let grace_started = Instant::now();
+
+    tokio::time::advance(grace - Duration::from_millis(1)).await;
+    assert!(
+        !served.is_finished(),
+        "the call gets its whole grace period"
+    );
     tokio::time::timeout(PATIENCE, served)
         .await
         .expect("serve returns although a call never finishes")
         .expect("task")
         .expect("a drain that ran out of time is still a clean exit");
+    assert_eq!(grace_started.elapsed(), grace);
 }
 
 #[tokio::test]

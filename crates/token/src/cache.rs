@@ -34,6 +34,13 @@ impl VerifiedTokens {
         (now < verified.valid_until).then(|| verified.principal.clone())
     }
 
+    #[cfg(test)]
+    pub(crate) fn contains(&self, token: &str) -> bool {
+        self.entries
+            .lock()
+            .is_ok_and(|entries| entries.contains_key(token))
+    }
+
     pub(crate) fn insert(&self, token: &str, principal: &Principal, expires_at: u64) {
         let Ok(mut entries) = self.entries.lock() else {
             return;
@@ -45,10 +52,20 @@ impl VerifiedTokens {
             token.into(),
             Verified {
                 principal: principal.clone(),
-                valid_until: expires_at.saturating_add(LEEWAY_SECONDS),
+                valid_until: valid_until(expires_at),
             },
         );
     }
+}
+
+/// Whether a token whose `exp` is `expires_at` is still accepted at `now`: RFC 7519 wants
+/// `now` before `exp`, and the clock skew between the gateway and the services is tolerated.
+pub(crate) fn still_valid(expires_at: u64, now: u64) -> bool {
+    now < valid_until(expires_at)
+}
+
+fn valid_until(expires_at: u64) -> u64 {
+    expires_at.saturating_add(LEEWAY_SECONDS)
 }
 
 #[cfg(test)]

@@ -126,6 +126,10 @@ pub struct Verifier {
     key: DecodingKey,
     validation: Validation,
     verified: cache::VerifiedTokens,
+    /// Seconds since the Unix epoch. The system clock, except in tests that move time on.
+    /// Both paths read expiry against it: a token served from the cache and one checked anew
+    /// expire at the same moment.
+    clock: Box<dyn Fn() -> u64 + Send + Sync>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -136,26 +140,35 @@ impl std::fmt::Debug for Verifier {
 
 impl Verifier {
     pub fn new(key: &VerifyingKey) -> Self {
+        Self::with_clock(key, || unix_seconds(SystemTime::now()))
+    }
+
+    fn with_clock(key: &VerifyingKey, clock: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
         crypto::install();
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_issuer(&[ISSUER]);
         validation.set_audience(&[USER_AUDIENCE, SERVICE_AUDIENCE]);
         validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
-        validation.leeway = LEEWAY_SECONDS;
+        // `exp` is checked in `verify`, against `clock`: jsonwebtoken reads the system clock.
+        validation.validate_exp = false;
         Self {
             key: key.decoding_key(),
             validation,
             verified: cache::VerifiedTokens::default(),
+            clock: Box::new(clock),
         }
     }
 
     /// Verifies a compact JWT and says whom it acts for.
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
-        let now = unix_seconds(SystemTime::now());
+        let now = (self.clock)();
         if let Some(principal) = self.verified.get(token, now) {
             return Ok(principal);
         }
         let (principal, expires_at) = self.verify_signature(token)?;
+        if !cache::still_valid(expires_at, now) {
+            return Err(AuthError::Expired);
+        }
         self.verified.insert(token, &principal, expires_at);
         Ok(principal)
     }
@@ -302,20 +315,53 @@ mod tests {
         assert_eq!(verifier.verify(token), Err(AuthError::Invalid));
     }
 
-    #[test]
-    fn a_cached_token_is_still_checked_for_expiry() {
-        let (issuer, verifier) = key_pair();
-        let token = issuer.sign(&claims(USER_AUDIENCE, -3600)).expect("sign");
+    /// A verifier whose clock starts at `start` (Unix seconds) and moves with tokio's clock,
+    /// so a paused test decides when time passes.
+    fn verifier_on_tokio_time(signing_key: &SigningKey, start: u64) -> Verifier {
+        let started = tokio::time::Instant::now();
+        Verifier::with_clock(&signing_key.verifying_key(), move || {
+            start + started.elapsed().as_secs()
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cached_token_is_still_checked_for_expiry() {
+        const NOW: u64 = 1_800_000_000;
+        const TTL: u64 = 600;
+        let signing_key = SigningKey::generate().expect("system randomness");
+        let issuer = Issuer::new(&signing_key, Duration::from_secs(TTL));
+        let verifier = verifier_on_tokio_time(&signing_key, NOW);
+        let signed_at = |iat: u64| {
+            issuer
+                .sign(&Claims {
+                    iss: ISSUER.into(),
+                    aud: USER_AUDIENCE.into(),
+                    sub: "user-1".into(),
+                    iat,
+                    exp: iat + TTL,
+                })
+                .expect("sign")
+        };
+        let token = signed_at(NOW);
+        let user = Principal::User {
+            user_id: "user-1".into(),
+        };
+
+        assert_eq!(verifier.verify(&token), Ok(user.clone()), "checked anew");
+        assert!(verifier.verified.contains(&token), "and remembered");
+
+        // The last second of validity, clock skew included: still served from the cache.
+        tokio::time::advance(Duration::from_secs(TTL + LEEWAY_SECONDS - 1)).await;
+        assert_eq!(verifier.verify(&token), Ok(user));
+
+        tokio::time::advance(Duration::from_secs(1)).await;
         assert_eq!(verifier.verify(&token), Err(AuthError::Expired));
-        let fresh = issuer.user_token("user-1").expect("sign").token;
-        assert!(verifier.verify(&fresh).is_ok());
-        assert!(
-            verifier.verify(&fresh).is_ok(),
-            "second time from the cache"
-        );
+
         // A tampered copy is a different token: never served from the cache.
-        let mut tampered = fresh.clone();
+        let valid = signed_at(NOW + TTL + LEEWAY_SECONDS);
+        let mut tampered = valid.clone();
         tampered.push('A');
+        assert!(verifier.verify(&valid).is_ok());
         assert!(verifier.verify(&tampered).is_err());
     }
 

@@ -21,7 +21,7 @@ async fn check(health: &mut HealthClient<Channel>, service: &str) -> ServingStat
 
 #[tokio::test]
 async fn sigterm_drains_in_flight_calls_and_exits_zero() {
-    let mut up = Up::start(&["--drain-delay", "2s", "--shutdown-grace", "10s"]);
+    let mut up = Up::start(&["--drain-delay", "2s", "--shutdown-grace", "10s"]).await;
     let channel = up.channel().await;
     let mut health = HealthClient::new(channel.clone());
     let mut watch = health
@@ -84,7 +84,7 @@ async fn sigterm_drains_in_flight_calls_and_exits_zero() {
 
 #[tokio::test]
 async fn a_call_that_never_finishes_does_not_hold_the_exit() {
-    let mut up = Up::start(&["--drain-delay", "0s", "--shutdown-grace", "500ms"]);
+    let mut up = Up::start(&["--drain-delay", "0s", "--shutdown-grace", "500ms"]).await;
     let channel = up.channel().await;
     let (_never_released, _stuck) =
         held_call::<proto::gateway::LoginRequest, proto::gateway::LoginResponse>(
@@ -98,7 +98,7 @@ async fn a_call_that_never_finishes_does_not_hold_the_exit() {
     check(&mut health, "").await;
     up.terminate();
     assert_eq!(up.exit_status().await.code(), Some(0));
-    let logs = up.logs();
+    let logs = up.logs.all().await;
     assert!(
         logs.lines()
             .any(|line| line.contains("shutdown grace period over")

@@ -1,11 +1,14 @@
 //! Running the real binary as an operator does.
+//!
+//! A child's stdout and stderr are pipes read line by line as the child writes them; tests
+//! wait on those lines (its banner, its "serving" log line) and on its exit, never on a poll.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Request;
 use tonic::transport::Channel;
@@ -15,22 +18,99 @@ pub(crate) const BINARY: &str = env!("CARGO_BIN_EXE_notesuite");
 /// Upper bound for waits that must end; only a hang reaches it.
 pub(crate) const PATIENCE: Duration = Duration::from_secs(30);
 
+/// The lines a child writes to one of its pipes, as they come.
+#[derive(Debug, Clone)]
+pub(crate) struct Lines(watch::Receiver<Vec<String>>);
+
+impl Lines {
+    /// Reads `pipe` on a thread of its own, so the child never blocks on a full pipe whatever
+    /// the test is doing. The channel closes when the child closes its end (at exit).
+    fn capture(pipe: std::io::PipeReader) -> Self {
+        let (sender, receiver) = watch::channel(Vec::new());
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                sender.send_modify(|lines| lines.push(line));
+            }
+        });
+        Self(receiver)
+    }
+
+    /// Everything read so far.
+    pub(crate) fn text(&self) -> String {
+        self.0.borrow().join("\n")
+    }
+
+    /// Waits until `done` holds for the lines read so far; `None` if the child closed the pipe
+    /// (exited) first.
+    pub(crate) async fn wait_for(&self, done: impl Fn(&[String]) -> bool) -> Option<Vec<String>> {
+        let mut receiver = self.0.clone();
+        let waited = tokio::time::timeout(PATIENCE, receiver.wait_for(|lines| done(lines))).await;
+        match waited {
+            Ok(Ok(lines)) => Some(lines.clone()),
+            Ok(Err(_closed)) => None,
+            Err(_) => panic!("waited {PATIENCE:?} for a line; got:\n{}", self.text()),
+        }
+    }
+
+    /// Waits for the first JSON log entry that `matches`.
+    pub(crate) async fn wait_for_entry(
+        &self,
+        matches: impl Fn(&serde_json::Value) -> bool,
+    ) -> Option<serde_json::Value> {
+        let find = |lines: &[String]| {
+            lines.iter().find_map(|line| {
+                let entry: serde_json::Value = serde_json::from_str(line).ok()?;
+                matches(&entry).then_some(entry)
+            })
+        };
+        let lines = self.wait_for(|lines| find(lines).is_some()).await?;
+        find(&lines)
+    }
+
+    /// Everything the child wrote, once it has closed the pipe.
+    pub(crate) async fn all(&self) -> String {
+        // Nothing satisfies `|_| false`: this returns when the pipe closes.
+        let _ = self.wait_for(|_| false).await;
+        self.text()
+    }
+}
+
+/// Spawns `command` with stdout and stderr captured; the child is killed on drop.
+fn spawn(command: Command) -> (tokio::process::Child, Lines, Lines) {
+    let (stdout, stdout_writer) = std::io::pipe().expect("pipe");
+    let (stderr, stderr_writer) = std::io::pipe().expect("pipe");
+    let mut command = tokio::process::Command::from(command);
+    command
+        .stdin(Stdio::null())
+        .stdout(stdout_writer)
+        .stderr(stderr_writer)
+        .kill_on_drop(true);
+    let child = command.spawn().expect("spawn notesuite");
+    // The command holds the parent's copies of the write ends: without dropping them the
+    // pipes would never report the child's exit.
+    drop(command);
+    (child, Lines::capture(stdout), Lines::capture(stderr))
+}
+
 /// `notesuite up` on ports 0, killed on drop.
 pub(crate) struct Up {
-    pub(crate) child: Child,
+    child: tokio::process::Child,
     pub(crate) gateway: SocketAddr,
     pub(crate) metrics: Option<SocketAddr>,
     pub(crate) data_dir: tempfile::TempDir,
+    pub(crate) logs: Lines,
 }
 
 impl Up {
-    pub(crate) fn start(extra_args: &[&str]) -> Self {
-        Self::start_with_env(extra_args, &[])
+    pub(crate) async fn start(extra_args: &[&str]) -> Self {
+        Self::start_with_env(extra_args, &[]).await
     }
 
-    pub(crate) fn start_with_env(extra_args: &[&str], env: &[(&str, &str)]) -> Self {
+    pub(crate) async fn start_with_env(extra_args: &[&str], env: &[(&str, &str)]) -> Self {
         let data_dir = tempfile::tempdir().expect("temp dir");
-        let mut child = Command::new(BINARY)
+        let mut command = Command::new(BINARY);
+        command
             .arg("up")
             .arg("--data-dir")
             .arg(data_dir.path())
@@ -47,19 +127,22 @@ impl Up {
             .args(extra_args)
             .env("RUST_LOG", "warn")
             .env("NOTESUITE_LOG_FORMAT", "json")
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(
-                std::fs::File::create(data_dir.path().join("stderr.log")).expect("log file"),
-            ))
-            .spawn()
-            .expect("spawn notesuite up");
-        let stdout = child.stdout.take().expect("stdout");
+            .envs(env.iter().copied());
+        let (child, stdout, logs) = spawn(command);
+        // The banner comes after the ports are bound.
+        let banner = stdout
+            .wait_for(|lines| {
+                lines
+                    .iter()
+                    .any(|line| line.starts_with("Ctrl-C stops the suite"))
+            })
+            .await;
+        let Some(banner) = banner else {
+            panic!("notesuite up did not start: {}", logs.all().await);
+        };
         let mut gateway = None;
         let mut metrics = None;
-        // The banner comes after the ports are bound: no polling needed.
-        for line in BufReader::new(stdout).lines() {
-            let line = line.expect("banner line");
+        for line in banner {
             if let Some(rest) = line.trim_start().strip_prefix("gateway") {
                 let address = rest.split_whitespace().next().expect("address");
                 gateway = Some(address.parse().expect("socket address"));
@@ -71,21 +154,18 @@ impl Up {
                     .trim_end_matches("/metrics");
                 metrics = Some(address.parse().expect("metrics address"));
             }
-            if line.starts_with("Ctrl-C stops the suite") {
-                break;
-            }
         }
-        let Some(gateway) = gateway else {
-            let logs =
-                std::fs::read_to_string(data_dir.path().join("stderr.log")).unwrap_or_default();
-            panic!("notesuite up did not start: {logs}");
-        };
         Self {
             child,
-            gateway,
+            gateway: gateway.expect("the banner names the gateway"),
             metrics,
             data_dir,
+            logs,
         }
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id().expect("the process is still running")
     }
 
     pub(crate) async fn channel(&self) -> Channel {
@@ -96,35 +176,20 @@ impl Up {
             .expect("connect")
     }
 
-    pub(crate) fn logs(&self) -> String {
-        std::fs::read_to_string(self.data_dir.path().join("stderr.log")).expect("read logs")
-    }
-
     pub(crate) fn terminate(&self) {
         let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args(["-TERM", &self.pid().to_string()])
             .status()
             .expect("kill");
         assert!(status.success());
     }
 
-    /// Waits for the process to exit, without blocking the async runtime.
+    /// Waits for the process to exit.
     pub(crate) async fn exit_status(&mut self) -> ExitStatus {
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status;
-            }
-            assert!(started.elapsed() < PATIENCE, "the process did not exit");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        tokio::time::timeout(PATIENCE, self.child.wait())
+            .await
+            .expect("the process exits")
+            .expect("wait")
     }
 }
 
@@ -174,44 +239,31 @@ pub(crate) fn run(args: &[&str]) -> (Option<i32>, String) {
 
 /// One service subcommand (`users`, `notes`, `gateway`) as its own process, killed on drop.
 pub(crate) struct Service {
-    child: Child,
+    _child: tokio::process::Child,
     pub(crate) address: SocketAddr,
 }
 
 impl Service {
     /// Starts `notesuite <args>` with `env`, and waits for its "serving" log line, which comes
     /// once its port is bound.
-    pub(crate) fn start(args: &[&str], env: &[(&str, String)], log_dir: &std::path::Path) -> Self {
-        let log_path = log_dir.join(format!("{}.log", args[0]));
-        let child = Command::new(BINARY)
+    pub(crate) async fn start(args: &[&str], env: &[(&str, String)]) -> Self {
+        let mut command = Command::new(BINARY);
+        command
             .args(args)
             .envs(env.iter().map(|(name, value)| (*name, value.as_str())))
             .env("NOTESUITE_LOG_FORMAT", "json")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(
-                std::fs::File::create(&log_path).expect("log file"),
-            ))
-            .spawn()
-            .expect("spawn notesuite");
-        let started = Instant::now();
-        let address = loop {
-            let logs = std::fs::read_to_string(&log_path).unwrap_or_default();
-            let serving = logs.lines().find_map(|line| {
-                let entry: serde_json::Value = serde_json::from_str(line).ok()?;
-                (entry["message"] == "serving")
-                    .then(|| entry["address"].as_str().map(str::to_owned))?
-            });
-            if let Some(address) = serving {
-                break address.parse().expect("socket address");
-            }
-            assert!(
-                started.elapsed() < PATIENCE,
-                "{args:?} did not start: {logs}"
-            );
-            std::thread::sleep(Duration::from_millis(10));
+            .env("RUST_LOG", "info");
+        let (child, _stdout, logs) = spawn(command);
+        let serving = logs
+            .wait_for_entry(|entry| entry["message"] == "serving")
+            .await;
+        let Some(address) = serving.as_ref().and_then(|entry| entry["address"].as_str()) else {
+            panic!("{args:?} did not start: {}", logs.all().await);
         };
-        Self { child, address }
+        Self {
+            _child: child,
+            address: address.parse().expect("socket address"),
+        }
     }
 
     pub(crate) fn url(&self) -> String {
@@ -224,13 +276,6 @@ impl Service {
             .connect()
             .await
             .expect("connect")
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
