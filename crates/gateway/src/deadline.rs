@@ -26,7 +26,9 @@ impl Deadline {
 
     /// The deadline a `grpc-timeout` value sets, or `default` from now without one.
     pub(crate) fn from_grpc_timeout(grpc_timeout: Option<&str>, default: Duration) -> Self {
-        let timeout = grpc_timeout.and_then(parse_grpc_timeout).unwrap_or(default);
+        let timeout = grpc_timeout
+            .and_then(shell::parse_grpc_timeout)
+            .unwrap_or(default);
         Self(Instant::now() + timeout)
     }
 
@@ -44,24 +46,6 @@ impl Deadline {
             headers.insert(GRPC_TIMEOUT, value);
         }
     }
-}
-
-/// `grpc-timeout` is at most 8 digits followed by a unit (H, M, S, m, u, n).
-fn parse_grpc_timeout(raw: &str) -> Option<Duration> {
-    let (digits, unit) = raw.split_at_checked(raw.len().checked_sub(1)?)?;
-    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
-        return None;
-    }
-    let amount: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(amount * 3600),
-        "M" => Duration::from_secs(amount * 60),
-        "S" => Duration::from_secs(amount),
-        "m" => Duration::from_millis(amount),
-        "u" => Duration::from_micros(amount),
-        "n" => Duration::from_nanos(amount),
-        _ => return None,
-    })
 }
 
 /// The most precise unit whose value fits in 8 digits.
@@ -83,33 +67,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_every_unit() {
-        assert_eq!(parse_grpc_timeout("2H"), Some(Duration::from_secs(7200)));
-        assert_eq!(parse_grpc_timeout("3M"), Some(Duration::from_secs(180)));
-        assert_eq!(parse_grpc_timeout("5S"), Some(Duration::from_secs(5)));
-        assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
-        assert_eq!(
-            parse_grpc_timeout("99999999u"),
-            Some(Duration::from_micros(99_999_999))
-        );
-        assert_eq!(parse_grpc_timeout("10n"), Some(Duration::from_nanos(10)));
-    }
-
-    #[test]
-    fn rejects_malformed_values() {
-        for raw in ["", "S", "123456789S", "12x", "-1S", "1.5S", "é"] {
-            assert_eq!(parse_grpc_timeout(raw), None, "{raw:?}");
-        }
-    }
-
-    #[test]
     fn encoding_round_trips_within_precision() {
         for timeout in [
             Duration::from_micros(1500),
             Duration::from_secs(250),
             Duration::from_secs(400_000),
         ] {
-            let parsed = parse_grpc_timeout(&encode_grpc_timeout(timeout)).expect("parses");
+            let parsed = shell::parse_grpc_timeout(&encode_grpc_timeout(timeout)).expect("parses");
             assert!(
                 parsed <= timeout && timeout - parsed < Duration::from_secs(1),
                 "{timeout:?}"

@@ -56,6 +56,15 @@ impl From<Error> for Status {
 /// knows best. A bare UNAVAILABLE or UNKNOWN comes from the transport (connection refused,
 /// reset) and says so in our own terms.
 fn backend_status(service: &'static str, status: Status) -> Status {
+    // The gateway's own client gave up when the call's deadline passed (tonic's client says
+    // CANCELLED "Timeout expired"): the caller's deadline answered, not a cancellation.
+    if status.code() == Code::Cancelled && status.details().is_empty() {
+        return error_status(
+            Code::DeadlineExceeded,
+            "DEADLINE_EXCEEDED",
+            format!("{service} did not answer before the call's deadline"),
+        );
+    }
     let from_transport =
         status.details().is_empty() && matches!(status.code(), Code::Unavailable | Code::Unknown);
     if !from_transport {

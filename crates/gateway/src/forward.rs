@@ -140,6 +140,15 @@ impl<R: Route> tower_service::Service<http::Request<Body>> for Forward<R> {
                 tokio::time::timeout_at(deadline.instant(), backend.oneshot(request)).await;
             Ok(match response {
                 Ok(Ok(response)) => response,
+                // The backend reset the call because its deadline passed: that is the
+                // deadline's answer, not an outage (a client retrying on UNAVAILABLE would
+                // retry a call that already timed out).
+                Ok(Err(_)) if deadline.remaining().is_zero() => error_status(
+                    Code::DeadlineExceeded,
+                    "DEADLINE_EXCEEDED",
+                    format!("{} did not answer before the deadline", R::NAME),
+                )
+                .into_http(),
                 Ok(Err(error)) => {
                     tracing::warn!(backend = R::NAME, %error, "backend call failed");
                     error_status(

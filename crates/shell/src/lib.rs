@@ -7,6 +7,7 @@
 
 mod admission;
 mod config;
+mod deadline;
 mod drain;
 mod health;
 #[cfg(feature = "testing")]
@@ -28,6 +29,7 @@ use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
 
 pub use config::ServeConfig;
+pub use deadline::{deadline_exceeded, parse_grpc_timeout};
 pub use health::{LIVENESS, ReadinessProbe};
 #[cfg(feature = "testing")]
 pub use in_memory::{InMemory, spawn_in_memory};
@@ -150,6 +152,7 @@ where
         ))
         .layer(telemetry::ServerLayer::new(&methods))
         .layer(normalize::NormalizeLayer)
+        .layer(deadline::DeadlineLayer)
         .layer(drain::DrainLayer::new(&methods, end_streams.clone()))
         .layer(admission)
         .add_routes(routes)

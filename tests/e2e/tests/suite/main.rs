@@ -1,6 +1,7 @@
 //! End-to-end: the whole suite, called through the gateway as a client would.
 
 mod availability;
+mod deadlines;
 mod discovery;
 mod flow;
 mod trust;
