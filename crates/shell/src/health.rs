@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 use tonic::codec::CompressionEncoding;
 use tonic_health::ServingStatus;
 use tonic_health::pb::health_server::HealthServer;
+use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 use tonic_health::server::HealthReporter;
 
 /// Health name of the liveness check.
@@ -53,9 +54,9 @@ impl Health {
         HealthServer<impl tonic_health::pb::health_server::Health>,
         JoinHandle<()>,
     ) {
-        let service = HealthServer::new(tonic_health::server::HealthService::from_health_reporter(
-            self.reporter.clone(),
-        ))
+        let service = HealthServer::new(WatchUnknownAsGrpcDoes {
+            inner: tonic_health::server::HealthService::from_health_reporter(self.reporter.clone()),
+        })
         .accept_compressed(CompressionEncoding::Gzip)
         .accept_compressed(CompressionEncoding::Deflate);
         let health = self.clone();
@@ -106,6 +107,54 @@ impl Health {
     async fn set_readiness(&self, status: ServingStatus) {
         for name in ["", self.service_name] {
             self.reporter.set_service_status(name, status).await;
+        }
+    }
+}
+
+/// tonic-health, except that Watch for a name this process does not serve answers
+/// SERVICE_UNKNOWN and keeps the stream open, as the health protocol says and grpc-go does
+/// (tonic-health ends it with NOT_FOUND, which clients read as a broken server). Check keeps
+/// NOT_FOUND, as the protocol says. The names a process serves never change while it runs,
+/// so an unknown name stays unknown; nothing is registered for it, so clients cannot grow
+/// the table with names of their own.
+struct WatchUnknownAsGrpcDoes {
+    inner: tonic_health::server::HealthService,
+}
+
+type WatchStream = std::pin::Pin<
+    Box<dyn futures_util::Stream<Item = Result<HealthCheckResponse, tonic::Status>> + Send>,
+>;
+
+#[tonic::async_trait]
+impl tonic_health::pb::health_server::Health for WatchUnknownAsGrpcDoes {
+    async fn check(
+        &self,
+        request: tonic::Request<HealthCheckRequest>,
+    ) -> Result<tonic::Response<HealthCheckResponse>, tonic::Status> {
+        self.inner.check(request).await
+    }
+
+    type WatchStream = WatchStream;
+
+    async fn watch(
+        &self,
+        request: tonic::Request<HealthCheckRequest>,
+    ) -> Result<tonic::Response<WatchStream>, tonic::Status> {
+        use futures_util::StreamExt as _;
+        match self.inner.watch(request).await {
+            Ok(known) => Ok(tonic::Response::new(known.into_inner().boxed())),
+            Err(status) if status.code() == tonic::Code::NotFound => {
+                let unknown = HealthCheckResponse {
+                    status: tonic_health::pb::health_check_response::ServingStatus::ServiceUnknown
+                        as i32,
+                };
+                Ok(tonic::Response::new(
+                    futures_util::stream::once(async move { Ok(unknown) })
+                        .chain(futures_util::stream::pending())
+                        .boxed(),
+                ))
+            }
+            Err(status) => Err(status),
         }
     }
 }

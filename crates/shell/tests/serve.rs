@@ -248,6 +248,24 @@ async fn health_answers_for_the_process_the_service_and_liveness() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn watching_an_unknown_service_says_service_unknown_and_keeps_the_stream_open() {
+    let server = TestServer::spawn_in_memory(paused_config());
+    let mut watch = server
+        .health()
+        .watch(HealthCheckRequest {
+            service: "no.such.Service".into(),
+        })
+        .await
+        .expect("the watch is accepted, as the health protocol says")
+        .into_inner();
+    assert_eq!(next_status(&mut watch).await, ServingStatus::ServiceUnknown);
+    // Minutes later (a paused clock: no real wait, and well within the connection's maximum
+    // age) the stream is still open, with nothing new.
+    let later = tokio::time::timeout(Duration::from_secs(300), watch.message()).await;
+    assert!(later.is_err(), "the stream stays open and quiet: {later:?}");
+}
+
+#[tokio::test(start_paused = true)]
 async fn readiness_follows_the_probe_at_its_interval_and_liveness_does_not() {
     let config = paused_config();
     let interval = config.readiness_interval;
