@@ -59,8 +59,14 @@ impl PostgresDatabase {
                 let _ = connection.close().await;
             }
             Err(error) => {
-                // Not a graceful close: the server may be stuck; dropping the socket is
-                // enough for PostgreSQL to end the session and release its locks.
+                // Release the lock at once, so that another replica can go ahead now, not
+                // when the server notices the closed socket; if even that fails (the server
+                // is stuck), dropping the socket ends the session and its locks anyway.
+                let _ = tokio::time::timeout(
+                    config.connect_timeout,
+                    sqlx::raw_sql("SELECT pg_advisory_unlock_all()").execute(&mut connection),
+                )
+                .await;
                 drop(connection);
                 return Err(error);
             }
