@@ -55,8 +55,11 @@ class Notesuite:
         listen: str = "127.0.0.1:0",
         metrics_listen: str = "127.0.0.1:0",
         backends: tuple[Server, Server] | None = None,
+        database_url: str | None = None,
+        extra_args: tuple[str, ...] = (),
     ) -> list[str]:
-        """The command line of `service`; the gateway needs its (users, notes) backends."""
+        """The command line of `service`; the gateway needs its (users, notes) backends. users
+        and notes get a fresh SQLite file unless `database_url` names another database."""
         common = [
             str(self.binary), service,
             "--listen", listen,
@@ -75,12 +78,16 @@ class Notesuite:
                 "--jwt-private-key", str(self.keys_dir / "jwt-private.pem"),
                 # Tokens from one sign-up must outlive the longest scenario.
                 "--access-token-ttl", "24h",
+                *extra_args,
             ]  # fmt: skip
-        data_dir = Path(tempfile.mkdtemp(prefix=f"{service}-data-", dir=self.work_dir))
+        if database_url is None:
+            data_dir = Path(tempfile.mkdtemp(prefix=f"{service}-data-", dir=self.work_dir))
+            database_url = f"sqlite://{data_dir / f'{service}.db'}"
         return [
             *common,
-            "--database-url", f"sqlite://{data_dir / f'{service}.db'}",
+            "--database-url", database_url,
             "--jwt-public-key", str(self.keys_dir / "jwt-public.pem"),
+            *extra_args,
         ]  # fmt: skip
 
     def start(
@@ -90,10 +97,13 @@ class Notesuite:
         name: str | None = None,
         env: Mapping[str, str] | None = None,
         backends: tuple[Server, Server] | None = None,
+        database_url: str | None = None,
+        extra_args: tuple[str, ...] = (),
     ) -> Server:
         """Starts `service` on free ports and returns once it answers SERVING."""
         name = name or service
-        process = group.spawn(name, self.argv(service, backends=backends), SERVER_CORE, env)
+        argv = self.argv(service, backends=backends, database_url=database_url, extra_args=extra_args)
+        process = group.spawn(name, argv, SERVER_CORE, env)
         address, metrics_address = _bound_addresses(process)
         h2probe.wait_until_serving(address, STARTUP_TIMEOUT_S, lambda: not process.exited())
         return Server(name, process, address, metrics_address)
