@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .measure import Run
-from .scenarios import footprint, health, hop
+from .scenarios import footprint, health, hop, postgres
 from .scenarios.not_yet import NotRun
 from .stats import Selection, Stat, difference, paired, ratio, stat
 
@@ -50,6 +50,7 @@ def evaluate(runs: list[Run], with_peers: bool, scenarios: set[str], not_run: li
         *_health(runs, with_peers, health.NAME in scenarios),
         *_hop(runs, hop.NAME in scenarios),
         *_footprint(runs, footprint.NAME in scenarios),
+        *_postgres(runs, postgres.NAME in scenarios),
         *(Budget(item.budget, item.scenario, item.reason, NOT_RUN) for item in not_run),
     ]
 
@@ -117,6 +118,24 @@ def _footprint(runs: list[Run], ran: bool) -> list[Budget]:
                 continue
             budgets.append(limit.judge(budget, service, stat(runs, Selection(footprint.NAME, service), key)))
     return budgets
+
+
+def _postgres(runs: list[Run], ran: bool) -> list[Budget]:
+    """CreateNote through the gateway ≥ 0.7× pgbench's single-row insert rate, at each
+    concurrency, round by round."""
+    budget = "CreateNote on PostgreSQL ≥ 0.7× the database's single-row insert rate (pgbench)"
+    judged = []
+    for load in postgres.WRITE_LOADS:
+        subject = f"{postgres.CREATE_NOTE} @{load.in_flight}"
+        if not ran:
+            judged.append(Budget(budget, subject, _why_not(ran), NOT_RUN))
+            continue
+        ours = Selection(postgres.NAME, postgres.CREATE_NOTE, load.in_flight)
+        database = Selection(postgres.NAME, postgres.PGBENCH_SINGLE_ROW, load.in_flight)
+        judged.append(
+            Limit(operator.ge, 0.7, "×", 2).judge(budget, subject, paired(runs, ours, database, "rps", ratio))
+        )
+    return judged
 
 
 def _why_not(ran: bool) -> str:

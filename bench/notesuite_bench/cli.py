@@ -19,11 +19,11 @@ import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import budgets, plots, report, validity
+from . import budgets, pg, plots, report, validity
 from .context import Context, Progress
 from .measure import Run, Runner
 from .processes import LOAD_CORE, SERVER_CORE, pin_this_thread
-from .scenarios import footprint, health, hop, not_yet, telemetry
+from .scenarios import footprint, health, hop, not_yet, postgres, telemetry
 from .services import Notesuite, Peers
 from .stubs import Stubs
 
@@ -33,6 +33,7 @@ MEASURED = {
     hop.NAME: hop.run,
     telemetry.NAME: telemetry.run,
     footprint.NAME: footprint.run,
+    postgres.NAME: postgres.run,
 }
 SCENARIOS = (*MEASURED, not_yet.NAME)
 # Per measured h2load run, on top of warm-up and duration: settling, reading /proc and
@@ -74,6 +75,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         action="append",
         choices=SCENARIOS,
         help="run only this scenario (repeatable)",
+    )
+    parser.add_argument(
+        "--postgres",
+        default=pg.default_server(),
+        help="PostgreSQL server for the postgres scenario, which creates (and drops) databases of its own there "
+        "(default: $NOTESUITE_TEST_POSTGRES or %(default)s)",
     )
     parser.add_argument("--out", type=Path, help="results folder (default bench-results/<UTC timestamp>)")
     parser.add_argument(
@@ -125,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
 
     runs: list[Run] = []
     errors: list[str] = []
+    sections: dict[str, str] = {}
     stubs = None
     outcome = 0
     try:
@@ -141,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
             connections=args.connections,
             startup_repeats=args.startup_repeats,
             progress=progress,
+            postgres_url=args.postgres,
+            sections=sections,
         )
         for name in args.scenarios:
             if name not in MEASURED:
@@ -151,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as error:  # noqa: BLE001 (one broken scenario must not hide the others)
                 traceback.print_exc()
                 errors.append(f"{name}: {error!r}")
-            _write_results(args, out_dir, started, runs, errors, final=False)
+            _write_results(args, out_dir, started, runs, errors, sections, final=False)
     except KeyboardInterrupt:
         errors.append("interrupted")
         outcome = 130
@@ -165,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work_dir, ignore_errors=True)
 
     try:
-        markdown = _write_results(args, out_dir, started, runs, errors, final=True)
+        markdown = _write_results(args, out_dir, started, runs, errors, sections, final=True)
     except Exception as error:  # noqa: BLE001 (said below, with every other failure)
         traceback.print_exc()
         markdown = ""
@@ -236,6 +246,7 @@ def _planned_runs(args: argparse.Namespace, with_peers: bool) -> int:
         hop.NAME: hop.planned_runs(args.rounds),
         telemetry.NAME: telemetry.planned_runs(args.rounds),
         footprint.NAME: footprint.planned_runs(args.rounds, with_peers),
+        postgres.NAME: postgres.planned_runs(args.rounds),
     }
     return sum(planned.get(name, 0) for name in args.scenarios)
 
@@ -248,6 +259,7 @@ def _estimate_s(args: argparse.Namespace, with_peers: bool) -> float:
             (health.NAME, health.planned_runs(args.rounds, with_peers)),
             (hop.NAME, hop.planned_runs(args.rounds)),
             (telemetry.NAME, telemetry.planned_runs(args.rounds)),
+            (postgres.NAME, postgres.planned_runs(args.rounds)),
         )
         if name in args.scenarios
     )
@@ -260,7 +272,13 @@ def _estimate_s(args: argparse.Namespace, with_peers: bool) -> float:
 
 
 def _write_results(
-    args: argparse.Namespace, out_dir: Path, started: datetime, runs: list[Run], errors: list[str], final: bool
+    args: argparse.Namespace,
+    out_dir: Path,
+    started: datetime,
+    runs: list[Run],
+    errors: list[str],
+    sections: dict[str, str],
+    final: bool,
 ) -> str:
     with_peers = args.peers is not None
     not_run = not_yet.check(REPO_ROOT, args.binary) if not_yet.NAME in args.scenarios else []
@@ -271,7 +289,7 @@ def _write_results(
         machine=_machine(args),
         settings=_settings(args),
     )
-    markdown = report.markdown(header, runs, judged, not_run, args.scenarios)
+    markdown = report.markdown(header, runs, judged, not_run, args.scenarios, sections)
     if errors:
         markdown += "\n## Errors\n\n" + "\n".join(f"- {error}" for error in errors) + "\n"
     (out_dir / "results.md").write_text(markdown)
@@ -285,6 +303,7 @@ def _write_results(
         "runs": [dataclasses.asdict(run) | {"valid": run.valid} for run in runs],
         "budgets": [dataclasses.asdict(budget) for budget in judged],
         "not_run": [dataclasses.asdict(item) for item in not_run],
+        "sections": sections,
         "errors": errors,
     }
     (out_dir / "results.json").write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
@@ -310,7 +329,7 @@ def _machine(args: argparse.Namespace) -> dict[str, str]:
 
 
 def _settings(args: argparse.Namespace) -> dict[str, str]:
-    return {
+    settings = {
         "rounds": str(args.rounds),
         "measured run": f"{args.duration:g} s, after a {args.warmup:g} s warm-up run",
         "notesuite processes": "one per service, `--runtime auto` (current_thread under `taskset -c 1`), "
@@ -322,6 +341,12 @@ def _settings(args: argparse.Namespace) -> dict[str, str]:
         "idle connections": str(args.connections),
         "start-ups timed per server and round": str(args.startup_repeats),
     }
+    if postgres.NAME in args.scenarios:
+        settings["PostgreSQL"] = (
+            f"{pg.redacted(args.postgres)}, shared and not pinned by the harness (its processes run on both "
+            "cores); fresh databases with random names, dropped at the end"
+        )
+    return settings
 
 
 def _lscpu_model() -> str:

@@ -66,6 +66,11 @@ class Context:
     connections: int
     startup_repeats: int
     progress: Progress
+    # The PostgreSQL server scenarios create their databases on (pg.py).
+    postgres_url: str = ""
+    # Markdown a scenario adds to its section of results.md beyond its runs (e.g. a query
+    # plan), by scenario name.
+    sections: dict[str, str] = field(default_factory=dict)
 
     def process_group(self) -> ProcessGroup:
         return ProcessGroup(self.raw_dir / "logs")

@@ -6,7 +6,7 @@ import gzip
 import re
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +56,12 @@ class H2loadResult:
     timeout: int
     status_2xx: int
     output: str
+    # Values a driver measured besides the calls (none for h2load), added to the run's values.
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def environmental_problems(self) -> list[str]:
+        """Problems that only say the machine was busy: none that h2load itself can tell."""
+        return []
 
     def problems(self) -> list[str]:
         found = []
@@ -68,6 +74,20 @@ class H2loadResult:
         if self.status_2xx != self.done:
             found.append(f"h2load: {self.done - self.status_2xx} of {self.done} not HTTP 2xx")
         return found
+
+
+@dataclass(frozen=True)
+class H2load:
+    """The default driver of a measured run: h2load sending one fixed request."""
+
+    target: Target
+    load: Load
+
+    def run_for(self, duration_s: float) -> H2loadResult:
+        return run_for(self.target, self.load, duration_s)
+
+    def run_calls(self, calls: int, expected_s: float, log_file: Path) -> H2loadResult:
+        return run_calls(self.target, self.load, calls, expected_s, log_file)
 
 
 def run_for(target: Target, load: Load, duration_s: float) -> H2loadResult:

@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from . import h2probe, load, metrics
 from .services import Server
@@ -60,6 +61,31 @@ class Observed:
 Probe = Callable[[], str | None]
 
 
+class LoadResult(Protocol):
+    """What a driver reports of one run of calls (load.H2loadResult is one)."""
+
+    requests_per_s: float
+    elapsed_s: float
+    succeeded: int
+    extra: dict[str, float]
+
+    def problems(self) -> list[str]: ...
+
+    def environmental_problems(self) -> list[str]: ...
+
+
+class Driver(Protocol):
+    """Makes the calls of a run: h2load (load.H2load) unless a scenario needs requests that
+    differ from call to call."""
+
+    def run_for(self, duration_s: float) -> LoadResult: ...
+
+    def run_calls(self, calls: int, expected_s: float, log_file: Path) -> LoadResult:
+        """Makes exactly `calls` calls, waits for all, and writes one line per call to
+        `log_file` with its duration in µs in the third column (as h2load's --log-file)."""
+        ...
+
+
 @dataclass(frozen=True)
 class RunSpec:
     scenario: str
@@ -69,6 +95,8 @@ class RunSpec:
     load: load.Load
     observed: tuple[Observed, ...]
     probe: Probe | None = None
+    # None: h2load sends target's request body.
+    driver: Driver | None = None
 
 
 @dataclass
@@ -87,19 +115,21 @@ class Runner:
         counted = [observed for observed in spec.observed if observed.method is not None]
         baseline = {o.label: metrics.scrape(o.server.metrics_address) for o in counted}
         log_offsets = {o.label: o.server.process.log_size() for o in spec.observed}
-        warmup = load.run_for(spec.target, spec.load, self.warmup_s)
+        driver = spec.driver or load.H2load(spec.target, spec.load)
+        warmup = driver.run_for(self.warmup_s)
         before = self._settle(counted)
         cpu_before = {o.label: o.server.process.cpu_seconds() for o in spec.observed}
 
         calls = max(spec.load.in_flight * self.min_calls_per_stream, round(warmup.requests_per_s * self.duration_s))
         log_file = self.raw_dir / f"{_slug(spec.scenario, spec.series, spec.load.in_flight, spec.round)}.log"
-        result = load.run_calls(spec.target, spec.load, calls, self.duration_s, log_file)
+        result = driver.run_calls(calls, self.duration_s, log_file)
 
         cpu_after = {o.label: o.server.process.cpu_seconds() for o in spec.observed}
         after = self._settle(counted)
-        run.values = _values(result, load.latencies_from_log(log_file), cpu_before, cpu_after)
+        run.values = _values(result, load.latencies_from_log(log_file), cpu_before, cpu_after) | result.extra
         run.files.append(load.compress(log_file).name)
         run.reject(*result.problems())
+        run.reject(*result.environmental_problems(), environmental=True)
         run.reject(*self._status_problems(counted, before, after, result.succeeded))
         run.warnings += self._leaks(counted, baseline, after)
         run.warnings += _logged_warnings(spec.observed, log_offsets)
@@ -141,7 +171,7 @@ class Runner:
 
 
 def _values(
-    result: load.H2loadResult, latencies: load.Latencies, cpu_before: dict[str, float], cpu_after: dict[str, float]
+    result: LoadResult, latencies: load.Latencies, cpu_before: dict[str, float], cpu_after: dict[str, float]
 ) -> dict[str, float]:
     values = {
         "rps": result.requests_per_s,

@@ -9,7 +9,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from .measure import Run
-from .scenarios import footprint, health, hop, telemetry
+from .scenarios import footprint, health, hop, postgres, telemetry
 from .services import PEER_KINDS
 from .stats import Selection, stat
 
@@ -32,6 +32,7 @@ def write_all(runs: list[Run], scenarios: list[str], out_dir: Path) -> list[Path
         (hop.NAME, _hop),
         (telemetry.NAME, _telemetry),
         (footprint.NAME, _footprint),
+        (postgres.NAME, _postgres),
     ):
         if name in scenarios and any(run.scenario == name for run in runs):
             path = out_dir / f"{name}.png"
@@ -41,6 +42,12 @@ def write_all(runs: list[Run], scenarios: list[str], out_dir: Path) -> list[Path
 
 
 PEERS = {kind.name for kind in PEER_KINDS}
+# Bars in grey: what notesuite is compared with.
+BASELINE_SERIES = (
+    PEERS
+    | {postgres.PGBENCH_SINGLE_ROW, postgres.PGBENCH_TRANSACTION}
+    | {postgres.read_series(method, postgres.SQLITE) for method in postgres.READ_METHODS}
+)
 
 
 def _bars(axis, runs: list[Run], selections: list[Selection], panel: Panel, with_load: bool = False) -> None:
@@ -51,7 +58,7 @@ def _bars(axis, runs: list[Run], selections: list[Selection], panel: Panel, with
         medians.append(median)
         lows.append(median - value.low * panel.scale if value else 0.0)
         highs.append(value.high * panel.scale - median if value else 0.0)
-        colours.append(PEER_COLOUR if selection.series in PEERS else NOTESUITE_COLOUR)
+        colours.append(PEER_COLOUR if selection.series in BASELINE_SERIES else NOTESUITE_COLOUR)
         labels.append(f"{selection.series} @{selection.in_flight}" if with_load else selection.series)
     positions = range(len(selections))
     axis.bar(positions, medians, yerr=[lows, highs], capsize=3, color=colours)
@@ -133,3 +140,28 @@ def _footprint(runs: list[Run], path: Path) -> None:
     for column, panel in enumerate(panels):
         _bars(axes[0][column], runs, selections, panel)
     _save(figure, path, "Footprint and start-up (dashed: budget)")
+
+
+def _postgres(runs: list[Run], path: Path) -> None:
+    writes = [
+        Selection(postgres.NAME, series, load.in_flight)
+        for load in postgres.WRITE_LOADS
+        for series in postgres.WRITE_SERIES
+    ]
+    reads = [
+        Selection(postgres.NAME, postgres.read_series(method, backend), postgres.READ_LOAD.in_flight)
+        for method in postgres.READ_METHODS
+        for backend in postgres.BACKENDS
+    ]
+    panels = (
+        (Panel("writes: req/s (tps)", "rps"), writes),
+        (Panel("writes: p99 ms", "p99_ms"), writes),
+        (Panel("writes: rest of machine CPU µs per call", "cpu_us_other"), writes),
+        (Panel("reads: k req/s", "rps", 1e-3), reads),
+        (Panel("reads: p99 ms", "p99_ms"), reads),
+    )
+    figure = Figure(figsize=(22, 5.5))
+    axes = figure.subplots(1, len(panels), squeeze=False)
+    for column, (panel, chosen) in enumerate(panels):
+        _bars(axes[0][column], runs, chosen, panel, with_load=True)
+    _save(figure, path, "PostgreSQL: CreateNote via gateway vs pgbench (grey); reads, SQLite (grey) vs PostgreSQL")

@@ -60,6 +60,20 @@ def cpu_seconds(pid: int) -> float:
     return (utime + stime) / CLOCK_TICKS_PER_S
 
 
+def machine_busy_s(stat_text: str) -> float:
+    """Seconds all CPUs together spent not idle, from /proc/stat's first line (user, nice,
+    system, idle, iowait, irq, softirq, steal, ...): everything but idle and iowait."""
+    fields = stat_text.splitlines()[0].split()
+    if fields[0] != "cpu":
+        raise ValueError(f"not /proc/stat: {fields[:3]}")
+    ticks = [int(value) for value in fields[1:9]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / CLOCK_TICKS_PER_S
+
+
+def machine_busy_now() -> float:
+    return machine_busy_s(Path("/proc/stat").read_text())
+
+
 def rss_kb(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):

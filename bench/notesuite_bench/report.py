@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from .budgets import PASS, Budget
 from .measure import Run
-from .scenarios import footprint, health, hop, telemetry
+from .scenarios import footprint, health, hop, postgres, telemetry
 from .scenarios.not_yet import NotRun
 from .services import PEER_KINDS
 from .stats import Selection, Stat, difference, paired, ratio, stat
@@ -24,19 +24,26 @@ class Header:
 
 
 def markdown(
-    header: Header, runs: list[Run], budgets: list[Budget], not_run: list[NotRun], scenarios: list[str]
+    header: Header,
+    runs: list[Run],
+    budgets: list[Budget],
+    not_run: list[NotRun],
+    scenarios: list[str],
+    sections: dict[str, str] | None = None,
 ) -> str:
-    sections = [_header(header), _budgets(budgets)]
+    parts = [_header(header), _budgets(budgets)]
     if health.NAME in scenarios:
-        sections.append(_health(runs))
+        parts.append(_health(runs))
     if hop.NAME in scenarios:
-        sections.append(_hop(runs))
+        parts.append(_hop(runs))
     if telemetry.NAME in scenarios:
-        sections.append(_telemetry(runs))
+        parts.append(_telemetry(runs))
     if footprint.NAME in scenarios:
-        sections.append(_footprint(runs))
-    sections += [_not_run(not_run), _invalid(runs), _warnings(runs), METHOD]
-    return "\n\n".join(section.rstrip() for section in sections) + "\n"
+        parts.append(_footprint(runs))
+    if postgres.NAME in scenarios:
+        parts.append(_postgres(runs, (sections or {}).get(postgres.NAME)))
+    parts += [_not_run(not_run), _invalid(runs), _warnings(runs), METHOD]
+    return "\n\n".join(part.rstrip() for part in parts) + "\n"
 
 
 def table(columns: Iterable[str], rows: Iterable[Iterable[str]]) -> str:
@@ -255,6 +262,108 @@ def _footprint(runs: list[Run]) -> str:
             rows,
         )
     )
+
+
+def _postgres(runs: list[Run], explain: str | None) -> str:
+    writes = []
+    for load in postgres.WRITE_LOADS:
+        single_row = Selection(postgres.NAME, postgres.PGBENCH_SINGLE_ROW, load.in_flight)
+        transaction = Selection(postgres.NAME, postgres.PGBENCH_TRANSACTION, load.in_flight)
+        for series in postgres.WRITE_SERIES:
+            selection = Selection(postgres.NAME, series, load.in_flight)
+            writes.append(
+                (
+                    series,
+                    str(load.in_flight),
+                    cell(stat(runs, selection, "rps"), 0),
+                    cell(stat(runs, selection, "p50_ms"), 2),
+                    cell(stat(runs, selection, "p99_ms"), 2),
+                    cell(paired(runs, selection, single_row, "rps", ratio), 2),
+                    cell(paired(runs, selection, transaction, "rps", ratio), 2),
+                    cell(stat(runs, selection, "cpu_us_load"), 0),
+                    cell(stat(runs, selection, "cpu_us_gateway"), 0),
+                    cell(stat(runs, selection, "cpu_us_notes"), 0),
+                    cell(stat(runs, selection, "cpu_us_other"), 0),
+                    cell(stat(runs, selection, "machine_busy_pct"), 0),
+                    cell(stat(runs, selection, "wal_bytes_per_call"), 0),
+                    validity(runs, selection),
+                )
+            )
+    writes_table = table(
+        (
+            "writer",
+            "in flight",
+            "req/s (tps)",
+            "p50 ms",
+            "p99 ms",
+            "× single-row",
+            "× transaction",
+            "load CPU µs/call",
+            "gateway CPU µs/call",
+            "notes CPU µs/call",
+            "rest of machine CPU µs/call",
+            "machine busy %",
+            "WAL bytes/call",
+            "valid",
+        ),
+        writes,
+    )
+    reads = []
+    for method in postgres.READ_METHODS:
+        sqlite = Selection(postgres.NAME, postgres.read_series(method, postgres.SQLITE), postgres.READ_LOAD.in_flight)
+        pg = Selection(postgres.NAME, postgres.read_series(method, postgres.POSTGRES), postgres.READ_LOAD.in_flight)
+        reads.append(
+            (
+                method,
+                cell(stat(runs, sqlite, "rps"), 1, 1e-3),
+                cell(stat(runs, pg, "rps"), 1, 1e-3),
+                cell(paired(runs, pg, sqlite, "rps", ratio), 2),
+                cell(stat(runs, sqlite, "p99_ms"), 2),
+                cell(stat(runs, pg, "p99_ms"), 2),
+                cell(stat(runs, sqlite, "cpu_us_notes"), 0),
+                cell(stat(runs, pg, "cpu_us_notes"), 0),
+                f"{validity(runs, sqlite)}, {validity(runs, pg)}",
+            )
+        )
+    reads_table = table(
+        (
+            "call",
+            "SQLite k req/s",
+            "PostgreSQL k req/s",
+            "PostgreSQL ÷ SQLite",
+            "SQLite p99 ms",
+            "PostgreSQL p99 ms",
+            "SQLite notes CPU µs/call",
+            "PostgreSQL notes CPU µs/call",
+            "valid",
+        ),
+        reads,
+    )
+    text = (
+        "## PostgreSQL: CreateNote vs pgbench, reads vs SQLite\n\n"
+        "PostgreSQL is a shared server the harness does not start or pin: its backends run on both "
+        "cores, next to the load generator (core 0) and notesuite (core 1). Writes: CreateNote "
+        f"through the gateway (title {len(postgres.TITLE)} chars, content {len(postgres.CONTENT)} B, "
+        f"{len(postgres.TAGS)} tags, a fresh request_id per call, one owner per call in flight; "
+        "grpc.aio driver), and pgbench on tables made by the notes migration, one client "
+        "connection per call in flight, an owner per client: the single-row INSERT of the note "
+        "row alone (the budget's baseline) and CreateNote's whole transaction (owner revision "
+        "upsert, request_id lookup, note + tag rows + request record in one INSERT). notes' pool "
+        f"holds up to {postgres.POOL_SIZE} connections, as many as the largest load has calls in "
+        "flight. Ratios are round by round. Rest of machine: all CPUs' busy time over the run "
+        "minus the processes measured one by one (load generator; gateway and notes), per call: "
+        "PostgreSQL and anything else running. WAL bytes: the server's WAL insert position "
+        "over the run (cluster-wide).\n\n"
+        f"{writes_table}\n\n"
+        f"Reads straight to notes, {postgres.READ_LOAD.in_flight} in flight (h2load -c "
+        f"{postgres.READ_LOAD.clients} -m {postgres.READ_LOAD.streams}), one notes process per "
+        f"backend with the default pool; the reader owns {postgres.READ_NOTES} notes, one in "
+        f'{postgres.TAGGED_EVERY} tagged "{postgres.READ_TAG}"; ListNotes asks for a page of '
+        f"{postgres.PAGE_SIZE} (and counts the matches, as every ListNotes does).\n\n{reads_table}"
+    )
+    if explain:
+        text += f"\n\n### EXPLAIN (ANALYZE, BUFFERS) of a tag-filtered ListNotes page\n\n{explain}"
+    return text
 
 
 def _not_run(not_run: list[NotRun]) -> str:

@@ -55,8 +55,11 @@ class Notesuite:
         listen: str = "127.0.0.1:0",
         metrics_listen: str = "127.0.0.1:0",
         backends: tuple[Server, Server] | None = None,
+        database_url: str | None = None,
+        extra_args: tuple[str, ...] = (),
     ) -> list[str]:
-        """The command line of `service`; the gateway needs its (users, notes) backends."""
+        """The command line of `service`; the gateway needs its (users, notes) backends. users
+        and notes get a fresh SQLite file unless `database_url` names another database."""
         common = [
             str(self.binary), service,
             "--listen", listen,
@@ -75,12 +78,16 @@ class Notesuite:
                 "--jwt-private-key", str(self.keys_dir / "jwt-private.pem"),
                 # Tokens from one sign-up must outlive the longest scenario.
                 "--access-token-ttl", "24h",
+                *extra_args,
             ]  # fmt: skip
-        data_dir = Path(tempfile.mkdtemp(prefix=f"{service}-data-", dir=self.work_dir))
+        if database_url is None:
+            data_dir = Path(tempfile.mkdtemp(prefix=f"{service}-data-", dir=self.work_dir))
+            database_url = f"sqlite://{data_dir / f'{service}.db'}"
         return [
             *common,
-            "--database-url", f"sqlite://{data_dir / f'{service}.db'}",
+            "--database-url", database_url,
             "--jwt-public-key", str(self.keys_dir / "jwt-public.pem"),
+            *extra_args,
         ]  # fmt: skip
 
     def start(
@@ -90,11 +97,24 @@ class Notesuite:
         name: str | None = None,
         env: Mapping[str, str] | None = None,
         backends: tuple[Server, Server] | None = None,
+        database_url: str | None = None,
+        extra_args: tuple[str, ...] = (),
     ) -> Server:
         """Starts `service` on free ports and returns once it answers SERVING."""
         name = name or service
-        process = group.spawn(name, self.argv(service, backends=backends), SERVER_CORE, env)
-        address, metrics_address = _bound_addresses(process)
+        # A port of our own rather than :0, so that the metrics address is known even when the
+        # log line saying it is missing (notes on PostgreSQL at the default log level does not
+        # print "serving metrics at /metrics").
+        metrics_listen = f"127.0.0.1:{free_port()}"
+        argv = self.argv(
+            service,
+            metrics_listen=metrics_listen,
+            backends=backends,
+            database_url=database_url,
+            extra_args=extra_args,
+        )
+        process = group.spawn(name, argv, SERVER_CORE, env)
+        address, metrics_address = _bound_addresses(process, metrics_listen)
         h2probe.wait_until_serving(address, STARTUP_TIMEOUT_S, lambda: not process.exited())
         return Server(name, process, address, metrics_address)
 
@@ -106,8 +126,10 @@ class Notesuite:
         return users, notes, gateway
 
 
-def _bound_addresses(process: Process) -> tuple[str, str]:
-    """Reads the gRPC and metrics addresses from the service's JSON log lines."""
+def _bound_addresses(process: Process, metrics_listen: str) -> tuple[str, str]:
+    """Reads the gRPC and metrics addresses from the service's JSON log lines; the metrics
+    address is `metrics_listen` when no line names it by the time the service serves (it binds
+    metrics first)."""
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     grpc_address = metrics_address = None
     while time.monotonic() < deadline:
@@ -119,8 +141,8 @@ def _bound_addresses(process: Process) -> tuple[str, str]:
                 grpc_address = entry["address"]
             elif entry.get("message", "").startswith("serving metrics"):
                 metrics_address = entry["address"]
-        if grpc_address and metrics_address:
-            return grpc_address, metrics_address
+        if grpc_address:
+            return grpc_address, metrics_address or metrics_listen
         if process.exited():
             break
         time.sleep(0.01)

@@ -59,14 +59,15 @@ class Stubs:
 
     def create_note(self, address: str, token: str, title: str) -> str:
         """Creates a note (on notes directly or through a gateway); returns its id."""
+        return self.create_notes(address, token, [self.create_note_request(title)])[0]
+
+    def create_notes(self, address: str, token: str, requests: list) -> list[str]:
+        """Makes each CreateNote call in turn, on one connection; returns the notes' ids."""
         with grpc.insecure_channel(address) as channel:
             stub = self.notes_grpc.NotesServiceStub(channel)
-            response = stub.CreateNote(
-                self.create_note_request(title),
-                metadata=bearer(token),
-                timeout=CALL_TIMEOUT_S,
-            )
-            return response.note.id
+            return [
+                stub.CreateNote(request, metadata=bearer(token), timeout=CALL_TIMEOUT_S).note.id for request in requests
+            ]
 
     def get_note(self, address: str, token: str, note_id: str) -> str | None:
         """None when GetNote succeeds, else the gRPC status it ended with."""
@@ -78,8 +79,19 @@ class Stubs:
                 return f"GetNote ended {error.code().name}: {error.details()}"
         return None
 
-    def create_note_request(self, title: str):
-        return self.notes_pb2.CreateNoteRequest(note=self.notes_pb2.Note(title=title))
+    def create_note_request(self, title: str, content: str = "", tags: tuple[str, ...] = (), request_id: str = ""):
+        note = self.notes_pb2.Note(title=title, content=content, tags=list(tags))
+        return self.notes_pb2.CreateNoteRequest(note=note, request_id=request_id)
+
+    def list_notes_request(self, page_size: int, tag: str = ""):
+        return self.notes_pb2.ListNotesRequest(page_size=page_size, tag=tag)
+
+    def list_notes(self, address: str, token: str, page_size: int, tag: str = "") -> int:
+        """How many notes the first page of ListNotes holds."""
+        with grpc.insecure_channel(address) as channel:
+            stub = self.notes_grpc.NotesServiceStub(channel)
+            request = self.list_notes_request(page_size, tag)
+            return len(stub.ListNotes(request, metadata=bearer(token), timeout=CALL_TIMEOUT_S).notes)
 
     def get_note_request(self, note_id: str):
         return self.notes_pb2.GetNoteRequest(id=note_id)
