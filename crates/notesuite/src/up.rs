@@ -228,7 +228,7 @@ async fn bind(addr: SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {
 }
 
 /// An address a client on this machine can dial: `0.0.0.0` becomes `127.0.0.1`.
-fn connectable(addr: SocketAddr) -> SocketAddr {
+pub(crate) fn connectable(addr: SocketAddr) -> SocketAddr {
     match addr.ip() {
         ip if ip.is_unspecified() && ip.is_ipv4() => {
             SocketAddr::from(([127, 0, 0, 1], addr.port()))
