@@ -115,7 +115,18 @@ class Pod:
 class LocalCluster:
     """Runs the pods of rendered Deployments (and hook Pods) as local processes."""
 
-    def __init__(self, objects: Objects, binary: Path, workdir: Path, namespace: str, cluster_domain: str = "cluster.local"):
+    def __init__(
+        self,
+        objects: Objects,
+        binary: Path,
+        workdir: Path,
+        namespace: str,
+        cluster_domain: str = "cluster.local",
+        external: dict[str, str] | None = None,
+    ):
+        """`external` maps addresses outside the release (`host:port` of the database or the
+        collector) to the local stand-ins the test runs."""
+        self.external = dict(external or {})
         self.objects = objects
         self.binary = binary
         self.workdir = workdir
@@ -268,6 +279,8 @@ class LocalCluster:
 
     def _map_hosts(self, pod: Pod, value: str) -> str:
         """Service DNS names (with their port) to the address of a pod they select."""
+        for address, local in self.external.items():
+            value = re.sub(rf"(?<![\w.-]){re.escape(address)}(?![\w.-])", local, value)
         for service in self.objects.of_kind("Service"):
             name = service["metadata"]["name"]
             namespace = service["metadata"].get("namespace", self.namespace)
@@ -336,9 +349,13 @@ def expand(value: str, env: dict[str, str]) -> str:
 
 
 def map_paths(value: str, mounts: dict[str, str]) -> str:
-    for mount_path in sorted(mounts, key=len, reverse=True):
-        value = re.sub(rf"(?<![\w.-]){re.escape(mount_path)}(?=/|$|[^\w.-])", mounts[mount_path], value)
-    return value
+    """Container paths to host paths, in one pass: a host path (often under /tmp) is never
+    mapped again by a mount at /tmp."""
+    if not mounts:
+        return value
+    alternatives = "|".join(re.escape(path) for path in sorted(mounts, key=len, reverse=True))
+    pattern = re.compile(rf"(?<![\w.-])({alternatives})(?=/|$|[^\w.-])")
+    return pattern.sub(lambda match: mounts[match.group(1)], value)
 
 
 _ABSOLUTE = re.compile(r"(?:^|(?<=://)|(?<==))(/(?:etc|var|srv|data|run|home|opt|usr|tmp)(?:/[\w.@-]+)*)")
@@ -461,3 +478,34 @@ def scrape(pod: Pod, port: int | str, path: str = "/metrics") -> str:
     url = f"http://{pod.ip}:{pod.container_port(port)}{path}"
     with urllib.request.urlopen(url, timeout=5) as response:
         return response.read().decode()
+
+
+class OtlpSink:
+    """A stand-in OpenTelemetry Collector: accepts every OTLP/gRPC export (an empty
+    Export*ServiceResponse is zero bytes) and counts them by method."""
+
+    def __init__(self, address: str):
+        from concurrent import futures
+
+        self.exports: dict[str, int] = {}
+        self._lock = threading.Lock()
+        sink = self
+
+        class Handler(grpc.GenericRpcHandler):
+            def service(self, details):
+                method = details.method
+
+                def export(request: bytes, context) -> bytes:
+                    with sink._lock:
+                        sink.exports[method] = sink.exports.get(method, 0) + 1
+                    return b""
+
+                return grpc.unary_unary_rpc_method_handler(export)
+
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        self.server.add_generic_rpc_handlers((Handler(),))
+        self.port = self.server.add_insecure_port(address)
+        self.server.start()
+
+    def stop(self) -> None:
+        self.server.stop(grace=None)
