@@ -87,6 +87,8 @@ class Pod:
     labels: dict
     namespace: str
     directory: Path
+    # Which replica of each Service this pod's DNS names resolve to (see _endpoint).
+    index: int = 0
     argv: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     cwd: Path | None = None
@@ -151,20 +153,21 @@ class LocalCluster:
         labels = template["metadata"]["labels"]
         if not selects(spec["selector"]["matchLabels"], labels):
             raise ManifestError(f"Deployment {name}: its selector does not match its pod labels")
-        pods = [self._plan(f"{name}-{index}", template["spec"], labels) for index in range(count)]
+        pods = [self._plan(f"{name}-{index}", template["spec"], labels, index) for index in range(count)]
         self.pods.extend(pods)
         return pods
 
-    def hook_pod(self, name: str) -> Pod:
+    def hook_pod(self, name: str, index: int = 0) -> Pod:
+        """A Pod object (the helm test hook); `index` picks which replicas its names reach."""
         pod = self.objects.get("Pod", name)
-        return self._plan(name, pod["spec"], pod["metadata"].get("labels", {}))
+        return self._plan(f"{name}-{index}", pod["spec"], pod["metadata"].get("labels", {}), index)
 
-    def _plan(self, name: str, spec: dict, labels: dict) -> Pod:
+    def _plan(self, name: str, spec: dict, labels: dict, index: int) -> Pod:
         ip = f"{self._subnet}.{self._next_host}"
         self._next_host += 1
         directory = self.workdir / name
         directory.mkdir(parents=True)
-        return Pod(name, ip, spec, labels, self.namespace, directory)
+        return Pod(name, ip, spec, labels, self.namespace, directory, index)
 
     def prepare(self, pod: Pod) -> None:
         """Resolves the pod's volumes, environment and command, as the kubelet does at start."""
@@ -287,21 +290,23 @@ class LocalCluster:
             names = [f"{name}.{namespace}.svc.{self.cluster_domain}", f"{name}.{namespace}.svc", f"{name}.{namespace}"]
             for dns_name in names:
                 pattern = re.compile(rf"(?<![\w.-]){re.escape(dns_name)}(?::(\d+))?(?![\w.-])")
-                value = pattern.sub(lambda match: self._endpoint(service, match.group(1)), value)
+                value = pattern.sub(lambda match: self._endpoint(pod, service, match.group(1)), value)
             # A bare name only with a port: Deployments and Services share names, and
             # `k8s.deployment.name=NAME` is no address.
             pattern = re.compile(rf"(?<![\w.-]){re.escape(name)}:(\d+)(?![\w.-])")
-            value = pattern.sub(lambda match: self._endpoint(service, match.group(1)), value)
+            value = pattern.sub(lambda match: self._endpoint(pod, service, match.group(1)), value)
         return value
 
-    def _endpoint(self, service: dict, port: str | None) -> str:
+    def _endpoint(self, client: Pod, service: dict, port: str | None) -> str:
         name = service["metadata"]["name"]
         backends = [p for p in self.pods if selects(service["spec"]["selector"], p.labels)]
         if not backends:
             raise ManifestError(f"Service {name} selects no pod")
-        # A headless name resolves to every ready pod; the gateway dials one address until
-        # DNS-based discovery lands, so the first replica stands for them all.
-        backend = backends[0]
+        # A name resolves to every ready pod, but one process here dials one address (and the
+        # gateway dials one until DNS-based discovery lands): replica i of a client reaches
+        # replica i of each backend, so that with as many clients as replicas every replica
+        # serves real calls.
+        backend = backends[client.index % len(backends)]
         if port is None:
             return backend.ip
         for entry in service["spec"]["ports"]:

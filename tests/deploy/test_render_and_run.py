@@ -50,11 +50,16 @@ def run_release(cluster: LocalCluster, replicas: dict[str, int | None]) -> dict:
             # What the ServiceMonitor scrapes: the container port named metrics.
             assert "rpc_server_call_duration_seconds" in scrape(pod, "metrics"), pod.name
 
-        check = cluster.hook_pod("notesuite-check")
-        deadline = check.spec["activeDeadlineSeconds"]
-        result = cluster.run_to_completion(check, deadline)
-        assert result.returncode == 0, f"helm test pod ({' '.join(check.argv)}) failed:\n{result.stdout}\n{result.stderr}"
-        assert "check passed" in result.stdout, result.stdout
+        # The helm test pod, once per replica: each run reaches a different replica of every
+        # service, so every pod answers a signed-up round trip.
+        checks = []
+        for index in range(max(len(replicas_of) for replicas_of in pods.values())):
+            check = cluster.hook_pod("notesuite-check", index)
+            result = cluster.run_to_completion(check, check.spec["activeDeadlineSeconds"])
+            assert result.returncode == 0, f"helm test pod ({' '.join(check.argv)}) failed:\n{result.stdout}\n{result.stderr}"
+            assert "check passed" in result.stdout, result.stdout
+            checks.append(result.stdout)
+        served = {pod.name: scrape(pod, "metrics") for pod in cluster.pods}
 
         terminations = {}
         threads = []
@@ -77,7 +82,7 @@ def run_release(cluster: LocalCluster, replicas: dict[str, int | None]) -> dict:
                 f"{pod.name}: exit code {outcome.exit_code} after {outcome.seconds:.1f}s "
                 f"(grace period {grace}s):\n{pod.logs()[-3000:]}"
             )
-        return {"check": result.stdout, "terminations": terminations, "pods": pods}
+        return {"checks": checks, "served": served, "terminations": terminations, "pods": pods}
     finally:
         cluster.stop_all()
 
@@ -90,6 +95,7 @@ def test_dev_profile_runs_as_rendered_on_sqlite(dev_key_files, tmp_path):
     assert {component: len(pods) for component, pods in outcome["pods"].items()} == {"users": 1, "notes": 1, "gateway": 1}
     (users,) = outcome["pods"]["users"]
     assert (users.directory / "volumes" / "data" / "users.db").exists()
+    assert 'rpc_method="CreateUser"' in outcome["served"][users.name]
 
 
 def psql(*sql: str, database: str = "postgres") -> None:
@@ -140,9 +146,15 @@ def test_production_profile_runs_as_rendered_on_postgresql_with_two_replicas(key
             Objects(documents + user_created), NOTESUITE_BIN, tmp_path, NAMESPACE,
             external={PRODUCTION_COLLECTOR: f"127.0.0.1:{sink.port}"},
         )
-        outcome = run_release(cluster, {"users": 2, "notes": 2, "gateway": 1})
+        outcome = run_release(cluster, {"users": 2, "notes": 2, "gateway": 2})
     finally:
         sink.stop()
+    # Both replicas of every service served calls: the check went through each gateway to
+    # each replica of users and notes, which share one database each.
+    assert len(outcome["checks"]) == 2
+    for component, method in [("users", "CreateUser"), ("notes", "CreateNote"), ("gateway", "SignUp")]:
+        for pod in outcome["pods"][component]:
+            assert f'rpc_method="{method}"' in outcome["served"][pod.name], f"{pod.name} served no {method}"
     # Traces reached the collector the values name (metrics are scraped, not pushed).
     assert sink.exports.get("/opentelemetry.proto.collector.trace.v1.TraceService/Export"), sink.exports
     assert "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export" not in sink.exports
