@@ -20,7 +20,8 @@ pub(crate) fn endpoint(raw: &str, timeout: Duration) -> Result<Endpoint, String>
         .parse()
         .map_err(|error| format!("{raw:?} is not an address: {error}"))?;
     match (uri.scheme_str(), uri.authority()) {
-        (Some("http"), Some(authority)) if authority.port().is_some() => {}
+        (Some("http"), Some(authority))
+            if authority.port().is_some() && !authority.host().is_empty() => {}
         (Some("https"), _) => return Err(format!("{raw:?}: TLS is not supported yet")),
         _ => {
             return Err(format!(
