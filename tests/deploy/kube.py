@@ -232,7 +232,14 @@ class LocalCluster:
             path = host / item["path"]
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data[item["key"]])
-            path.chmod(item.get("mode", default_mode))
+            mode = item.get("mode", default_mode)
+            path.chmod(mode)
+            # The kubelet writes Secret files as root, group fsGroup: a non-root container
+            # reads them through the group or world bits only.
+            security = pod.spec.get("securityContext", {})
+            readable = mode & 0o004 or (mode & 0o040 and security.get("fsGroup") is not None)
+            if security.get("runAsUser", 0) != 0 and not readable:
+                raise ManifestError(f"{pod.name}: {item['path']} (mode {mode:o}) is unreadable for uid {security['runAsUser']}")
 
     def _environment(self, pod: Pod) -> dict[str, str]:
         container = pod.container
