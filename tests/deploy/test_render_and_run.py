@@ -155,7 +155,9 @@ def test_production_profile_runs_as_rendered_on_postgresql_with_two_replicas(key
     for component, method in [("users", "CreateUser"), ("notes", "CreateNote"), ("gateway", "SignUp")]:
         for pod in outcome["pods"][component]:
             assert f'rpc_method="{method}"' in outcome["served"][pod.name], f"{pod.name} served no {method}"
-    # Traces reached the collector the values name (metrics are scraped, not pushed).
+    # Traces reached the collector the values name (metrics are scraped, not pushed): the
+    # check's round trip carries a sampled trace context, which the ratio sampler keeps.
+    assert all("round trip trace id " in check for check in outcome["checks"])
     assert sink.exports.get("/opentelemetry.proto.collector.trace.v1.TraceService/Export"), sink.exports
     assert "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export" not in sink.exports
     for name, (grace, termination) in outcome["terminations"].items():

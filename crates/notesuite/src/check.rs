@@ -199,17 +199,20 @@ async fn list_services_v1alpha(channel: Channel) -> Result<BTreeSet<String>, Str
 }
 
 /// Sign up, create, get, delete and look again, through the gateway as a client would; then
-/// delete the account, also when a step in between failed.
+/// delete the account, also when a step in between failed. Every call carries one sampled W3C
+/// trace context, so that the whole round trip is one trace wherever traces are exported.
 async fn round_trip(channel: Channel, report: &mut Report) -> anyhow::Result<()> {
+    let trace = TraceContext::new();
+    report.line(format_args!("  round trip trace id {}", trace.trace_id))?;
     let suffix = uuid::Uuid::now_v7().simple().to_string();
     let email = format!("notesuite-check-{suffix}@example.com");
     let sign_up = GatewayServiceClient::new(channel.clone())
-        .sign_up(SignUpRequest {
+        .sign_up(trace.request(SignUpRequest {
             email: email.clone(),
             display_name: "notesuite check".into(),
             // A fresh random password: the account lives for the few calls of this check.
-            password: format!("check-{}", uuid::Uuid::now_v7().simple()),
-        })
+            password: format!("check-{}", random_hex::<16>()),
+        }))
         .await
         .map(tonic::Response::into_inner)
         .map_err(|status| client::describe_status(&status));
@@ -225,7 +228,7 @@ async fn round_trip(channel: Channel, report: &mut Report) -> anyhow::Result<()>
             return Ok(());
         }
     };
-    let caller = Caller::new(&token)?;
+    let caller = Caller::new(&token, &trace)?;
     let mut notes = NotesServiceClient::new(channel.clone());
 
     let title = format!("notesuite check {suffix}");
@@ -311,24 +314,67 @@ async fn round_trip(channel: Channel, report: &mut Report) -> anyhow::Result<()>
     report.step("delete the account (clean up)", deleted_account)
 }
 
-/// The signed-up caller's `authorization` header.
-struct Caller {
-    authorization: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+/// The W3C `traceparent` of the check's round trip: a random trace, sampled, so that
+/// parent-based samplers keep every span of it.
+struct TraceContext {
+    trace_id: String,
+    traceparent: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
 }
 
-impl Caller {
-    fn new(token: &str) -> anyhow::Result<Self> {
-        let authorization = format!("Bearer {token}")
+impl TraceContext {
+    fn new() -> Self {
+        let trace_id = random_hex::<16>();
+        let span_id = random_hex::<8>();
+        let traceparent = format!("00-{trace_id}-{span_id}-01")
             .parse()
-            .map_err(|_| anyhow::anyhow!("the gateway's access token is not ASCII"))?;
-        Ok(Self { authorization })
+            .expect("hex digits and dashes are ASCII");
+        Self {
+            trace_id,
+            traceparent,
+        }
     }
 
     fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
         request
             .metadata_mut()
-            .insert("authorization", self.authorization.clone());
+            .insert("traceparent", self.traceparent.clone());
+        request
+    }
+}
+
+/// N random bytes as hex. An all-zero trace id is invalid, which 16 random bytes never are
+/// in practice; if the OS has no randomness the check still runs, with a fixed id.
+fn random_hex<const N: usize>() -> String {
+    let mut bytes = [0u8; N];
+    if getrandom::fill(&mut bytes).is_err() {
+        bytes = [0x5a; N];
+    }
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// The signed-up caller's `authorization` header, and the round trip's trace context.
+struct Caller {
+    authorization: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+    traceparent: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+}
+
+impl Caller {
+    fn new(token: &str, trace: &TraceContext) -> anyhow::Result<Self> {
+        let authorization = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| anyhow::anyhow!("the gateway's access token is not ASCII"))?;
+        Ok(Self {
+            authorization,
+            traceparent: trace.traceparent.clone(),
+        })
+    }
+
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        let metadata = request.metadata_mut();
+        metadata.insert("authorization", self.authorization.clone());
+        metadata.insert("traceparent", self.traceparent.clone());
         request
     }
 }

@@ -126,6 +126,9 @@ NOTESUITE_DEFAULT_DEADLINE: {{ $values.defaultDeadline | quote }}
 {{- else }}
 NOTESUITE_JWT_PUBLIC_KEY: {{ include "notesuite.publicKeyPath" $root | quote }}
 NOTESUITE_DATABASE_MAX_CONNECTIONS: {{ $root.Values.database.maxConnections | quote }}
+NOTESUITE_DATABASE_CONNECT_TIMEOUT: {{ $root.Values.database.connectTimeout | quote }}
+NOTESUITE_DATABASE_ACQUIRE_TIMEOUT: {{ $root.Values.database.acquireTimeout | quote }}
+NOTESUITE_DATABASE_STATEMENT_TIMEOUT: {{ $root.Values.database.statementTimeout | quote }}
 {{- if eq $root.Values.database.driver "sqlite" }}
 NOTESUITE_DATABASE_URL: {{ printf "sqlite://%s/%s.db" (include "notesuite.dataDir" $root) .component | quote }}
 {{- end }}
