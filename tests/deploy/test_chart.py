@@ -189,14 +189,20 @@ def test_pods_run_locked_down(component):
     assert keys == ["topology.kubernetes.io/zone", "kubernetes.io/hostname"]
 
 
-def test_database_urls_come_from_the_secret_and_never_from_the_configmap():
+def test_database_urls_are_files_from_the_secret_each_service_seeing_only_its_own():
     documents = render([PRODUCTION])
     for component in ("users", "notes"):
-        env = container(deployments(documents)[component])["env"]
-        (url,) = [e for e in env if e["name"] == "NOTESUITE_DATABASE_URL"]
-        assert url["valueFrom"]["secretKeyRef"] == {"name": "notesuite-database", "key": f"{component}-database-url"}
-        assert "NOTESUITE_DATABASE_URL" not in configmap_env(documents, component)
-    assert "NOTESUITE_DATABASE_URL" not in {e["name"] for e in container(deployments(documents)["gateway"])["env"]}
+        deployment = deployments(documents)[component]
+        env = configmap_env(documents, component)
+        assert "NOTESUITE_DATABASE_URL" not in env
+        assert "NOTESUITE_DATABASE_URL" not in {e["name"] for e in container(deployment).get("env", [])}
+        (volume,) = [v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == "database-url"]
+        assert volume["secret"]["secretName"] == "notesuite-database"
+        assert volume["secret"]["items"] == [{"key": f"{component}-database-url", "path": "database-url"}]
+        (mount,) = [m for m in container(deployment)["volumeMounts"] if m["name"] == "database-url"]
+        assert env["NOTESUITE_DATABASE_URL_FILE"] == f"{mount['mountPath']}/database-url"
+    gateway = deployments(documents)["gateway"]
+    assert "database-url" not in {v["name"] for v in gateway["spec"]["template"]["spec"]["volumes"]}
 
 
 def checksums(documents):

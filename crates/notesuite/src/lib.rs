@@ -35,7 +35,10 @@ pub async fn run(cli: Cli, registry: prometheus::Registry) -> anyhow::Result<()>
     }
     .map(|address| (address, registry));
     match cli.command {
-        Command::Users(config) => {
+        Command::Users(mut config) => {
+            if let Some(path) = &config.database_url_file {
+                config.database_url = read_database_url(path)?;
+            }
             let key = token::VerifyingKey::read_pem_file(&config.jwt_public_key)
                 .context("--jwt-public-key")?;
             let definition = users::build(&config, &key)
@@ -44,7 +47,10 @@ pub async fn run(cli: Cli, registry: prometheus::Registry) -> anyhow::Result<()>
             serve_metrics(metrics).await?;
             serve_one(config.listen, definition, &config.serve).await
         }
-        Command::Notes(config) => {
+        Command::Notes(mut config) => {
+            if let Some(path) = &config.database_url_file {
+                config.database_url = read_database_url(path)?;
+            }
             let key = token::VerifyingKey::read_pem_file(&config.jwt_public_key)
                 .context("--jwt-public-key")?;
             let definition = notes::build(&config, &key)
@@ -76,6 +82,16 @@ pub async fn run(cli: Cli, registry: prometheus::Registry) -> anyhow::Result<()>
         Command::Health(config) => health::run(&config).await,
         Command::Check(config) => check::run(&config).await,
     }
+}
+
+/// The database URL from `--database-url-file` (a mounted Secret), checked like
+/// `--database-url`. Surrounding whitespace is ignored: `kubectl create secret --from-file`
+/// keeps the file's trailing newline.
+fn read_database_url(path: &std::path::Path) -> anyhow::Result<database::DatabaseUrl> {
+    let raw = std::fs::read_to_string(path)
+        .with_context(|| format!("--database-url-file {}: cannot read it", path.display()))?;
+    database::DatabaseUrl::parse(raw.trim())
+        .map_err(|reason| anyhow::anyhow!("--database-url-file {}: {reason}", path.display()))
 }
 
 /// Runs a client subcommand (`health`, `check`) on a small runtime of its own, without

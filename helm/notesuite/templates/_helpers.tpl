@@ -131,6 +131,8 @@ NOTESUITE_DATABASE_ACQUIRE_TIMEOUT: {{ $root.Values.database.acquireTimeout | qu
 NOTESUITE_DATABASE_STATEMENT_TIMEOUT: {{ $root.Values.database.statementTimeout | quote }}
 {{- if eq $root.Values.database.driver "sqlite" }}
 NOTESUITE_DATABASE_URL: {{ printf "sqlite://%s/%s.db" (include "notesuite.dataDir" $root) .component | quote }}
+{{- else }}
+NOTESUITE_DATABASE_URL_FILE: "/etc/notesuite/database/database-url"
 {{- end }}
 {{- if eq .component "users" }}
 NOTESUITE_PASSWORD_HASH_CONCURRENCY: {{ $values.passwordHashConcurrency | quote }}
