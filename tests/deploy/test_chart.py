@@ -322,3 +322,24 @@ def test_readme_documents_every_value():
 
     undocumented = [path for path in leaves(values) if not documented(path)]
     assert not undocumented, f"helm/notesuite/README.md does not mention {undocumented}"
+
+
+@pytest.mark.parametrize("component", COMPONENTS)
+def test_every_variable_the_chart_sets_is_one_the_binary_reads(component, dev_key_files):
+    # clap ignores a variable it does not know: a typo would pass the render-and-run unseen.
+    from test_compose import help_text, telemetry_variables
+
+    documented = help_text(component)
+    known_otel = telemetry_variables()
+    for values, set_files in [([PRODUCTION], {}), ([DEV], dev_key_files)]:
+        documents = render(values, set_files)
+        names = set(configmap_env(documents, component))
+        names |= {entry["name"] for entry in container(deployments(documents)[component]).get("env", [])}
+        for name in names:
+            if name.startswith("NOTESUITE_"):
+                assert f"[env: {name}=" in documented, f"notesuite {component} reads no {name}"
+            elif name.startswith("OTEL_"):
+                assert name in known_otel, f"{name} is not a variable notesuite reads"
+            else:
+                # The downward-API values OTEL_RESOURCE_ATTRIBUTES is built from, and RUST_LOG.
+                assert name in {"RUST_LOG", "POD_NAME", "POD_NAMESPACE", "POD_UID", "NODE_NAME"}, name

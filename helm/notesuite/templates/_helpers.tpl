@@ -105,7 +105,6 @@ OTEL_SERVICE_NAME: {{ printf "notesuite-%s" .component | quote }}
 {{- with $root.Values.otel }}
 {{- if .endpoint }}
 OTEL_EXPORTER_OTLP_ENDPOINT: {{ .endpoint | quote }}
-OTEL_EXPORTER_OTLP_PROTOCOL: "grpc"
 {{- if not .exportMetrics }}
 OTEL_METRICS_EXPORTER: "none"
 {{- end }}
