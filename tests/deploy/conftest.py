@@ -16,6 +16,9 @@ import pytest
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# The PostgreSQL server the tests marked `postgres` make their databases on (as the other
+# suites do); scripts/test deselects them, loudly, where no server answers and none is required.
+POSTGRES_SERVER = os.environ.get("NOTESUITE_TEST_POSTGRES", "postgres://postgres@127.0.0.1:5432/postgres")
 CHART = REPO_ROOT / "helm" / "notesuite"
 DEPLOY = REPO_ROOT / "deploy"
 TOOL_TIMEOUT_S = 120
@@ -33,12 +36,17 @@ KUBERNETES_VALIDATE = VENV_BIN / "kubernetes-validate"
 HADOLINT = VENV_BIN / "hadolint"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "postgres: needs the PostgreSQL server at NOTESUITE_TEST_POSTGRES")
+
+
 def run(*args, env: dict[str, str] | None = None, timeout: float = TOOL_TIMEOUT_S) -> subprocess.CompletedProcess:
     for tool in (args[0],):
         if not Path(tool).exists():
             pytest.fail(f"{tool} is missing: run scripts/install-test-tools (and cargo build -p notesuite)")
     return subprocess.run(
         [str(arg) for arg in args],
+        check=False,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -57,7 +65,9 @@ def helm(*args) -> subprocess.CompletedProcess:
     return run(HELM, *args, env=env)
 
 
-def render_args(values: list[Path | str] = (), set_files: dict[str, Path] | None = None, sets: dict[str, str] | None = None) -> list[str]:
+def render_args(
+    values: list[Path | str] = (), set_files: dict[str, Path] | None = None, sets: dict[str, str] | None = None
+) -> list[str]:
     args: list[str] = []
     for file in values:
         args += ["--values", str(file)]

@@ -179,8 +179,11 @@ class LocalCluster:
         argv = [expand(part, env) for part in [*command, *args]]
         if argv[0] != IMAGE_ENTRYPOINT[0]:
             raise ManifestError(f"{pod.name}: runs {argv[0]!r}, which the image does not have")
+
         # Inside the pod, 0.0.0.0 is every address of the pod; here it is the pod's own.
-        rewrite = lambda value: self._map_hosts(pod, map_paths(value.replace("0.0.0.0:", f"{pod.ip}:"), mounts))
+        def rewrite(value: str) -> str:
+            return self._map_hosts(pod, map_paths(value.replace("0.0.0.0:", f"{pod.ip}:"), mounts))
+
         pod.argv = [str(self.binary), *[rewrite(part) for part in argv[1:]]]
         pod.env = {key: rewrite(value) for key, value in env.items()}
         for value in [*pod.argv[1:], *pod.env.values()]:
@@ -190,7 +193,9 @@ class LocalCluster:
                     f"{pod.name}: {unmapped!r} is on the read-only root filesystem (no volume is mounted there)"
                 )
         working_dir = container.get("workingDir", IMAGE_WORKDIR)
-        pod.cwd = Path(map_paths(working_dir, mounts)) if map_paths(working_dir, mounts) != working_dir else pod.directory
+        pod.cwd = (
+            Path(map_paths(working_dir, mounts)) if map_paths(working_dir, mounts) != working_dir else pod.directory
+        )
 
     def _mount_volumes(self, pod: Pod) -> dict[str, str]:
         volumes = {volume["name"]: volume for volume in pod.spec.get("volumes", [])}
@@ -216,7 +221,9 @@ class LocalCluster:
             if secret is None:
                 if source.get("optional"):
                     return
-                raise ManifestError(f"{pod.name}: volume {volume['name']!r} needs Secret {source['secretName']!r}, which does not exist")
+                raise ManifestError(
+                    f"{pod.name}: volume {volume['name']!r} needs Secret {source['secretName']!r}, which does not exist"
+                )
             data = secret_data(secret)
         elif "configMap" in volume:
             source = volume["configMap"]
@@ -228,7 +235,9 @@ class LocalCluster:
         items = source.get("items") or [{"key": key, "path": key} for key in data]
         for item in items:
             if item["key"] not in data:
-                raise ManifestError(f"{pod.name}: volume {volume['name']!r} wants key {item['key']!r}, which the object lacks")
+                raise ManifestError(
+                    f"{pod.name}: volume {volume['name']!r} wants key {item['key']!r}, which the object lacks"
+                )
             path = host / item["path"]
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data[item["key"]])
@@ -239,7 +248,9 @@ class LocalCluster:
             security = pod.spec.get("securityContext", {})
             readable = mode & 0o004 or (mode & 0o040 and security.get("fsGroup") is not None)
             if security.get("runAsUser", 0) != 0 and not readable:
-                raise ManifestError(f"{pod.name}: {item['path']} (mode {mode:o}) is unreadable for uid {security['runAsUser']}")
+                raise ManifestError(
+                    f"{pod.name}: {item['path']} (mode {mode:o}) is unreadable for uid {security['runAsUser']}"
+                )
 
     def _environment(self, pod: Pod) -> dict[str, str]:
         container = pod.container
@@ -249,7 +260,10 @@ class LocalCluster:
             if "configMapRef" in source:
                 data = self.objects.get("ConfigMap", source["configMapRef"]["name"]).get("data", {})
             else:
-                data = {k: v.decode() for k, v in secret_data(self.objects.get("Secret", source["secretRef"]["name"])).items()}
+                data = {
+                    k: v.decode()
+                    for k, v in secret_data(self.objects.get("Secret", source["secretRef"]["name"])).items()
+                }
             env.update({prefix + key: value for key, value in data.items()})
         for entry in container.get("env", []):
             if "value" in entry:
@@ -265,13 +279,18 @@ class LocalCluster:
                 if ref["key"] not in data:
                     if ref.get("optional"):
                         continue
-                    raise ManifestError(f"{pod.name}: env {entry['name']} needs key {ref['key']!r} of Secret {ref['name']!r}, which is missing")
+                    raise ManifestError(
+                        f"{pod.name}: env {entry['name']} needs key {ref['key']!r} of Secret {ref['name']!r}, "
+                        "which is missing"
+                    )
                 env[entry["name"]] = data[ref["key"]].decode()
             elif "configMapKeyRef" in reference:
                 ref = reference["configMapKeyRef"]
                 env[entry["name"]] = self.objects.get("ConfigMap", ref["name"])["data"][ref["key"]]
             else:
-                raise ManifestError(f"{pod.name}: env {entry['name']} uses {list(reference)}, which this harness does not run")
+                raise ManifestError(
+                    f"{pod.name}: env {entry['name']} uses {list(reference)}, which this harness does not run"
+                )
         return env
 
     def _field(self, pod: Pod, path: str) -> str:
@@ -295,13 +314,17 @@ class LocalCluster:
             name = service["metadata"]["name"]
             namespace = service["metadata"].get("namespace", self.namespace)
             names = [f"{name}.{namespace}.svc.{self.cluster_domain}", f"{name}.{namespace}.svc", f"{name}.{namespace}"]
+
+            def endpoint(match: re.Match, service: dict = service) -> str:
+                return self._endpoint(pod, service, match.group(1))
+
             for dns_name in names:
                 pattern = re.compile(rf"(?<![\w.-]){re.escape(dns_name)}(?::(\d+))?(?![\w.-])")
-                value = pattern.sub(lambda match: self._endpoint(pod, service, match.group(1)), value)
+                value = pattern.sub(endpoint, value)
             # A bare name only with a port: Deployments and Services share names, and
             # `k8s.deployment.name=NAME` is no address.
             pattern = re.compile(rf"(?<![\w.-]){re.escape(name)}:(\d+)(?![\w.-])")
-            value = pattern.sub(lambda match: self._endpoint(pod, service, match.group(1)), value)
+            value = pattern.sub(endpoint, value)
         return value
 
     def _endpoint(self, client: Pod, service: dict, port: str | None) -> str:
@@ -338,7 +361,9 @@ class LocalCluster:
 
     def run_to_completion(self, pod: Pod, deadline_s: float) -> subprocess.CompletedProcess:
         self.prepare(pod)
-        return subprocess.run(pod.argv, env=pod.env, cwd=pod.cwd, capture_output=True, text=True, timeout=deadline_s)
+        return subprocess.run(
+            pod.argv, env=pod.env, cwd=pod.cwd, capture_output=True, text=True, timeout=deadline_s, check=False
+        )
 
     def stop_all(self) -> None:
         for pod in self.pods:
@@ -414,7 +439,9 @@ def wait_started(pod: Pod) -> None:
     outcome = "not tried"
     while time.monotonic() < deadline:
         if pod.process.poll() is not None:
-            raise AssertionError(f"{pod.name} exited with {pod.process.returncode} while starting:\n{pod.logs()[-3000:]}")
+            raise AssertionError(
+                f"{pod.name} exited with {pod.process.returncode} while starting:\n{pod.logs()[-3000:]}"
+            )
         ok, outcome = grpc_probe(pod, probe)
         if ok:
             return
@@ -475,7 +502,7 @@ def terminate(pod: Pod, grace_s: int) -> Termination:
     # must stay live, or it is killed before its calls finish.
     liveness = "not checked"
     if stopped and pod.process.poll() is None:
-        ok, liveness = grpc_probe(pod, pod.container["livenessProbe"])
+        _, liveness = grpc_probe(pod, pod.container["livenessProbe"])
     try:
         exit_code = pod.process.wait(timeout=max(0.0, grace_s - (time.monotonic() - sent)))
     except subprocess.TimeoutExpired:

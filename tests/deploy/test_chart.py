@@ -38,7 +38,11 @@ def of_kind(documents, kind):
 
 
 def deployments(documents):
-    return {doc["metadata"]["labels"]["app.kubernetes.io/component"]: doc for doc in documents if doc["kind"] == "Deployment"}
+    return {
+        doc["metadata"]["labels"]["app.kubernetes.io/component"]: doc
+        for doc in documents
+        if doc["kind"] == "Deployment"
+    }
 
 
 def container(deployment):
@@ -68,14 +72,29 @@ def test_every_rendered_document_passes_strict_kubernetes_validation(profile, tm
 
 
 def test_default_and_production_profiles_render_the_objects_the_issue_lists():
-    kinds = lambda documents: sorted({doc["kind"] for doc in documents})
+    def kinds(documents):
+        return sorted({doc["kind"] for doc in documents})
+
     assert kinds(render()) == [
-        "ConfigMap", "Deployment", "NetworkPolicy", "Pod", "PodDisruptionBudget", "Service", "ServiceAccount",
+        "ConfigMap",
+        "Deployment",
+        "NetworkPolicy",
+        "Pod",
+        "PodDisruptionBudget",
+        "Service",
+        "ServiceAccount",
     ]
     production = render([PRODUCTION])
     assert kinds(production) == [
-        "ConfigMap", "Deployment", "HorizontalPodAutoscaler", "NetworkPolicy", "Pod", "PodDisruptionBudget",
-        "Service", "ServiceAccount", "ServiceMonitor",
+        "ConfigMap",
+        "Deployment",
+        "HorizontalPodAutoscaler",
+        "NetworkPolicy",
+        "Pod",
+        "PodDisruptionBudget",
+        "Service",
+        "ServiceAccount",
+        "ServiceMonitor",
     ]
     # HPA on: the autoscaler owns the replica count, so the Deployments leave it out.
     for component, deployment in deployments(production).items():
@@ -94,7 +113,8 @@ def test_service_monitor_scrapes_the_metrics_port_of_every_service():
     selector = monitor["spec"]["selector"]["matchLabels"]
     (endpoint,) = monitor["spec"]["endpoints"]
     selected = [
-        service for service in of_kind(documents, "Service").values()
+        service
+        for service in of_kind(documents, "Service").values()
         if all(service["metadata"]["labels"].get(k) == v for k, v in selector.items())
     ]
     components = sorted(service["metadata"]["labels"]["app.kubernetes.io/component"] for service in selected)
@@ -151,7 +171,9 @@ def test_probes_are_native_grpc_on_the_names_the_binary_serves(component):
 
 
 def test_probe_timings_are_values_a_user_overrides():
-    documents = render(sets={"notes.probes.readiness.periodSeconds": "3", "notes.probes.liveness.failureThreshold": "9"})
+    documents = render(
+        sets={"notes.probes.readiness.periodSeconds": "3", "notes.probes.liveness.failureThreshold": "9"}
+    )
     probes = container(deployments(documents)["notes"])
     assert probes["readinessProbe"]["periodSeconds"] == 3
     assert probes["livenessProbe"]["failureThreshold"] == 9
@@ -207,7 +229,9 @@ def test_database_urls_are_files_from_the_secret_each_service_seeing_only_its_ow
 
 def checksums(documents):
     return {
-        component: {k: v for k, v in d["spec"]["template"]["metadata"]["annotations"].items() if k.startswith("checksum/")}
+        component: {
+            k: v for k, v in d["spec"]["template"]["metadata"]["annotations"].items() if k.startswith("checksum/")
+        }
         for component, d in deployments(documents).items()
     }
 
@@ -217,9 +241,21 @@ def test_a_config_change_rolls_only_the_pods_it_concerns(dev_key_files):
     after = checksums(render([DEV], dev_key_files, sets={"gateway.defaultDeadline": "20s"}))
     assert after["gateway"]["checksum/config"] != before["gateway"]["checksum/config"]
     assert after["users"] == before["users"] and after["notes"] == before["notes"]
-    inline = {"database.driver": "postgres", "database.existingSecret": "", "database.notesUrl": "postgres://n@db/notes"}
-    first = checksums(render([DEV], dev_key_files, sets={**inline, "database.usersUrl": "postgres://u@db/users", "users.replicas": "1"}))
-    second = checksums(render([DEV], dev_key_files, sets={**inline, "database.usersUrl": "postgres://u@db2/users", "users.replicas": "1"}))
+    inline = {
+        "database.driver": "postgres",
+        "database.existingSecret": "",
+        "database.notesUrl": "postgres://n@db/notes",
+    }
+    first = checksums(
+        render(
+            [DEV], dev_key_files, sets={**inline, "database.usersUrl": "postgres://u@db/users", "users.replicas": "1"}
+        )
+    )
+    second = checksums(
+        render(
+            [DEV], dev_key_files, sets={**inline, "database.usersUrl": "postgres://u@db2/users", "users.replicas": "1"}
+        )
+    )
     assert first["users"]["checksum/database"] != second["users"]["checksum/database"]
     assert first["notes"] == second["notes"] and first["gateway"] == second["gateway"]
 
@@ -230,8 +266,10 @@ def test_network_policies_let_only_the_gateway_and_the_check_reach_users_and_not
     for component in ("users", "notes"):
         policy = policies[f"notesuite-{component}"]["spec"]
         assert policy["policyTypes"] == ["Ingress", "Egress"]
-        grpc_rule = [rule for rule in policy["ingress"] if rule["ports"] == [{"port": "grpc", "protocol": "TCP"}]][0]
-        callers = sorted(peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for peer in grpc_rule["from"])
+        grpc_rule = next(rule for rule in policy["ingress"] if rule["ports"] == [{"port": "grpc", "protocol": "TCP"}])
+        callers = sorted(
+            peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for peer in grpc_rule["from"]
+        )
         assert callers == ["check", "gateway"]
         egress_ports = sorted(port["port"] for rule in policy["egress"] for port in rule["ports"])
         # DNS (UDP and TCP), the collector, the database: nothing else.
@@ -254,23 +292,60 @@ def test_helm_test_pod_runs_notesuite_check_against_the_release():
 
 def test_the_schema_accepts_valid_kubernetes_fields_it_passes_through(tmp_path):
     extra = tmp_path / "extra.yaml"
-    extra.write_text(yaml.safe_dump({
-        "users": {
-            "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-                {"matchExpressions": [{"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]}]}]}}},
-            "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "notesuite", "effect": "NoSchedule"}],
-            "extraEnv": [{"name": "RUST_BACKTRACE", "value": "1"}, {"name": "HOST_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}}],
-            "podAnnotations": {"example.com/team": "notes"},
-            "resources": {"requests": {"cpu": "1", "memory": "1Gi", "ephemeral-storage": "1Gi"}, "limits": {"memory": "1Gi"}},
-            "podDisruptionBudget": {"enabled": True, "minAvailable": "50%"},
-            "topologySpreadConstraints": [{"maxSkew": 2, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "DoNotSchedule",
-                                           "labelSelector": {"matchLabels": {"app.kubernetes.io/component": "users"}}}],
-        },
-        "podSecurityContext": {"runAsNonRoot": True, "runAsUser": 20000, "fsGroup": 20000, "fsGroupChangePolicy": "OnRootMismatch", "seccompProfile": {"type": "RuntimeDefault"}},
-        "gateway": {"service": {"type": "NodePort", "nodePort": 30050, "externalTrafficPolicy": "Local"}},
-        "networkPolicy": {"gatewayFrom": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.169.254/32"]}}]},
-        "image": {"digest": "sha256:" + "a" * 64},
-    }))
+    extra.write_text(
+        yaml.safe_dump(
+            {
+                "users": {
+                    "affinity": {
+                        "nodeAffinity": {
+                            "requiredDuringSchedulingIgnoredDuringExecution": {
+                                "nodeSelectorTerms": [
+                                    {
+                                        "matchExpressions": [
+                                            {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]}
+                                        ]
+                                    }
+                                ]
+                            }
+                        }
+                    },
+                    "tolerations": [
+                        {"key": "dedicated", "operator": "Equal", "value": "notesuite", "effect": "NoSchedule"}
+                    ],
+                    "extraEnv": [
+                        {"name": "RUST_BACKTRACE", "value": "1"},
+                        {"name": "HOST_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}},
+                    ],
+                    "podAnnotations": {"example.com/team": "notes"},
+                    "resources": {
+                        "requests": {"cpu": "1", "memory": "1Gi", "ephemeral-storage": "1Gi"},
+                        "limits": {"memory": "1Gi"},
+                    },
+                    "podDisruptionBudget": {"enabled": True, "minAvailable": "50%"},
+                    "topologySpreadConstraints": [
+                        {
+                            "maxSkew": 2,
+                            "topologyKey": "kubernetes.io/hostname",
+                            "whenUnsatisfiable": "DoNotSchedule",
+                            "labelSelector": {"matchLabels": {"app.kubernetes.io/component": "users"}},
+                        }
+                    ],
+                },
+                "podSecurityContext": {
+                    "runAsNonRoot": True,
+                    "runAsUser": 20000,
+                    "fsGroup": 20000,
+                    "fsGroupChangePolicy": "OnRootMismatch",
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                },
+                "gateway": {"service": {"type": "NodePort", "nodePort": 30050, "externalTrafficPolicy": "Local"}},
+                "networkPolicy": {
+                    "gatewayFrom": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.169.254/32"]}}]
+                },
+                "image": {"digest": "sha256:" + "a" * 64},
+            }
+        )
+    )
     documents = render([extra])
     manifest = tmp_path / "extra-rendered.yaml"
     manifest.write_text(yaml.safe_dump_all(documents))
@@ -310,7 +385,12 @@ def test_readme_documents_every_value():
     def leaves(tree, prefix=""):
         for key, value in tree.items():
             path = f"{prefix}{key}"
-            if isinstance(value, dict) and value and key not in {"resources", "podSecurityContext", "securityContext"} and not key.endswith("probes"):
+            if (
+                isinstance(value, dict)
+                and value
+                and key not in {"resources", "podSecurityContext", "securityContext"}
+                and not key.endswith("probes")
+            ):
                 yield from leaves(value, path + ".")
             else:
                 yield path

@@ -17,10 +17,13 @@ import yaml
 
 from conftest import DEPLOY, NOTESUITE_BIN, REPO_ROOT, run
 from kube import IMAGE_ENTRYPOINT, map_paths
+from test_render_and_run import POSTGRES, psql
 
 COMPOSE = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
 SERVICES = COMPOSE["services"]
-NOTESUITE = {name: service for name, service in SERVICES.items() if str(service.get("image", "")).startswith("notesuite:")}
+NOTESUITE = {
+    name: service for name, service in SERVICES.items() if str(service.get("image", "")).startswith("notesuite:")
+}
 SERVERS = ("users", "notes", "gateway")
 
 
@@ -41,14 +44,26 @@ def telemetry_variables() -> set[str]:
 
 
 def test_the_stack_has_every_service_the_issue_lists():
-    assert set(SERVICES) == {"postgres", "keygen", "users", "notes", "gateway", "otel-collector", "jaeger", "prometheus"}
+    assert set(SERVICES) == {
+        "postgres",
+        "keygen",
+        "users",
+        "notes",
+        "gateway",
+        "otel-collector",
+        "jaeger",
+        "prometheus",
+    }
     assert set(NOTESUITE) == {"keygen", *SERVERS}
     for name in SERVERS:
         conditions = {dependency: spec["condition"] for dependency, spec in SERVICES[name]["depends_on"].items()}
         assert "service_healthy" in conditions.values(), name
         assert SERVICES[name]["healthcheck"]["test"][0] == "CMD", name
     assert SERVICES["users"]["depends_on"]["postgres"]["condition"] == "service_healthy"
-    assert SERVICES["gateway"]["depends_on"] == {"users": {"condition": "service_healthy"}, "notes": {"condition": "service_healthy"}}
+    assert SERVICES["gateway"]["depends_on"] == {
+        "users": {"condition": "service_healthy"},
+        "notes": {"condition": "service_healthy"},
+    }
     assert SERVICES["users"]["depends_on"]["keygen"]["condition"] == "service_completed_successfully"
 
 
@@ -91,7 +106,9 @@ def test_ports_and_addresses_agree_across_the_stack():
     assert SERVICES["gateway"]["ports"] == [f"{listen_port('gateway')}:{listen_port('gateway')}"]
     # Prometheus scrapes each service's --metrics-listen port, and the collector's own.
     prometheus = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
-    targets = {target for job in prometheus["scrape_configs"] for group in job["static_configs"] for target in group["targets"]}
+    targets = {
+        target for job in prometheus["scrape_configs"] for group in job["static_configs"] for target in group["targets"]
+    }
     collector = yaml.safe_load((DEPLOY / "otel-collector" / "config.yaml").read_text())
     (reader,) = collector["service"]["telemetry"]["metrics"]["readers"]
     assert targets == {
@@ -110,16 +127,25 @@ def test_ports_and_addresses_agree_across_the_stack():
 def test_files_passed_to_notesuite_are_in_volumes_keygen_writes():
     keygen = SERVICES["keygen"]["command"]
     written = {keygen[keygen.index("--private-key-out") + 1], keygen[keygen.index("--public-key-out") + 1]}
-    volume_of = lambda service, path: next(
-        volume.split(":")[0] for volume in service["volumes"] if path.startswith(volume.split(":")[1] + "/")
-    )
-    for name, variable in [("gateway", "NOTESUITE_JWT_PRIVATE_KEY"), ("users", "NOTESUITE_JWT_PUBLIC_KEY"), ("notes", "NOTESUITE_JWT_PUBLIC_KEY")]:
+
+    def volume_of(service, path):
+        return next(
+            volume.split(":")[0] for volume in service["volumes"] if path.startswith(volume.split(":")[1] + "/")
+        )
+
+    for name, variable in [
+        ("gateway", "NOTESUITE_JWT_PRIVATE_KEY"),
+        ("users", "NOTESUITE_JWT_PUBLIC_KEY"),
+        ("notes", "NOTESUITE_JWT_PUBLIC_KEY"),
+    ]:
         path = SERVICES[name]["environment"][variable]
         assert path in written, (name, path)
         assert volume_of(SERVICES[name], path) == volume_of(SERVICES["keygen"], path), name
     # The private key's volume is mounted into the gateway only.
     private_volume = volume_of(SERVICES["keygen"], SERVICES["gateway"]["environment"]["NOTESUITE_JWT_PRIVATE_KEY"])
-    mounted = [name for name in NOTESUITE if any(v.split(":")[0] == private_volume for v in NOTESUITE[name].get("volumes", []))]
+    mounted = [
+        name for name in NOTESUITE if any(v.split(":")[0] == private_volume for v in NOTESUITE[name].get("volumes", []))
+    ]
     assert sorted(mounted) == ["gateway", "keygen"]
     # The drain fits in compose's stop grace period.
     assert NOTESUITE["gateway"]["stop_grace_period"] == "30s"
@@ -152,7 +178,9 @@ class LocalStack:
         # The stack's PostgreSQL (user notesuite, databases users and notes) is this machine's.
         value = re.sub(
             r"postgres://notesuite:notesuite@postgres:5432/(users|notes)",
-            lambda match: f"postgres://postgres@127.0.0.1:5432/{self.databases[match.group(1)]}",
+            lambda match: (
+                f"postgres://{POSTGRES['user']}@{POSTGRES['host']}:{POSTGRES['port']}/{self.databases[match.group(1)]}"
+            ),
             value,
         )
         value = value.replace("0.0.0.0:", f"{self.addresses[name]}:")
@@ -167,11 +195,20 @@ class LocalStack:
         return [str(NOTESUITE_BIN), *(self.rewrite(name, part) for part in command)]
 
     def run(self, name: str, command: list[str]) -> subprocess.CompletedProcess:
-        return subprocess.run(self.argv(name, command), env=self.environment(name), capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            self.argv(name, command),
+            env=self.environment(name),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
 
     def start(self, name: str) -> None:
-        log = open(self.workdir / f"{name}.log", "wb")
-        self.processes[name] = subprocess.Popen(self.argv(name, SERVICES[name]["command"]), env=self.environment(name), stdout=log, stderr=log)
+        with open(self.workdir / f"{name}.log", "wb") as log:
+            self.processes[name] = subprocess.Popen(
+                self.argv(name, SERVICES[name]["command"]), env=self.environment(name), stdout=log, stderr=log
+            )
 
     def healthy(self, name: str) -> None:
         """Runs the service's compose healthcheck (`CMD ...`) until it passes or retries run out."""
@@ -199,7 +236,6 @@ class LocalStack:
 
 @pytest.fixture
 def compose_databases():
-    from test_render_and_run import psql
 
     suffix = uuid.uuid4().hex[:12]
     names = {"users": f"notesuite_compose_users_{suffix}", "notes": f"notesuite_compose_notes_{suffix}"}
@@ -219,6 +255,7 @@ def test_keygen_makes_the_keys_once_and_keeps_them_on_the_next_start(tmp_path):
     assert private.read_bytes() == before
 
 
+@pytest.mark.postgres
 def test_the_notesuite_services_start_and_answer_as_compose_runs_them(tmp_path, compose_databases):
     stack = LocalStack(tmp_path, compose_databases)
     try:

@@ -20,7 +20,9 @@ DOCKERFILE = DEPLOY / "Dockerfile"
 def instructions(text: str) -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
     joined = re.sub(r"\\\n", " ", "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#")))
-    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1].strip()) for line in joined.splitlines() if line.strip()]
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1].strip()) for line in joined.splitlines() if line.strip()
+    ]
 
 
 def runtime_stage() -> list[tuple[str, str]]:
@@ -49,7 +51,7 @@ def test_every_base_image_is_pinned():
 
 def test_dependencies_build_in_a_layer_before_the_sources_are_copied():
     parsed = instructions(DOCKERFILE.read_text())
-    builder = parsed[[i for i, (n, a) in enumerate(parsed) if n == "FROM" and a.endswith("AS builder")][0]:]
+    builder = parsed[next(i for i, (n, a) in enumerate(parsed) if n == "FROM" and a.endswith("AS builder")) :]
     steps = [f"{name} {args}" for name, args in builder]
     cook = next(i for i, step in enumerate(steps) if "cargo chef cook" in step)
     sources = next(i for i, step in enumerate(steps) if step == "COPY . .")
@@ -104,9 +106,23 @@ def test_the_image_creates_the_directories_the_chart_and_compose_mount():
 @pytest.fixture
 def running_gateway(tmp_path):
     process = subprocess.Popen(
-        [str(NOTESUITE_BIN), "up", "--data-dir", str(tmp_path / "data"), "--gateway-port", "0", "--users-port", "0",
-         "--notes-port", "0", "--metrics-listen", "off"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        [
+            str(NOTESUITE_BIN),
+            "up",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--gateway-port",
+            "0",
+            "--users-port",
+            "0",
+            "--notes-port",
+            "0",
+            "--metrics-listen",
+            "off",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     try:
         for line in process.stdout:

@@ -6,8 +6,9 @@ pod), every rendered probe is made against it, the `helm test` pod's command run
 release, and then every pod gets SIGTERM and must turn readiness NOT_SERVING, stay live, and
 exit 0 within the rendered terminationGracePeriodSeconds.
 
-The dev profile runs on SQLite; the production profile on this machine's PostgreSQL
-(127.0.0.1:5432, user postgres, trust auth), in two fresh databases dropped afterwards.
+The dev profile runs on SQLite; the production profile on the PostgreSQL server at
+NOTESUITE_TEST_POSTGRES (default 127.0.0.1:5432, user postgres, trust auth), in two fresh
+databases dropped afterwards.
 """
 
 from __future__ import annotations
@@ -16,16 +17,22 @@ import base64
 import subprocess
 import threading
 import uuid
+from urllib.parse import urlsplit
 
 import pytest
 
-from conftest import CHART, NOTESUITE_BIN, render
+from conftest import CHART, NOTESUITE_BIN, POSTGRES_SERVER, render
 from kube import LocalCluster, Objects, OtlpSink, Pod, grpc_probe, scrape, terminate, wait_started
 
 NAMESPACE = "notesuite"
 PRODUCTION = CHART / "values-production.yaml"
 DEV = CHART / "values-dev.yaml"
-POSTGRES = {"host": "127.0.0.1", "port": "5432", "user": "postgres"}
+_SERVER = urlsplit(POSTGRES_SERVER)
+POSTGRES = {
+    "host": _SERVER.hostname or "127.0.0.1",
+    "port": str(_SERVER.port or 5432),
+    "user": _SERVER.username or "postgres",
+}
 # The collector values-production.yaml names, replaced by a local OTLP sink.
 PRODUCTION_COLLECTOR = "opentelemetry-collector.observability.svc.cluster.local:4317"
 
@@ -46,7 +53,9 @@ def run_release(cluster: LocalCluster, replicas: dict[str, int | None]) -> dict:
             container = pod.container
             for kind in ("readinessProbe", "livenessProbe"):
                 ok, status = grpc_probe(pod, container[kind])
-                assert ok, f"{pod.name}: rendered {kind} {container[kind]['grpc']} answered {status}:\n{pod.logs()[-3000:]}"
+                assert ok, (
+                    f"{pod.name}: rendered {kind} {container[kind]['grpc']} answered {status}:\n{pod.logs()[-3000:]}"
+                )
             # What the ServiceMonitor scrapes: the container port named metrics.
             assert "rpc_server_call_duration_seconds" in scrape(pod, "metrics"), pod.name
 
@@ -56,7 +65,9 @@ def run_release(cluster: LocalCluster, replicas: dict[str, int | None]) -> dict:
         for index in range(max(len(replicas_of) for replicas_of in pods.values())):
             check = cluster.hook_pod("notesuite-check", index)
             result = cluster.run_to_completion(check, check.spec["activeDeadlineSeconds"])
-            assert result.returncode == 0, f"helm test pod ({' '.join(check.argv)}) failed:\n{result.stdout}\n{result.stderr}"
+            assert result.returncode == 0, (
+                f"helm test pod ({' '.join(check.argv)}) failed:\n{result.stdout}\n{result.stderr}"
+            )
             assert "check passed" in result.stdout, result.stdout
             checks.append(result.stdout)
         served = {pod.name: scrape(pod, "metrics") for pod in cluster.pods}
@@ -77,7 +88,9 @@ def run_release(cluster: LocalCluster, replicas: dict[str, int | None]) -> dict:
         for pod in cluster.pods:
             grace, outcome = terminations[pod.name]
             assert outcome.not_serving_after_s is not None, f"{pod.name}: readiness never left SERVING after SIGTERM"
-            assert outcome.liveness_while_draining == "SERVING", f"{pod.name}: liveness during the drain: {outcome.liveness_while_draining}"
+            assert outcome.liveness_while_draining == "SERVING", (
+                f"{pod.name}: liveness during the drain: {outcome.liveness_while_draining}"
+            )
             assert outcome.exit_code == 0, (
                 f"{pod.name}: exit code {outcome.exit_code} after {outcome.seconds:.1f}s "
                 f"(grace period {grace}s):\n{pod.logs()[-3000:]}"
@@ -92,7 +105,11 @@ def test_dev_profile_runs_as_rendered_on_sqlite(dev_key_files, tmp_path):
     cluster = LocalCluster(Objects(documents), NOTESUITE_BIN, tmp_path, NAMESPACE)
     outcome = run_release(cluster, {"users": None, "notes": None, "gateway": None})
     # The rendered replica count (1) ran; SQLite lived on the pods' emptyDirs.
-    assert {component: len(pods) for component, pods in outcome["pods"].items()} == {"users": 1, "notes": 1, "gateway": 1}
+    assert {component: len(pods) for component, pods in outcome["pods"].items()} == {
+        "users": 1,
+        "notes": 1,
+        "gateway": 1,
+    }
     (users,) = outcome["pods"]["users"]
     assert (users.directory / "volumes" / "data" / "users.db").exists()
     assert 'rpc_method="CreateUser"' in outcome["served"][users.name]
@@ -101,9 +118,26 @@ def test_dev_profile_runs_as_rendered_on_sqlite(dev_key_files, tmp_path):
 def psql(*sql: str, database: str = "postgres") -> None:
     for statement in sql:
         result = subprocess.run(
-            ["psql", "--no-psqlrc", "--quiet", "--set=ON_ERROR_STOP=1", "-h", POSTGRES["host"], "-p", POSTGRES["port"],
-             "-U", POSTGRES["user"], "-d", database, "-c", statement],
-            capture_output=True, text=True, timeout=60,
+            [
+                "psql",
+                "--no-psqlrc",
+                "--quiet",
+                "--set=ON_ERROR_STOP=1",
+                "-h",
+                POSTGRES["host"],
+                "-p",
+                POSTGRES["port"],
+                "-U",
+                POSTGRES["user"],
+                "-d",
+                database,
+                "-c",
+                statement,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
         assert result.returncode == 0, f"psql {statement!r}: {result.stderr}"
 
@@ -129,21 +163,34 @@ def opaque_secret(name: str, data: dict[str, bytes]) -> dict:
     }
 
 
+@pytest.mark.postgres
 def test_production_profile_runs_as_rendered_on_postgresql_with_two_replicas(keys, postgres_databases, tmp_path):
     documents = render([PRODUCTION], namespace=NAMESPACE)
-    url = lambda database: f"postgres://{POSTGRES['user']}@{POSTGRES['host']}:{POSTGRES['port']}/{database}".encode()
+
+    def url(database):
+        return f"postgres://{POSTGRES['user']}@{POSTGRES['host']}:{POSTGRES['port']}/{database}".encode()
+
     # The two Secrets values-production.yaml expects to exist, made as the README says.
     user_created = [
-        opaque_secret("notesuite-database", {
-            "users-database-url": url(postgres_databases["users"]),
-            "notes-database-url": url(postgres_databases["notes"]),
-        }),
-        opaque_secret("notesuite-jwt", {"jwt-private.pem": keys["private"].read_bytes(), "jwt-public.pem": keys["public"].read_bytes()}),
+        opaque_secret(
+            "notesuite-database",
+            {
+                "users-database-url": url(postgres_databases["users"]),
+                "notes-database-url": url(postgres_databases["notes"]),
+            },
+        ),
+        opaque_secret(
+            "notesuite-jwt",
+            {"jwt-private.pem": keys["private"].read_bytes(), "jwt-public.pem": keys["public"].read_bytes()},
+        ),
     ]
     sink = OtlpSink("127.0.0.1:0")
     try:
         cluster = LocalCluster(
-            Objects(documents + user_created), NOTESUITE_BIN, tmp_path, NAMESPACE,
+            Objects(documents + user_created),
+            NOTESUITE_BIN,
+            tmp_path,
+            NAMESPACE,
             external={PRODUCTION_COLLECTOR: f"127.0.0.1:{sink.port}"},
         )
         outcome = run_release(cluster, {"users": 2, "notes": 2, "gateway": 2})
