@@ -194,8 +194,8 @@ fn keygen_writes_a_key_pair_and_never_overwrites_it() {
     );
 }
 
-#[test]
-fn the_database_url_can_come_from_a_file_as_a_mounted_secret_provides_it() {
+#[tokio::test]
+async fn the_database_url_can_come_from_a_file_as_a_mounted_secret_provides_it() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (_, public_key) = keygen(dir.path());
     // As `kubectl create secret --from-file` leaves it: with a trailing newline.
@@ -214,8 +214,8 @@ fn the_database_url_can_come_from_a_file_as_a_mounted_secret_provides_it() {
             &public_key,
         ],
         &[("NOTESUITE_DATABASE_URL_FILE", url_file)],
-        dir.path(),
-    );
+    )
+    .await;
     assert!(database.exists(), "notes did not open the file's database");
     drop(notes);
 
