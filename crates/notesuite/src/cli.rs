@@ -87,6 +87,13 @@ pub enum Command {
     /// Write a new Ed25519 key pair for signing (gateway) and verifying (users, notes)
     /// access tokens.
     Keygen(KeygenConfig),
+    /// Ask a running service for its gRPC health: exit 0 when SERVING, 1 otherwise. The
+    /// container image has no shell or probe tool, so Docker and compose healthchecks run this.
+    Health(HealthConfig),
+    /// Check a running deployment as a user would: health of each service, reflection,
+    /// then sign up, create, get and delete a note, and delete the account. Exit 0 when every
+    /// step passed, 1 otherwise, with a line per step. The Helm chart's `helm test` runs it.
+    Check(CheckConfig),
 }
 
 impl Command {
@@ -96,7 +103,9 @@ impl Command {
             Command::Users(_) => "notesuite-users",
             Command::Notes(_) => "notesuite-notes",
             Command::Gateway(_) => "notesuite-gateway",
-            Command::Up(_) | Command::Keygen(_) => "notesuite",
+            Command::Up(_) | Command::Keygen(_) | Command::Health(_) | Command::Check(_) => {
+                "notesuite"
+            }
         }
     }
 }
@@ -148,6 +157,66 @@ pub struct KeygenConfig {
     /// Directory to write `jwt-private.pem` and `jwt-public.pem` into.
     #[arg(long, default_value = ".")]
     pub out_dir: PathBuf,
+
+    /// Write the private key here instead of OUT_DIR/jwt-private.pem: a place only the
+    /// gateway reads, such as a volume no other service mounts.
+    #[arg(long)]
+    pub private_key_out: Option<PathBuf>,
+
+    /// Write the public key here instead of OUT_DIR/jwt-public.pem.
+    #[arg(long)]
+    pub public_key_out: Option<PathBuf>,
+
+    /// When both key files already exist and are valid, keep them and exit 0 instead of
+    /// failing: for a one-shot container that runs before every start of a stack.
+    #[arg(long)]
+    pub keep_existing: bool,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct HealthConfig {
+    /// Address of the service: HOST:PORT or http://HOST:PORT. Default: the address in
+    /// NOTESUITE_LISTEN, the listen setting of a service in the same container (0.0.0.0 and
+    /// [::] read as loopback).
+    #[arg(long, env = "NOTESUITE_HEALTH_ADDR")]
+    pub addr: Option<String>,
+
+    /// Health name to ask about: "" (the process is ready), a service's full name such as
+    /// notesuite.users.v1.UsersService (that service is ready), or `liveness`.
+    #[arg(long, env = "NOTESUITE_HEALTH_SERVICE", default_value = "")]
+    pub service: String,
+
+    /// Deadline for connecting and answering.
+    #[arg(long, env = "NOTESUITE_HEALTH_TIMEOUT", default_value = "5s", value_parser = parse_client_timeout)]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct CheckConfig {
+    /// Address of the gateway (HOST:PORT or http://HOST:PORT). Health, reflection and a
+    /// signed-up round trip go through it.
+    #[arg(long, env = "NOTESUITE_CHECK_GATEWAY")]
+    pub gateway: String,
+
+    /// Address of the users service, to check its health and reflection directly.
+    #[arg(long, env = "NOTESUITE_CHECK_USERS")]
+    pub users: Option<String>,
+
+    /// Address of the notes service, to check its health and reflection directly.
+    #[arg(long, env = "NOTESUITE_CHECK_NOTES")]
+    pub notes: Option<String>,
+
+    /// Deadline of each step (connecting, and each call).
+    #[arg(long, env = "NOTESUITE_CHECK_TIMEOUT", default_value = "10s", value_parser = parse_client_timeout)]
+    pub timeout: Duration,
+}
+
+fn parse_client_timeout(raw: &str) -> Result<Duration, String> {
+    let timeout = humantime::parse_duration(raw).map_err(|error| error.to_string())?;
+    if timeout.is_zero() || timeout > Duration::from_secs(300) {
+        return Err("must be more than 0s and at most 5m".into());
+    }
+    Ok(timeout)
 }
 
 #[cfg(test)]

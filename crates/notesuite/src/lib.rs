@@ -1,6 +1,9 @@
 //! The `notesuite` binary's wiring: parse, set up telemetry, build, bind, serve, drain.
 
+pub mod check;
 pub mod cli;
+mod client;
+pub mod health;
 pub mod up;
 
 use std::io::Write as _;
@@ -18,7 +21,8 @@ use crate::cli::{Cli, Command, KeygenConfig};
 /// `registry` holds the metrics that `/metrics` serves.
 pub async fn run(cli: Cli, registry: prometheus::Registry) -> anyhow::Result<()> {
     let metrics = match (&cli.command, cli.telemetry.metrics_listen) {
-        (_, Some(MetricsListen::Off)) | (Command::Keygen(_), _) => None,
+        (_, Some(MetricsListen::Off))
+        | (Command::Keygen(_) | Command::Health(_) | Command::Check(_), _) => None,
         (_, Some(MetricsListen::At(address))) => Some(address),
         (Command::Up(config), None) => Some(SocketAddr::new(
             config.host,
@@ -31,7 +35,10 @@ pub async fn run(cli: Cli, registry: prometheus::Registry) -> anyhow::Result<()>
     }
     .map(|address| (address, registry));
     match cli.command {
-        Command::Users(config) => {
+        Command::Users(mut config) => {
+            if let Some(path) = &config.database_url_file {
+                config.database_url = read_database_url(path)?;
+            }
             let key = token::VerifyingKey::read_pem_file(&config.jwt_public_key)
                 .context("--jwt-public-key")?;
             let definition = users::build(&config, &key)
@@ -40,7 +47,10 @@ pub async fn run(cli: Cli, registry: prometheus::Registry) -> anyhow::Result<()>
             serve_metrics(metrics).await?;
             serve_one(config.listen, definition, &config.serve).await
         }
-        Command::Notes(config) => {
+        Command::Notes(mut config) => {
+            if let Some(path) = &config.database_url_file {
+                config.database_url = read_database_url(path)?;
+            }
             let key = token::VerifyingKey::read_pem_file(&config.jwt_public_key)
                 .context("--jwt-public-key")?;
             let definition = notes::build(&config, &key)
@@ -69,6 +79,39 @@ pub async fn run(cli: Cli, registry: prometheus::Registry) -> anyhow::Result<()>
             suite.serve(shutdown).await
         }
         Command::Keygen(config) => keygen(&config),
+        Command::Health(config) => health::run(&config).await,
+        Command::Check(config) => check::run(&config).await,
+    }
+}
+
+/// The database URL from `--database-url-file` (a mounted Secret), checked like
+/// `--database-url`. Surrounding whitespace is ignored: `kubectl create secret --from-file`
+/// keeps the file's trailing newline.
+fn read_database_url(path: &std::path::Path) -> anyhow::Result<database::DatabaseUrl> {
+    let raw = std::fs::read_to_string(path)
+        .with_context(|| format!("--database-url-file {}: cannot read it", path.display()))?;
+    database::DatabaseUrl::parse(raw.trim())
+        .map_err(|reason| anyhow::anyhow!("--database-url-file {}: {reason}", path.display()))
+}
+
+/// Runs a client subcommand (`health`, `check`) on a small runtime of its own, without
+/// telemetry: a healthcheck every few seconds must not open an OTLP connection or an admin
+/// port. Its report is its output; a failure is one plain line on stderr and exit code 1.
+pub fn run_client(
+    name: &str,
+    command: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> std::process::ExitCode {
+    let outcome = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+        .and_then(|runtime| runtime.block_on(command));
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("notesuite {name}: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }
 
@@ -109,15 +152,47 @@ async fn serve_one(
 }
 
 fn keygen(config: &KeygenConfig) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.out_dir).with_context(|| {
-        format!(
-            "--out-dir {}: cannot create the directory",
-            config.out_dir.display()
-        )
-    })?;
+    let private_path = config
+        .private_key_out
+        .clone()
+        .unwrap_or_else(|| config.out_dir.join("jwt-private.pem"));
+    let public_path = config
+        .public_key_out
+        .clone()
+        .unwrap_or_else(|| config.out_dir.join("jwt-public.pem"));
+    if config.keep_existing {
+        match (private_path.exists(), public_path.exists()) {
+            (true, true) => {
+                token::SigningKey::read_pem_file(&private_path)
+                    .with_context(|| format!("--keep-existing: {}", private_path.display()))?;
+                token::VerifyingKey::read_pem_file(&public_path)
+                    .with_context(|| format!("--keep-existing: {}", public_path.display()))?;
+                writeln!(
+                    std::io::stdout().lock(),
+                    "kept the existing {} and {}",
+                    private_path.display(),
+                    public_path.display()
+                )?;
+                return Ok(());
+            }
+            (false, false) => {}
+            // Half a pair cannot be completed: a new private key would not match the old
+            // public one.
+            (true, false) | (false, true) => anyhow::bail!(
+                "--keep-existing: only one of {} and {} exists; remove it to make a new pair",
+                private_path.display(),
+                public_path.display()
+            ),
+        }
+    }
+    for path in [&private_path, &public_path] {
+        let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) else {
+            continue;
+        };
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create the directory", dir.display()))?;
+    }
     let key = token::SigningKey::generate()?;
-    let private_path = config.out_dir.join("jwt-private.pem");
-    let public_path = config.out_dir.join("jwt-public.pem");
     write_new(&private_path, &key.to_pkcs8_pem()?, 0o600)?;
     write_new(
         &public_path,

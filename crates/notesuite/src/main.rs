@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser as _;
+use notesuite::cli::Command;
 
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
@@ -11,6 +12,15 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = notesuite::cli::Cli::parse();
+    match &cli.command {
+        Command::Health(config) => {
+            return notesuite::run_client("health", notesuite::health::run(config));
+        }
+        Command::Check(config) => {
+            return notesuite::run_client("check", notesuite::check::run(config));
+        }
+        _ => {}
+    }
     let runtime = match cli.runtime.build() {
         Ok(runtime) => runtime,
         Err(error) => {

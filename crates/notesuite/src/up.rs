@@ -52,6 +52,7 @@ impl Suite {
         let users_config = users::UsersConfig {
             listen: SocketAddr::new(config.host, config.users_port),
             database_url: users_database,
+            database_url_file: None,
             database_pool: PoolConfig::default(),
             jwt_public_key: Default::default(),
             password_hash_concurrency: 2,
@@ -60,6 +61,7 @@ impl Suite {
         let notes_config = notes::NotesConfig {
             listen: SocketAddr::new(config.host, config.notes_port),
             database_url: notes_database,
+            database_url_file: None,
             database_pool: PoolConfig::default(),
             jwt_public_key: Default::default(),
             serve: serve_config.clone(),
@@ -228,7 +230,7 @@ async fn bind(addr: SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {
 }
 
 /// An address a client on this machine can dial: `0.0.0.0` becomes `127.0.0.1`.
-fn connectable(addr: SocketAddr) -> SocketAddr {
+pub(crate) fn connectable(addr: SocketAddr) -> SocketAddr {
     match addr.ip() {
         ip if ip.is_unspecified() && ip.is_ipv4() => {
             SocketAddr::from(([127, 0, 0, 1], addr.port()))

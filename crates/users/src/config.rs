@@ -17,6 +17,12 @@ pub struct UsersConfig {
     #[arg(long, env = "NOTESUITE_DATABASE_URL", default_value = "sqlite://users.db", value_parser = DatabaseUrlParser)]
     pub database_url: DatabaseUrl,
 
+    /// File holding the database URL, such as a mounted Kubernetes Secret. When set it takes
+    /// the place of --database-url, so that the password is in neither the environment nor
+    /// the command line.
+    #[arg(long, env = "NOTESUITE_DATABASE_URL_FILE")]
+    pub database_url_file: Option<PathBuf>,
+
     #[command(flatten)]
     pub database_pool: PoolConfig,
 

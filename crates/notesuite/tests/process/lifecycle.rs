@@ -6,7 +6,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 
-use crate::support::{PATIENCE, Up, held_call, run};
+use crate::support::{PATIENCE, Service, Up, held_call, keygen, run};
 
 async fn check(health: &mut HealthClient<Channel>, service: &str) -> ServingStatus {
     health
@@ -192,4 +192,51 @@ fn keygen_writes_a_key_pair_and_never_overwrites_it() {
         Some(1),
         "a second keygen must not overwrite the first key"
     );
+}
+
+#[tokio::test]
+async fn the_database_url_can_come_from_a_file_as_a_mounted_secret_provides_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_, public_key) = keygen(dir.path());
+    // As `kubectl create secret --from-file` leaves it: with a trailing newline.
+    let url_file = dir.path().join("database-url");
+    let database = dir.path().join("notes.db");
+    std::fs::write(&url_file, format!("sqlite://{}\n", database.display())).expect("write");
+    let url_file = url_file.display().to_string();
+    let notes = Service::start(
+        &[
+            "notes",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "off",
+            "--jwt-public-key",
+            &public_key,
+        ],
+        &[("NOTESUITE_DATABASE_URL_FILE", url_file)],
+    )
+    .await;
+    assert!(database.exists(), "notes did not open the file's database");
+    drop(notes);
+
+    let bad = dir.path().join("bad-url");
+    std::fs::write(&bad, "mysql://db/notes\n").expect("write");
+    for file in [bad.display().to_string(), "/no/such/secret".to_owned()] {
+        let (code, stderr) = run(&[
+            "users",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "off",
+            "--database-url-file",
+            &file,
+            "--jwt-public-key",
+            &public_key,
+        ]);
+        assert_eq!(code, Some(1));
+        assert!(
+            stderr.contains(&format!("--database-url-file {file}")),
+            "{stderr}"
+        );
+    }
 }

@@ -1,5 +1,6 @@
 //! The real `notesuite` binary, run and called as operators and clients do.
 
+mod client_tools;
 mod lifecycle;
 mod support;
 mod telemetry;

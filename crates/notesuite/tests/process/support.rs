@@ -97,6 +97,8 @@ fn spawn(command: Command) -> (tokio::process::Child, Lines, Lines) {
 pub(crate) struct Up {
     child: tokio::process::Child,
     pub(crate) gateway: SocketAddr,
+    pub(crate) users: Option<SocketAddr>,
+    pub(crate) notes: Option<SocketAddr>,
     pub(crate) metrics: Option<SocketAddr>,
     pub(crate) data_dir: tempfile::TempDir,
     pub(crate) logs: Lines,
@@ -141,11 +143,20 @@ impl Up {
             panic!("notesuite up did not start: {}", logs.all().await);
         };
         let mut gateway = None;
+        let mut users = None;
+        let mut notes = None;
         let mut metrics = None;
         for line in banner {
             if let Some(rest) = line.trim_start().strip_prefix("gateway") {
                 let address = rest.split_whitespace().next().expect("address");
                 gateway = Some(address.parse().expect("socket address"));
+            }
+            // With the space: "notesuite is up" also starts with "notes".
+            for (name, slot) in [("users ", &mut users), ("notes ", &mut notes)] {
+                if let Some(rest) = line.trim_start().strip_prefix(name) {
+                    let address = rest.split_whitespace().next().expect("address");
+                    *slot = Some(address.parse().expect("socket address"));
+                }
             }
             if let Some(rest) = line.trim_start().strip_prefix("metrics") {
                 let url = rest.trim();
@@ -158,6 +169,8 @@ impl Up {
         Self {
             child,
             gateway: gateway.expect("the banner names the gateway"),
+            users,
+            notes,
             metrics,
             data_dir,
             logs,
