@@ -309,13 +309,13 @@ def tag_page_query(repo_root: Path) -> str:
     return " ".join(literals[0].split())
 
 
-def explain_sql(query: str, owner: str, tag: str, limit: int) -> str:
+def explain_sql(query: str, owner: str, tag: str, limit: int, byte_budget: int = 1 << 20) -> str:
     """EXPLAIN (ANALYZE, BUFFERS) of the prepared query as sqlx runs it: first with the plan
     PostgreSQL makes for these parameters, then with the generic plan a prepared statement may
     switch to after five executions."""
-    arguments = f"'{owner}', '{tag}', '{uuid.UUID(int=(1 << 128) - 1)}', {limit}"
+    arguments = f"'{owner}', '{tag}', '{uuid.UUID(int=(1 << 128) - 1)}', {limit}, {byte_budget}"
     return f"""\
-PREPARE tag_page(text, text, uuid, bigint) AS {query};
+PREPARE tag_page(text, text, uuid, bigint, bigint) AS {query};
 \\o /dev/null
 EXECUTE tag_page({arguments});
 \\o
