@@ -52,8 +52,11 @@ pub enum Failure {
 /// Classifies a sqlx error; see [`Failure`].
 pub fn classify(error: &sqlx::Error) -> Failure {
     match error {
+        // A protocol error is what a connection cut half-way through a message looks like
+        // (the server shutting down or restarting): the next connection may well work.
         sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
+        | sqlx::Error::Protocol(_)
         | sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
         | sqlx::Error::WorkerCrashed
@@ -100,10 +103,11 @@ fn sqlite_code_is_transient(code: &str) -> bool {
 
 /// PostgreSQL SQLSTATEs that say the server cannot serve this now: connection exceptions
 /// (08), insufficient resources such as a full disk or too many connections (53), operator
-/// intervention such as a shutdown or a statement timeout (57), serialization failures and
-/// deadlocks (40), and a read-only server (25006, a standby after a failover).
+/// intervention such as a shutdown or a statement timeout (57), system errors such as an I/O
+/// error (58), serialization failures and deadlocks (40), and a read-only server (25006, a
+/// standby after a failover).
 fn postgres_code_is_transient(code: &str) -> bool {
-    ["08", "53", "57", "40"]
+    ["08", "53", "57", "58", "40"]
         .iter()
         .any(|class| code.starts_with(class))
         || code == "25006"

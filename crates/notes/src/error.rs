@@ -1,6 +1,6 @@
 //! The notes service's one error type, and the one place it becomes a `tonic::Status`.
 
-use shell::{FieldViolation, error_status, internal_error, invalid_fields, retryable_status};
+use shell::{FieldViolation, database_unavailable, error_status, internal_error, invalid_fields};
 use tonic::{Code, Status};
 
 #[derive(Debug, thiserror::Error)]
@@ -49,12 +49,7 @@ impl From<Error> for Status {
             Error::Database(ref cause) => match database::classify(cause) {
                 database::Failure::Unavailable => {
                     tracing::warn!(error = %cause, "database unavailable");
-                    retryable_status(
-                        Code::Unavailable,
-                        "DATABASE_UNAVAILABLE",
-                        "the database is unavailable; retry after the given delay",
-                        DATABASE_RETRY_AFTER,
-                    )
+                    database_unavailable()
                 }
                 database::Failure::UniqueViolation | database::Failure::Other => {
                     internal_error(&error)
@@ -64,7 +59,3 @@ impl From<Error> for Status {
         }
     }
 }
-
-/// What `RetryInfo` tells a client while the database is unavailable: about the time a pool
-/// needs to notice that the database is back.
-const DATABASE_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);

@@ -138,65 +138,45 @@ fn lists_all(listed: &BTreeSet<String>, expected: &BTreeSet<&str>) -> Result<(),
     ))
 }
 
-async fn list_services_v1(channel: Channel) -> Result<BTreeSet<String>, String> {
-    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    use tonic_reflection::pb::v1::{ServerReflectionRequest, ServerReflectionResponse};
+/// Reflection v1 and v1alpha are one protocol in two generated packages: one body for both.
+macro_rules! list_services_with {
+    ($name:ident, $version:ident) => {
+        async fn $name(channel: Channel) -> Result<BTreeSet<String>, String> {
+            use tonic_reflection::pb::$version::server_reflection_client::ServerReflectionClient;
+            use tonic_reflection::pb::$version::server_reflection_request::MessageRequest;
+            use tonic_reflection::pb::$version::server_reflection_response::MessageResponse;
+            use tonic_reflection::pb::$version::{
+                ServerReflectionRequest, ServerReflectionResponse,
+            };
 
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
+            let request = ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(MessageRequest::ListServices(String::new())),
+            };
+            let mut client = ServerReflectionClient::new(channel);
+            let response: Option<ServerReflectionResponse> = client
+                .server_reflection_info(tokio_stream::once(request))
+                .await
+                .map_err(|status| client::describe_status(&status))?
+                .into_inner()
+                .message()
+                .await
+                .map_err(|status| client::describe_status(&status))?;
+            match response.and_then(|response| response.message_response) {
+                Some(MessageResponse::ListServicesResponse(list)) => Ok(list
+                    .service
+                    .into_iter()
+                    .map(|service| service.name)
+                    .collect()),
+                Some(MessageResponse::ErrorResponse(error)) => Err(error.error_message),
+                _ => Err("no list of services in the answer".into()),
+            }
+        }
     };
-    let mut client = ServerReflectionClient::new(channel);
-    let response: Option<ServerReflectionResponse> = client
-        .server_reflection_info(tokio_stream::once(request))
-        .await
-        .map_err(|status| client::describe_status(&status))?
-        .into_inner()
-        .message()
-        .await
-        .map_err(|status| client::describe_status(&status))?;
-    match response.and_then(|response| response.message_response) {
-        Some(MessageResponse::ListServicesResponse(list)) => Ok(list
-            .service
-            .into_iter()
-            .map(|service| service.name)
-            .collect()),
-        Some(MessageResponse::ErrorResponse(error)) => Err(error.error_message),
-        _ => Err("no list of services in the answer".into()),
-    }
 }
 
-async fn list_services_v1alpha(channel: Channel) -> Result<BTreeSet<String>, String> {
-    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
-    use tonic_reflection::pb::v1alpha::{ServerReflectionRequest, ServerReflectionResponse};
-
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut client = ServerReflectionClient::new(channel);
-    let response: Option<ServerReflectionResponse> = client
-        .server_reflection_info(tokio_stream::once(request))
-        .await
-        .map_err(|status| client::describe_status(&status))?
-        .into_inner()
-        .message()
-        .await
-        .map_err(|status| client::describe_status(&status))?;
-    match response.and_then(|response| response.message_response) {
-        Some(MessageResponse::ListServicesResponse(list)) => Ok(list
-            .service
-            .into_iter()
-            .map(|service| service.name)
-            .collect()),
-        Some(MessageResponse::ErrorResponse(error)) => Err(error.error_message),
-        _ => Err("no list of services in the answer".into()),
-    }
-}
+list_services_with!(list_services_v1, v1);
+list_services_with!(list_services_v1alpha, v1alpha);
 
 /// Sign up, create, get, delete and look again, through the gateway as a client would; then
 /// delete the account, also when a step in between failed. Every call carries one sampled W3C

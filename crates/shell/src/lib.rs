@@ -37,7 +37,8 @@ pub use internal::internal_error;
 pub use signal::shutdown_signal;
 pub use spawn::{Spawned, spawn};
 pub use status::{
-    ERROR_DOMAIN, INVALID_FIELDS, Violations, error_status, invalid_fields, retryable_status,
+    ERROR_DOMAIN, INVALID_FIELDS, Violations, database_unavailable, error_status, invalid_fields,
+    retryable_status,
 };
 pub use tonic_types::FieldViolation;
 

@@ -31,6 +31,18 @@ pub fn retryable_status(
     Status::with_error_details(code, message, details)
 }
 
+/// UNAVAILABLE, reason `DATABASE_UNAVAILABLE`: the service's database cannot serve the call
+/// right now (down, busy, read-only, disk full); `RetryInfo` says about when a pool notices it
+/// is back.
+pub fn database_unavailable() -> Status {
+    retryable_status(
+        Code::Unavailable,
+        "DATABASE_UNAVAILABLE",
+        "the database is unavailable; retry after the given delay",
+        std::time::Duration::from_secs(1),
+    )
+}
+
 /// INVALID_ARGUMENT naming every bad field in a `BadRequest`.
 pub fn invalid_fields(violations: Vec<FieldViolation>) -> Status {
     let message = match violations.as_slice() {

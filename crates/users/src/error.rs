@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use shell::{FieldViolation, error_status, internal_error, invalid_fields, retryable_status};
+use shell::{FieldViolation, database_unavailable, error_status, internal_error, invalid_fields};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
@@ -68,12 +68,7 @@ impl From<Error> for Status {
             Error::Database(ref cause) => match database::classify(cause) {
                 database::Failure::Unavailable => {
                     tracing::warn!(error = %cause, "database unavailable");
-                    retryable_status(
-                        Code::Unavailable,
-                        "DATABASE_UNAVAILABLE",
-                        "the database is unavailable; retry after the given delay",
-                        DATABASE_RETRY_AFTER,
-                    )
+                    database_unavailable()
                 }
                 database::Failure::UniqueViolation | database::Failure::Other => {
                     internal_error(&error)
@@ -85,7 +80,3 @@ impl From<Error> for Status {
         }
     }
 }
-
-/// What `RetryInfo` tells a client while the database is unavailable: about the time a pool
-/// needs to notice that the database is back.
-const DATABASE_RETRY_AFTER: Duration = Duration::from_secs(1);

@@ -42,6 +42,11 @@ async fn watch_until(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_outage_fails_calls_fast_flips_readiness_and_heals_without_a_restart() {
+    // The service's logs go to the test's output, so that an unexpected answer shows its cause.
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("warn")
+        .try_init();
     let cluster = tokio::task::spawn_blocking(ScratchCluster::start)
         .await
         .expect("scratch cluster");
