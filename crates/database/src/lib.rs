@@ -37,6 +37,32 @@ pub(crate) fn statement_logging<O: sqlx::ConnectOptions>(options: O) -> O {
         .log_slow_statements(log::LevelFilter::Warn, std::time::Duration::from_secs(1))
 }
 
+/// Registers `pool`'s metrics (`db.client.connection.*`) under `name`.
+pub(crate) fn pool_metrics<DB: sqlx::Database>(
+    pool: &sqlx::Pool<DB>,
+    name: &'static str,
+    max_connections: u32,
+) -> telemetry::PoolMetrics {
+    let observed = pool.clone();
+    telemetry::PoolMetrics::register(name, max_connections, move || {
+        (
+            observed.size(),
+            u32::try_from(observed.num_idle()).unwrap_or(u32::MAX),
+        )
+    })
+}
+
+/// A pooled connection, the wait for it recorded in `metrics`.
+pub(crate) async fn acquire<DB: sqlx::Database>(
+    pool: &sqlx::Pool<DB>,
+    metrics: &telemetry::PoolMetrics,
+) -> Result<sqlx::pool::PoolConnection<DB>, sqlx::Error> {
+    let started = std::time::Instant::now();
+    let connection = pool.acquire().await?;
+    metrics.record_wait(started.elapsed());
+    Ok(connection)
+}
+
 /// What a failed statement means for the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {

@@ -1,5 +1,5 @@
 use std::str::FromStr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sqlx::migrate::{MigrateDatabase as _, Migrator};
 use sqlx::pool::PoolConnection;
@@ -80,23 +80,13 @@ impl PostgresDatabase {
             .max_lifetime(Duration::from_secs(30 * 60))
             .idle_timeout(Duration::from_secs(10 * 60))
             .connect_lazy_with(options);
-        let observed = pool.clone();
-        let metrics =
-            telemetry::PoolMetrics::register(pool_name, config.max_connections, move || {
-                (
-                    observed.size(),
-                    u32::try_from(observed.num_idle()).unwrap_or(u32::MAX),
-                )
-            });
+        let metrics = crate::pool_metrics(&pool, pool_name, config.max_connections);
         Ok(Self { pool, metrics })
     }
 
     /// A pooled connection for reads; the wait for it is measured.
     pub async fn connection(&self) -> Result<PoolConnection<Postgres>, sqlx::Error> {
-        let started = Instant::now();
-        let connection = self.pool.acquire().await?;
-        self.metrics.record_wait(started.elapsed());
-        Ok(connection)
+        crate::acquire(&self.pool, &self.metrics).await
     }
 
     /// A write transaction (READ COMMITTED).

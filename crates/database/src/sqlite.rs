@@ -81,14 +81,7 @@ impl SqliteDatabase {
             .connect_with(options)
             .await
             .map_err(connect_error)?;
-        let observed = pool.clone();
-        let metrics =
-            telemetry::PoolMetrics::register(pool_name, config.max_connections, move || {
-                (
-                    observed.size(),
-                    u32::try_from(observed.num_idle()).unwrap_or(u32::MAX),
-                )
-            });
+        let metrics = crate::pool_metrics(&pool, pool_name, config.max_connections);
         Ok(Self {
             pool,
             write_slot: Arc::new(Semaphore::new(1)),
@@ -99,10 +92,7 @@ impl SqliteDatabase {
 
     /// A pooled connection for reads; the wait for it is measured.
     pub async fn connection(&self) -> Result<PoolConnection<Sqlite>, sqlx::Error> {
-        let started = Instant::now();
-        let connection = self.pool.acquire().await?;
-        self.metrics.record_wait(started.elapsed());
-        Ok(connection)
+        crate::acquire(&self.pool, &self.metrics).await
     }
 
     /// A write transaction (`BEGIN IMMEDIATE`, so that a transaction that read first never

@@ -88,16 +88,21 @@ impl ScratchCluster {
     }
 
     /// PostgreSQL's tools refuse to run as root: as root, they run as the `postgres` user.
-    fn run(&self, tool: &str, args: &[&str]) {
+    fn command(&self, tool: &str) -> Command {
         let program = self.bin.join(tool);
-        let mut command = if is_root() {
+        if is_root() {
             let mut command = Command::new("runuser");
             command.args(["-u", "postgres", "--"]).arg(&program);
             command
         } else {
             Command::new(&program)
-        };
-        let output = command
+        }
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        let program = self.bin.join(tool);
+        let output = self
+            .command(tool)
             .args(args)
             .output()
             .unwrap_or_else(|error| panic!("cannot run {}: {error}", program.display()));
@@ -123,18 +128,10 @@ impl ScratchCluster {
 
 impl Drop for ScratchCluster {
     fn drop(&mut self) {
-        let program = self.bin.join("pg_ctl");
-        let data = self.data_dir();
-        let mut command = if is_root() {
-            let mut command = Command::new("runuser");
-            command.args(["-u", "postgres", "--"]).arg(&program);
-            command
-        } else {
-            Command::new(&program)
-        };
-        let _ = command
+        let _ = self
+            .command("pg_ctl")
             .args(["stop", "-m", "immediate", "-w", "-D"])
-            .arg(&data)
+            .arg(self.data_dir())
             .output();
     }
 }
