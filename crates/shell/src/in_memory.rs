@@ -11,10 +11,10 @@ use std::task::{Context, Poll};
 
 use hyper_util::rt::TokioIo;
 use tokio::io::DuplexStream;
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::spawn::Background;
 use crate::{ServeConfig, ServeError, ServiceDefinition};
 
 /// Bytes a pipe buffers in each direction: larger than any message the tests send.
@@ -25,8 +25,7 @@ const PIPE_CAPACITY: usize = 1 << 20;
 #[derive(Debug)]
 pub struct InMemory {
     connector: Connector,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), ServeError>>,
+    server: Background,
 }
 
 /// Serves `definition` in a background task on connections that [`InMemory::channel`] opens.
@@ -36,17 +35,15 @@ pub fn spawn_in_memory(definition: ServiceDefinition, config: ServeConfig) -> In
         let connection = accepted.recv().await?;
         Some((Ok::<_, std::io::Error>(connection), accepted))
     });
-    let (shutdown, shutdown_signal) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
+    let server = Background::start(|shutdown| async move {
         crate::serve_connections(incoming, "in-memory", definition, &config, async {
-            let _ = shutdown_signal.await;
+            let _ = shutdown.await;
         })
         .await
     });
     InMemory {
         connector: Connector(connections),
-        shutdown: Some(shutdown),
-        task,
+        server,
     }
 }
 
@@ -58,22 +55,8 @@ impl InMemory {
     }
 
     /// Drains and waits until the server has stopped.
-    pub async fn stop(mut self) -> Result<(), ServeError> {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        match (&mut self.task).await {
-            Ok(result) => result,
-            Err(join_error) => std::panic::resume_unwind(join_error.into_panic()),
-        }
-    }
-}
-
-impl Drop for InMemory {
-    fn drop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
+    pub async fn stop(self) -> Result<(), ServeError> {
+        self.server.stop().await
     }
 }
 

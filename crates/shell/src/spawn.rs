@@ -1,3 +1,4 @@
+use std::future::Future;
 use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
@@ -13,18 +14,32 @@ use crate::{ServeConfig, ServeError, ServiceDefinition};
 #[derive(Debug)]
 pub struct Spawned {
     pub address: SocketAddr,
+    server: Background,
+}
+
+/// A server task with its shutdown signal: sends it when stopped or dropped.
+#[derive(Debug)]
+pub(crate) struct Background {
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), ServeError>>,
 }
 
-impl Spawned {
-    /// `http://ADDRESS`, for a client channel.
-    pub fn url(&self) -> String {
-        format!("http://{}", self.address)
+impl Background {
+    /// Runs `serve` (given the shutdown future it must honour) in a background task.
+    pub(crate) fn start<F, S>(serve: S) -> Self
+    where
+        S: FnOnce(oneshot::Receiver<()>) -> F,
+        F: Future<Output = Result<(), ServeError>> + Send + 'static,
+    {
+        let (shutdown, shutdown_signal) = oneshot::channel::<()>();
+        Self {
+            shutdown: Some(shutdown),
+            task: tokio::spawn(serve(shutdown_signal)),
+        }
     }
 
     /// Drains and waits until the server has stopped.
-    pub async fn stop(mut self) -> Result<(), ServeError> {
+    pub(crate) async fn stop(mut self) -> Result<(), ServeError> {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
@@ -35,7 +50,7 @@ impl Spawned {
     }
 }
 
-impl Drop for Spawned {
+impl Drop for Background {
     fn drop(&mut self) {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
@@ -43,20 +58,27 @@ impl Drop for Spawned {
     }
 }
 
+impl Spawned {
+    /// `http://ADDRESS`, for a client channel.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// Drains and waits until the server has stopped.
+    pub async fn stop(self) -> Result<(), ServeError> {
+        self.server.stop().await
+    }
+}
+
 /// Serves `definition` on `127.0.0.1:0` in a background task.
 pub async fn spawn(definition: ServiceDefinition, config: ServeConfig) -> std::io::Result<Spawned> {
     let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
     let address = listener.local_addr()?;
-    let (shutdown, shutdown_signal) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
+    let server = Background::start(|shutdown| async move {
         crate::serve(listener, definition, &config, async {
-            let _ = shutdown_signal.await;
+            let _ = shutdown.await;
         })
         .await
     });
-    Ok(Spawned {
-        address,
-        shutdown: Some(shutdown),
-        task,
-    })
+    Ok(Spawned { address, server })
 }
