@@ -177,6 +177,7 @@ impl<S: NoteStore> NotesService for NotesGrpc<S> {
             notes: page.notes.into_iter().map(note_to_proto).collect(),
             next_page_token,
             total_size: i32::try_from(page.total).unwrap_or(i32::MAX),
+            revision: 0,
         }))
     }
 
@@ -225,6 +226,25 @@ impl<S: NoteStore> NotesService for NotesGrpc<S> {
         Ok(Response::new(UpdateNoteResponse {
             note: Some(note_to_proto(note)),
         }))
+    }
+
+    type WatchNotesStream = futures_util::stream::BoxStream<
+        'static,
+        Result<proto::notes::WatchNotesResponse, Status>,
+    >;
+
+    async fn watch_notes(
+        &self,
+        _request: Request<proto::notes::WatchNotesRequest>,
+    ) -> Result<Response<Self::WatchNotesStream>, Status> {
+        Err(Status::unimplemented("WatchNotes is not served yet"))
+    }
+
+    async fn import_notes(
+        &self,
+        _request: Request<tonic::Streaming<proto::notes::ImportNotesRequest>>,
+    ) -> Result<Response<proto::notes::ImportNotesResponse>, Status> {
+        Err(Status::unimplemented("ImportNotes is not served yet"))
     }
 
     async fn delete_note(
