@@ -31,5 +31,8 @@ pub struct NotesConfig {
     pub jwt_public_key: PathBuf,
 
     #[command(flatten)]
+    pub watch: crate::watch::WatchConfig,
+
+    #[command(flatten)]
     pub serve: ServeConfig,
 }

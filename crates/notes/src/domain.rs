@@ -235,12 +235,28 @@ impl Tags {
 }
 
 /// The owner's revision at a note's last change; sent to clients as its etag.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct Revision(i64);
 
 impl Revision {
+    /// An owner's revision before their first change.
+    pub const ZERO: Self = Self(0);
+
     pub(crate) fn from_stored(revision: i64) -> Self {
         Self(revision)
+    }
+
+    /// A revision a client sent as a position (WatchNotes' `after_revision`).
+    pub fn from_position(revision: i64) -> Result<Self, &'static str> {
+        if revision < 0 {
+            return Err("must not be negative");
+        }
+        Ok(Self(revision))
+    }
+
+    /// The revision `count` changes after this one.
+    pub fn plus(self, count: i64) -> Self {
+        Self(self.0.saturating_add(count))
     }
 
     pub fn get(self) -> i64 {
@@ -421,6 +437,48 @@ mod tests {
         assert_eq!(Revision::parse_etag(&revision.etag()), Ok(revision));
         for raw in ["", "7", "r", "r0", "r-3", "u7"] {
             assert!(Revision::parse_etag(raw).is_err(), "{raw:?}");
+        }
+    }
+}
+
+/// One entry of an owner's change log: what WatchNotes delivers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub revision: Revision,
+    pub event: ChangeEvent,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChangeEvent {
+    /// The note as created.
+    Created(Note),
+    /// The note as the update left it.
+    Updated(Note),
+    Deleted(NoteId),
+}
+
+impl ChangeEvent {
+    /// How the log stores the kind of change.
+    pub(crate) fn kind(&self) -> i16 {
+        match self {
+            Self::Created(_) => 1,
+            Self::Updated(_) => 2,
+            Self::Deleted(_) => 3,
+        }
+    }
+
+    pub fn note_id(&self) -> NoteId {
+        match self {
+            Self::Created(note) | Self::Updated(note) => note.id,
+            Self::Deleted(id) => *id,
+        }
+    }
+
+    /// About what the change takes on the wire.
+    pub fn encoded_len_estimate(&self) -> usize {
+        match self {
+            Self::Created(note) | Self::Updated(note) => note.encoded_len_estimate() + 48,
+            Self::Deleted(_) => 64,
         }
     }
 }

@@ -23,6 +23,18 @@ pub enum Error {
     Open(#[from] database::OpenError),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    #[error(
+        "the change log no longer holds the changes after revision {}: list the notes again, then watch from the listing's revision",
+        .0.get()
+    )]
+    WatchCursorExpired(crate::domain::Revision),
+    #[error(
+        "the client stopped reading this watch while changes waited: watch again with after_revision = {}",
+        .0.get()
+    )]
+    WatchTooSlow(crate::domain::Revision),
+    #[error("{} watch streams are open already, the most allowed {}", .limit, if *.per_user { "for one user" } else { "on this server" })]
+    TooManyWatches { limit: u32, per_user: bool },
 }
 
 impl From<Error> for Status {
@@ -55,6 +67,20 @@ impl From<Error> for Status {
                     internal_error(&error)
                 }
             },
+            Error::WatchCursorExpired(_) => error_status(
+                Code::FailedPrecondition,
+                "WATCH_CURSOR_EXPIRED",
+                error.to_string(),
+            ),
+            Error::WatchTooSlow(_) => {
+                error_status(Code::ResourceExhausted, "WATCH_TOO_SLOW", error.to_string())
+            }
+            Error::TooManyWatches { .. } => shell::retryable_status(
+                Code::ResourceExhausted,
+                "TOO_MANY_WATCHES",
+                error.to_string(),
+                std::time::Duration::from_secs(1),
+            ),
             Error::Open(_) | Error::Corrupt(_) => internal_error(&error),
         }
     }

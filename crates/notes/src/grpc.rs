@@ -3,30 +3,167 @@
 
 use pagination::{PageSize, PageTokenError, decode_token, encode_token};
 use proto::notes::notes_service_server::NotesService;
+use proto::notes::watch_notes_response::EventType;
 use proto::notes::{
     CreateNoteRequest, CreateNoteResponse, DeleteNoteRequest, DeleteNoteResponse, GetNoteRequest,
-    GetNoteResponse, ListNotesRequest, ListNotesResponse, UpdateNoteRequest, UpdateNoteResponse,
+    GetNoteResponse, ImportNotesRequest, ImportNotesResponse, ListNotesRequest, ListNotesResponse,
+    UpdateNoteRequest, UpdateNoteResponse, WatchNotesRequest, WatchNotesResponse,
+    import_notes_response,
 };
 use shell::Violations;
 use token::Principal;
 use tonic::{Request, Response, Status};
 
 use crate::domain::{
-    Content, Note, NoteDraft, NoteId, NotePatch, RequestId, Revision, Tag, Tags, Title,
+    ChangeEvent, Content, Note, NoteDraft, NoteId, NotePatch, RequestId, Revision, Tag, Tags, Title,
 };
 use crate::error::Error;
-use crate::service::Notes;
+use crate::service::{ImportItem, ImportOutcome, Notes};
 use crate::store::NoteStore;
+use crate::watch::{Start, WatchEvent, Watches, watch};
+
+/// Most items of an import written in one transaction, and about how many bytes of notes.
+const IMPORT_BATCH: usize = 256;
+const IMPORT_BATCH_BYTES: usize = 1024 * 1024;
+/// Most item errors an import's summary lists (`error_count` counts them all).
+const MAX_LISTED_ERRORS: usize = 100;
 
 #[derive(Debug)]
 pub struct NotesGrpc<S> {
     notes: Notes<S>,
+    watches: Watches,
 }
 
 impl<S> NotesGrpc<S> {
-    pub fn new(notes: Notes<S>) -> Self {
-        Self { notes }
+    pub(crate) fn new(notes: Notes<S>, watches: Watches) -> Self {
+        Self { notes, watches }
     }
+}
+
+fn event_to_proto(event: WatchEvent) -> WatchNotesResponse {
+    match event {
+        WatchEvent::Heartbeat(revision) => WatchNotesResponse {
+            r#type: EventType::Heartbeat.into(),
+            revision: revision.get(),
+            note: None,
+            note_id: String::new(),
+        },
+        WatchEvent::Change(change) => {
+            let (kind, note) = match &change.event {
+                ChangeEvent::Created(note) => (EventType::Created, Some(note.clone())),
+                ChangeEvent::Updated(note) => (EventType::Updated, Some(note.clone())),
+                ChangeEvent::Deleted(_) => (EventType::Deleted, None),
+            };
+            WatchNotesResponse {
+                r#type: kind.into(),
+                revision: change.revision.get(),
+                note: note.map(note_to_proto),
+                note_id: change.event.note_id().to_string(),
+            }
+        }
+    }
+}
+
+/// The running summary of an import.
+#[derive(Debug, Default)]
+struct ImportSummary {
+    created: usize,
+    already_present: usize,
+    errors: Vec<import_notes_response::ItemError>,
+    error_count: usize,
+    revision: Revision,
+}
+
+impl ImportSummary {
+    fn refuse(&mut self, index: usize, error: Error) {
+        self.error_count += 1;
+        if self.errors.len() >= MAX_LISTED_ERRORS {
+            return;
+        }
+        let status = Status::from(error);
+        let details = tonic_types::StatusExt::get_error_details(&status);
+        self.errors.push(import_notes_response::ItemError {
+            index: i32::try_from(index).unwrap_or(i32::MAX),
+            code: status.code() as i32,
+            reason: details
+                .error_info()
+                .map(|info| info.reason.clone())
+                .unwrap_or_default(),
+            message: status.message().to_owned(),
+            field_violations: details
+                .bad_request()
+                .map(|bad| {
+                    bad.field_violations
+                        .iter()
+                        .map(|violation| import_notes_response::FieldViolation {
+                            field: violation.field.clone(),
+                            description: violation.description.clone(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        });
+    }
+
+    fn add(&mut self, outcome: ImportOutcome) {
+        self.created += outcome.created;
+        self.already_present += outcome.already_present;
+        if let Some(revision) = outcome.revision {
+            self.revision = revision;
+        }
+        let mut errors = outcome.errors;
+        errors.sort_by_key(|(index, _)| *index);
+        for (index, error) in errors {
+            self.refuse(index, error);
+        }
+    }
+
+    fn into_proto(mut self) -> ImportNotesResponse {
+        self.errors.sort_by_key(|error| error.index);
+        let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+        ImportNotesResponse {
+            created_count: count(self.created),
+            already_present_count: count(self.already_present),
+            errors: self.errors,
+            error_count: count(self.error_count),
+            revision: self.revision.get(),
+        }
+    }
+}
+
+/// Validates what a CreateNote (or an import item) carries.
+fn parse_create(
+    note: Option<proto::notes::Note>,
+    request_id: &str,
+) -> Result<(NoteDraft, Option<RequestId>), Error> {
+    let mut violations = Violations::default();
+    let Some(note) = note else {
+        violations.add("note", "is required");
+        return Err(invalid(violations));
+    };
+    let title = violations.check("note.title", Title::parse(&note.title));
+    let content = violations.check("note.content", Content::parse(note.content));
+    let tags = check_tags(&mut violations, "note.tags", &note.tags);
+    let request_id = violations.check(
+        "request_id",
+        match request_id {
+            "" => Ok(None),
+            raw => RequestId::parse(raw).map(Some),
+        },
+    );
+    let (Some(title), Some(content), Some(tags), Some(request_id)) =
+        (title, content, tags, request_id)
+    else {
+        return Err(invalid(violations));
+    };
+    Ok((
+        NoteDraft {
+            title,
+            content,
+            tags,
+        },
+        request_id,
+    ))
 }
 
 fn caller<T>(request: &Request<T>) -> Result<Principal, Error> {
@@ -78,38 +215,8 @@ impl<S: NoteStore> NotesService for NotesGrpc<S> {
     ) -> Result<Response<CreateNoteResponse>, Status> {
         let caller = caller(&request)?;
         let CreateNoteRequest { note, request_id } = request.into_inner();
-        let mut violations = Violations::default();
-        let Some(note) = note else {
-            violations.add("note", "is required");
-            return Err(invalid(violations).into());
-        };
-        let title = violations.check("note.title", Title::parse(&note.title));
-        let content = violations.check("note.content", Content::parse(note.content));
-        let tags = check_tags(&mut violations, "note.tags", &note.tags);
-        let request_id = violations.check(
-            "request_id",
-            match request_id.as_str() {
-                "" => Ok(None),
-                raw => RequestId::parse(raw).map(Some),
-            },
-        );
-        let (Some(title), Some(content), Some(tags), Some(request_id)) =
-            (title, content, tags, request_id)
-        else {
-            return Err(invalid(violations).into());
-        };
-        let note = self
-            .notes
-            .create(
-                &caller,
-                NoteDraft {
-                    title,
-                    content,
-                    tags,
-                },
-                request_id,
-            )
-            .await?;
+        let (draft, request_id) = parse_create(note, &request_id)?;
+        let note = self.notes.create(&caller, draft, request_id).await?;
         Ok(Response::new(CreateNoteResponse {
             note: Some(note_to_proto(note)),
         }))
@@ -177,7 +284,7 @@ impl<S: NoteStore> NotesService for NotesGrpc<S> {
             notes: page.notes.into_iter().map(note_to_proto).collect(),
             next_page_token,
             total_size: i32::try_from(page.total).unwrap_or(i32::MAX),
-            revision: 0,
+            revision: page.revision.get(),
         }))
     }
 
@@ -228,23 +335,84 @@ impl<S: NoteStore> NotesService for NotesGrpc<S> {
         }))
     }
 
-    type WatchNotesStream = futures_util::stream::BoxStream<
-        'static,
-        Result<proto::notes::WatchNotesResponse, Status>,
-    >;
+    type WatchNotesStream =
+        futures_util::stream::BoxStream<'static, Result<proto::notes::WatchNotesResponse, Status>>;
 
     async fn watch_notes(
         &self,
-        _request: Request<proto::notes::WatchNotesRequest>,
+        request: Request<WatchNotesRequest>,
     ) -> Result<Response<Self::WatchNotesStream>, Status> {
-        Err(Status::unimplemented("WatchNotes is not served yet"))
+        use futures_util::StreamExt as _;
+        let caller = caller(&request)?;
+        let owner = crate::service::owner(&caller)?;
+        let WatchNotesRequest {
+            after_revision,
+            start_from_now,
+        } = request.into_inner();
+        let mut violations = Violations::default();
+        let after = violations.check("after_revision", Revision::from_position(after_revision));
+        if start_from_now && after_revision != 0 {
+            violations.add(
+                "after_revision",
+                "must be 0 with start_from_now: the stream starts at the current revision",
+            );
+        }
+        let (Some(after), true) = (after, violations.is_empty()) else {
+            return Err(invalid(violations).into());
+        };
+        let start = if start_from_now {
+            Start::Now
+        } else {
+            Start::After(after)
+        };
+        let events = watch(&self.watches, self.notes.store().clone(), owner, start).await?;
+        Ok(Response::new(
+            events
+                .map(|event| event.map(event_to_proto).map_err(Status::from))
+                .boxed(),
+        ))
     }
 
     async fn import_notes(
         &self,
-        _request: Request<tonic::Streaming<proto::notes::ImportNotesRequest>>,
-    ) -> Result<Response<proto::notes::ImportNotesResponse>, Status> {
-        Err(Status::unimplemented("ImportNotes is not served yet"))
+        request: Request<tonic::Streaming<ImportNotesRequest>>,
+    ) -> Result<Response<ImportNotesResponse>, Status> {
+        let caller = caller(&request)?;
+        let mut items = request.into_inner();
+        let mut summary = ImportSummary::default();
+        let mut index = 0usize;
+        loop {
+            // A batch: up to IMPORT_BATCH items or about IMPORT_BATCH_BYTES of notes, read
+            // only once the previous batch is written, so the client is paced by the writes.
+            let mut batch = Vec::new();
+            let mut bytes = 0;
+            let mut ended = false;
+            while batch.len() < IMPORT_BATCH && bytes < IMPORT_BATCH_BYTES {
+                let Some(item) = items.message().await? else {
+                    ended = true;
+                    break;
+                };
+                let ImportNotesRequest { note, request_id } = item;
+                match parse_create(note, &request_id) {
+                    Ok((draft, request_id)) => {
+                        bytes += draft.title.as_str().len() + draft.content.as_str().len();
+                        batch.push(ImportItem {
+                            index,
+                            draft,
+                            request_id,
+                        });
+                    }
+                    Err(error) => summary.refuse(index, error),
+                }
+                index += 1;
+            }
+            let outcome = self.notes.import_batch(&caller, batch).await?;
+            summary.add(outcome);
+            if ended {
+                break;
+            }
+        }
+        Ok(Response::new(summary.into_proto()))
     }
 
     async fn delete_note(

@@ -7,6 +7,7 @@ pub mod error;
 pub mod grpc;
 pub mod service;
 pub mod store;
+pub mod watch;
 
 use std::sync::Arc;
 
@@ -21,6 +22,7 @@ pub use error::Error;
 use crate::grpc::NotesGrpc;
 use crate::service::Notes;
 use crate::store::{NoteStore, PostgresNoteStore, SqliteNoteStore};
+use crate::watch::{ChangeHub, WatchConfig, Watches};
 use database::DatabaseUrl;
 
 /// Full name of the service: its health name and its reflection name.
@@ -38,22 +40,47 @@ pub async fn build(
     token_key: &token::VerifyingKey,
 ) -> Result<ServiceDefinition, Error> {
     Ok(match &config.database_url {
-        DatabaseUrl::Sqlite(url) => definition(
-            SqliteNoteStore::open(url, &config.database_pool).await?,
+        DatabaseUrl::Sqlite(url) => definition_with(
+            SqliteNoteStore::open(url, &config.database_pool)
+                .await?
+                .with_log_retention(config.watch.watch_log_retention),
             token_key,
+            &config.watch,
         ),
-        DatabaseUrl::Postgres(url) => definition(
-            PostgresNoteStore::open(url, &config.database_pool).await?,
+        DatabaseUrl::Postgres(url) => definition_with(
+            PostgresNoteStore::open(url, &config.database_pool)
+                .await?
+                .with_log_retention(config.watch.watch_log_retention),
             token_key,
+            &config.watch,
         ),
     })
 }
 
-/// The service over any store (tests use it to run the same suite on every backend).
+/// The service over any store with default watch settings (tests use it to run the same
+/// suite on every backend).
 pub fn definition<S: NoteStore>(store: S, token_key: &token::VerifyingKey) -> ServiceDefinition {
+    definition_with(store, token_key, &WatchConfig::default())
+}
+
+/// The service over any store. On PostgreSQL it also starts the change feed between
+/// replicas, which stops when the service is dropped.
+pub fn definition_with<S: NoteStore>(
+    store: S,
+    token_key: &token::VerifyingKey,
+    watch: &WatchConfig,
+) -> ServiceDefinition {
     let probe_store = store.clone();
     let verifier = Arc::new(token::Verifier::new(token_key));
-    let server = NotesServiceServer::new(NotesGrpc::new(Notes::new(store)))
+    let hub = ChangeHub::new(watch.max_watches, watch.max_watches_per_user);
+    let feed = tokio_util::sync::CancellationToken::new();
+    store.start_change_feed(&hub, &feed);
+    let watches = Watches {
+        hub: hub.clone(),
+        config: Arc::new(watch.clone()),
+        _feed: Arc::new(feed.drop_guard()),
+    };
+    let server = NotesServiceServer::new(NotesGrpc::new(Notes::new(store, hub), watches))
         .max_decoding_message_size(MAX_REQUEST_BYTES)
         .accept_compressed(CompressionEncoding::Gzip)
         .accept_compressed(CompressionEncoding::Deflate);

@@ -2,9 +2,14 @@
 
 use token::Principal;
 
-use crate::domain::{Note, NoteDraft, NoteId, NotePatch, OwnerId, RequestId, Revision, Tag};
+use std::collections::HashMap;
+
+use crate::domain::{
+    Change, ChangeEvent, Note, NoteDraft, NoteId, NotePatch, OwnerId, RequestId, Revision, Tag,
+};
 use crate::error::Error;
-use crate::store::{CreateRequest, Decision, ListQuery, NoteStore, NoteWrite};
+use crate::store::{CreateRequest, Decision, EarlierRequest, ListQuery, NoteStore, NoteWrite};
+use crate::watch::ChangeHub;
 
 /// Most bytes of notes one ListNotes page carries (fewer notes than `page_size` when they are
 /// big; `next_page_token` continues). Well below the 4 MiB a default gRPC client accepts, so
@@ -14,6 +19,27 @@ pub const MAX_PAGE_BYTES: usize = 1024 * 1024;
 #[derive(Debug)]
 pub struct Notes<S> {
     store: S,
+    hub: ChangeHub,
+}
+
+/// One item of an import, already validated.
+#[derive(Debug)]
+pub struct ImportItem {
+    /// The item's position in the stream.
+    pub index: usize,
+    pub draft: NoteDraft,
+    pub request_id: Option<RequestId>,
+}
+
+/// What one batch of an import did.
+#[derive(Debug, Default)]
+pub struct ImportOutcome {
+    pub created: usize,
+    pub already_present: usize,
+    /// Items refused, by index.
+    pub errors: Vec<(usize, Error)>,
+    /// The owner's revision after the batch.
+    pub revision: Option<Revision>,
 }
 
 /// One page of a listing.
@@ -23,11 +49,22 @@ pub struct NotePage {
     /// Whether more notes follow the last one of this page.
     pub more: bool,
     pub total: u64,
+    /// The owner's revision the page reflects.
+    pub revision: Revision,
 }
 
 impl<S: NoteStore> Notes<S> {
-    pub fn new(store: S) -> Self {
-        Self { store }
+    pub fn new(store: S, hub: ChangeHub) -> Self {
+        Self { store, hub }
+    }
+
+    pub(crate) fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Tells this process's watchers (and, through the hub, other replicas') of a commit.
+    fn committed(&self, owner: &OwnerId, changes: Vec<Change>) {
+        self.hub.committed(owner, changes);
     }
 
     pub async fn create(
@@ -43,8 +80,18 @@ impl<S: NoteStore> Notes<S> {
         });
         let mut write = self.store.write(&owner).await?;
         let outcome = create_in(&mut write, &owner, draft, request).await;
+        let created = matches!(outcome, Ok(Decision::Commit(_)));
         let note = write.finish(outcome).await?;
-        tracing::debug!(note_id = %note.id, revision = note.revision.get(), "note created");
+        if created {
+            tracing::debug!(note_id = %note.id, revision = note.revision.get(), "note created");
+            self.committed(
+                &owner,
+                vec![Change {
+                    revision: note.revision,
+                    event: ChangeEvent::Created(note.clone()),
+                }],
+            );
+        }
         Ok(note)
     }
 
@@ -75,6 +122,7 @@ impl<S: NoteStore> Notes<S> {
             notes: page.notes,
             more: page.more,
             total,
+            revision: page.revision,
         })
     }
 
@@ -88,7 +136,15 @@ impl<S: NoteStore> Notes<S> {
         let owner = owner(caller)?;
         let mut write = self.store.write(&owner).await?;
         let outcome = update_in(&mut write, id, expected, patch).await;
-        write.finish(outcome).await
+        let note = write.finish(outcome).await?;
+        self.committed(
+            &owner,
+            vec![Change {
+                revision: note.revision,
+                event: ChangeEvent::Updated(note.clone()),
+            }],
+        );
+        Ok(note)
     }
 
     pub async fn delete(
@@ -99,8 +155,103 @@ impl<S: NoteStore> Notes<S> {
     ) -> Result<(), Error> {
         let owner = owner(caller)?;
         let mut write = self.store.write(&owner).await?;
+        let revision = write.revision();
         let outcome = delete_in(&mut write, id, expected).await;
-        write.finish(outcome).await
+        write.finish(outcome).await?;
+        self.committed(
+            &owner,
+            vec![Change {
+                revision,
+                event: ChangeEvent::Deleted(id),
+            }],
+        );
+        Ok(())
+    }
+
+    /// Creates a batch of imported notes in one transaction, each under its own revision in
+    /// item order. Items whose `request_id` already created their note are counted, not
+    /// created again; one reused for a different note is that item's error. A database
+    /// failure fails the batch (and the import): nothing of the batch is kept, and a retry
+    /// with the same `request_id`s is safe.
+    pub async fn import_batch(
+        &self,
+        caller: &Principal,
+        items: Vec<ImportItem>,
+    ) -> Result<ImportOutcome, Error> {
+        let owner = owner(caller)?;
+        let mut outcome = ImportOutcome::default();
+        if items.is_empty() {
+            return Ok(outcome);
+        }
+        let mut write = self.store.write(&owner).await?;
+        let mut fresh = Vec::with_capacity(items.len());
+        // Request ids met earlier in this batch, as the log of requests would know them.
+        let mut in_batch: HashMap<RequestId, [u8; 32]> = HashMap::new();
+        for item in items {
+            let request = item.request_id.map(|request_id| CreateRequest {
+                request_id,
+                fingerprint: item.draft.fingerprint(),
+            });
+            if let Some(request) = request {
+                let earlier = match in_batch.get(&request.request_id) {
+                    Some(fingerprint) => Some(*fingerprint),
+                    None => write
+                        .earlier_request(request.request_id)
+                        .await?
+                        .map(|EarlierRequest { fingerprint, .. }| fingerprint),
+                };
+                match earlier {
+                    Some(fingerprint) if fingerprint == request.fingerprint => {
+                        outcome.already_present += 1;
+                        continue;
+                    }
+                    Some(_) => {
+                        outcome.errors.push((item.index, Error::RequestIdReused));
+                        continue;
+                    }
+                    None => {
+                        in_batch.insert(request.request_id, request.fingerprint);
+                    }
+                }
+            }
+            fresh.push((item.draft, request));
+        }
+        let Some(more) = fresh.len().checked_sub(1) else {
+            write.rollback().await;
+            return Ok(outcome);
+        };
+        let first = write.revision();
+        let mut changes = Vec::with_capacity(fresh.len());
+        let written: Result<(), Error> = async {
+            write
+                .take_more(u32::try_from(more).unwrap_or(u32::MAX))
+                .await?;
+            let now = crate::store::now();
+            for (offset, (draft, request)) in fresh.into_iter().enumerate() {
+                let note = Note {
+                    id: NoteId::new(),
+                    owner: owner.clone(),
+                    title: draft.title,
+                    content: draft.content,
+                    tags: draft.tags,
+                    revision: first.plus(i64::try_from(offset).unwrap_or(i64::MAX)),
+                    create_time: now,
+                    update_time: now,
+                };
+                write.insert(&note, request).await?;
+                changes.push(Change {
+                    revision: note.revision,
+                    event: ChangeEvent::Created(note),
+                });
+            }
+            Ok(())
+        }
+        .await;
+        write.finish(written.map(Decision::Commit)).await?;
+        outcome.created = changes.len();
+        outcome.revision = changes.last().map(|change| change.revision);
+        self.committed(&owner, changes);
+        Ok(outcome)
     }
 }
 
@@ -174,12 +325,12 @@ async fn delete_in<W: NoteWrite>(
     if expected.is_some_and(|expected| expected != current.revision) {
         return Err(Error::EtagMismatch);
     }
-    write.remove(id).await?;
+    write.remove(id, write.revision()).await?;
     Ok(Decision::Commit(()))
 }
 
 /// The owner of everything a call touches: the calling user. Services own no notes.
-fn owner(caller: &Principal) -> Result<OwnerId, Error> {
+pub(crate) fn owner(caller: &Principal) -> Result<OwnerId, Error> {
     match caller {
         Principal::User { user_id } => Ok(OwnerId::from_verified_token(user_id.clone())),
         Principal::Service { .. } => Err(Error::UserCredentialRequired),

@@ -88,6 +88,14 @@ impl TestDatabase {
     pub fn url(&self) -> &str {
         &self.url
     }
+
+    pub fn backend(&self) -> Backend {
+        if self.url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            Backend::Postgres
+        }
+    }
 }
 
 impl Drop for TestDatabase {

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub use postgres::PostgresNoteStore;
 pub use sqlite::SqliteNoteStore;
 
-use crate::domain::{Note, NoteId, OwnerId, RequestId, Revision, Tag};
+use crate::domain::{Change, Note, NoteId, OwnerId, RequestId, Revision, Tag};
 use crate::error::Error;
 
 /// An idempotency key with the fingerprint of the request it was first used for.
@@ -46,7 +46,14 @@ pub struct ListedPage {
     pub notes: Vec<Note>,
     /// Whether more notes follow the last one of this page.
     pub more: bool,
+    /// The owner's revision in the snapshot the page was read from: every change up to it
+    /// is reflected in the page, none after it.
+    pub revision: Revision,
 }
+
+/// How many changes per owner the change log keeps by default: a watcher further behind
+/// than this must list again (WATCH_CURSOR_EXPIRED).
+pub const DEFAULT_LOG_RETENTION: u32 = 10_000;
 
 pub trait NoteStore: Clone + Send + Sync + 'static {
     type Write: NoteWrite;
@@ -76,6 +83,37 @@ pub trait NoteStore: Clone + Send + Sync + 'static {
         tag: Option<&Tag>,
     ) -> impl Future<Output = Result<u64, Error>> + Send;
 
+    /// The owner's logged changes with revisions above `after`, oldest first: at most
+    /// `limit` of them, and fewer when they are big (about `byte_budget` bytes, though
+    /// always one while any remain). The log is contiguous, so a first change above
+    /// `after + 1` means the changes in between were pruned.
+    fn changes(
+        &self,
+        owner: &OwnerId,
+        after: Revision,
+        limit: u32,
+        byte_budget: usize,
+    ) -> impl Future<Output = Result<Vec<Change>, Error>> + Send;
+
+    /// The owner's current revision ([`Revision::ZERO`] before their first change).
+    fn revision(&self, owner: &OwnerId) -> impl Future<Output = Result<Revision, Error>> + Send;
+
+    /// The current revisions of `owners` (those with none left out).
+    fn revisions(
+        &self,
+        owners: &[OwnerId],
+    ) -> impl Future<Output = Result<Vec<(OwnerId, Revision)>, Error>> + Send;
+
+    /// Starts whatever tells this process's watchers of changes made by other processes
+    /// (PostgreSQL: the other replicas), until `stop` is cancelled. Nothing by default: one
+    /// process owns the database and its hub sees every commit.
+    fn start_change_feed(
+        &self,
+        _hub: &crate::watch::ChangeHub,
+        _stop: &tokio_util::sync::CancellationToken,
+    ) {
+    }
+
     /// Succeeds when the database can be written; the error says why not, for the log.
     fn check_writable(&self) -> impl Future<Output = Result<(), String>> + Send;
 }
@@ -92,8 +130,12 @@ pub enum Decision<T> {
 
 /// One owner's write transaction. Dropping it unfinished rolls it back.
 pub trait NoteWrite: Send {
-    /// The revision every change of this transaction is made under.
+    /// The revision the transaction's first change is made under.
     fn revision(&self) -> Revision;
+
+    /// Takes `more` revisions after [`NoteWrite::revision`] for further changes in this
+    /// transaction (an import batch): they commit or roll back with it, in order.
+    fn take_more(&mut self, more: u32) -> impl Future<Output = Result<(), Error>> + Send;
 
     /// The earlier create of this owner with `request_id`, if any.
     fn earlier_request(
@@ -104,7 +146,9 @@ pub trait NoteWrite: Send {
     /// The owner's note `id` as this transaction sees it.
     fn note(&mut self, id: NoteId) -> impl Future<Output = Result<Option<Note>, Error>> + Send;
 
-    /// Stores a new note, remembering `request` for retries.
+    /// Stores a new note, remembering `request` for retries. Each of `insert`, `replace` and
+    /// `remove` also logs its change (under the note's revision for the first two and the
+    /// transaction's for `remove`) and prunes the owner's log to its retention.
     fn insert(
         &mut self,
         note: &Note,
@@ -114,8 +158,12 @@ pub trait NoteWrite: Send {
     /// Stores `note` over the owner's note with the same id.
     fn replace(&mut self, note: &Note) -> impl Future<Output = Result<(), Error>> + Send;
 
-    /// Removes the owner's note `id`.
-    fn remove(&mut self, id: NoteId) -> impl Future<Output = Result<(), Error>> + Send;
+    /// Removes the owner's note `id`, logging the change under `revision`.
+    fn remove(
+        &mut self,
+        id: NoteId,
+        revision: Revision,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
 
     fn commit(self) -> impl Future<Output = Result<(), Error>> + Send;
 
@@ -168,24 +216,49 @@ pub(crate) fn from_micros(micros: i64) -> SystemTime {
 
 /// Fills a page from rows arriving newest first, stopping as soon as the page is full. The
 /// stores' queries already leave out the rows that start past the budget; this decides
-/// exactly, with the size the note takes on the wire.
+/// exactly, with the size the note takes on the wire. Every row carries the owner's revision
+/// as the statement saw it; a listing with no note is one row without a note.
 pub(crate) async fn fill_page<S>(rows: S, query: &ListQuery<'_>) -> Result<ListedPage, Error>
 where
-    S: futures_util::Stream<Item = Result<Note, Error>>,
+    S: futures_util::Stream<Item = Result<(Revision, Option<Note>), Error>>,
 {
     use futures_util::TryStreamExt as _;
     let mut rows = std::pin::pin!(rows);
     let mut notes = Vec::new();
     let mut bytes = 0;
-    while let Some(note) = rows.try_next().await? {
+    let mut revision = Revision::ZERO;
+    while let Some((owner_revision, note)) = rows.try_next().await? {
+        revision = owner_revision;
+        let Some(note) = note else { continue };
         let size = note.encoded_len_estimate();
         let full = notes.len() >= query.limit as usize
             || (!notes.is_empty() && bytes + size > query.byte_budget);
         if full {
-            return Ok(ListedPage { notes, more: true });
+            return Ok(ListedPage {
+                notes,
+                more: true,
+                revision,
+            });
         }
         bytes += size;
         notes.push(note);
     }
-    Ok(ListedPage { notes, more: false })
+    Ok(ListedPage {
+        notes,
+        more: false,
+        revision,
+    })
+}
+
+/// Keeps the changes that fit `byte_budget` (always the first).
+pub(crate) fn within_budget(changes: &mut Vec<Change>, byte_budget: usize) {
+    let mut bytes = 0;
+    let keep = changes
+        .iter()
+        .position(|change| {
+            bytes += change.event.encoded_len_estimate();
+            bytes > byte_budget
+        })
+        .map_or(changes.len(), |first_over| first_over.max(1));
+    changes.truncate(keep);
 }

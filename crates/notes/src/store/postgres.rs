@@ -8,10 +8,12 @@ use sqlx::Postgres;
 use uuid::Uuid;
 
 use super::{
-    CreateRequest, EarlierRequest, ListQuery, ListedPage, NoteStore, NoteWrite, fill_page,
-    from_micros, to_micros,
+    CreateRequest, DEFAULT_LOG_RETENTION, EarlierRequest, ListQuery, ListedPage, NoteStore,
+    NoteWrite, fill_page, from_micros, to_micros, within_budget,
 };
-use crate::domain::{Content, Note, NoteId, OwnerId, RequestId, Revision, Tag, Tags, Title};
+use crate::domain::{
+    Change, ChangeEvent, Content, Note, NoteId, OwnerId, RequestId, Revision, Tag, Tags, Title,
+};
 use crate::error::Error;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -19,13 +21,29 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 #[derive(Debug, Clone)]
 pub struct PostgresNoteStore {
     database: PostgresDatabase,
+    log_retention: i64,
 }
 
 impl PostgresNoteStore {
     /// Connects to `url` and applies pending migrations (safe with replicas starting at once).
     pub async fn open(url: &str, pool: &PoolConfig) -> Result<Self, Error> {
         let database = PostgresDatabase::open(url, pool, "notes", &MIGRATOR).await?;
-        Ok(Self { database })
+        Ok(Self {
+            database,
+            log_retention: i64::from(DEFAULT_LOG_RETENTION),
+        })
+    }
+
+    /// Keeps `changes` changes per owner in the change log (at least one).
+    #[must_use]
+    pub fn with_log_retention(mut self, changes: u32) -> Self {
+        self.log_retention = i64::from(changes.max(1));
+        self
+    }
+
+    /// The database, for the change feed's listener and notifier.
+    pub(crate) fn database(&self) -> &PostgresDatabase {
+        &self.database
     }
 }
 
@@ -53,6 +71,77 @@ impl From<NoteRow> for Note {
             create_time: from_micros(row.create_time),
             update_time: from_micros(row.update_time),
         }
+    }
+}
+
+/// A row of a listing: the owner's revision, and a note unless the listing is empty.
+#[derive(sqlx::FromRow)]
+struct PageRow {
+    owner_revision: i64,
+    id: Option<Uuid>,
+    owner_id: Option<String>,
+    title: Option<String>,
+    content: Option<String>,
+    tags: Option<Vec<String>>,
+    revision: Option<i64>,
+    create_time: Option<i64>,
+    update_time: Option<i64>,
+}
+
+impl PageRow {
+    fn into_parts(self) -> (Revision, Option<Note>) {
+        let note = match (self.id, self.owner_id, self.title, self.content, self.tags) {
+            (Some(id), Some(owner_id), Some(title), Some(content), Some(tags)) => {
+                Some(Note::from(NoteRow {
+                    id,
+                    owner_id,
+                    title,
+                    content,
+                    tags,
+                    revision: self.revision.unwrap_or_default(),
+                    create_time: self.create_time.unwrap_or_default(),
+                    update_time: self.update_time.unwrap_or_default(),
+                }))
+            }
+            _ => None,
+        };
+        (Revision::from_stored(self.owner_revision), note)
+    }
+}
+
+/// A row of the change log.
+#[derive(sqlx::FromRow)]
+struct ChangeRow {
+    revision: i64,
+    kind: i16,
+    note_id: Uuid,
+    title: Option<String>,
+    content: Option<String>,
+    tags: Option<Vec<String>>,
+    create_time: Option<i64>,
+    update_time: Option<i64>,
+}
+
+impl ChangeRow {
+    fn into_change(self, owner: &OwnerId) -> Result<Change, Error> {
+        let revision = Revision::from_stored(self.revision);
+        let note = || Note {
+            id: NoteId::from_uuid(self.note_id),
+            owner: owner.clone(),
+            title: Title::from_stored(self.title.clone().unwrap_or_default()),
+            content: Content::from_stored(self.content.clone().unwrap_or_default()),
+            tags: Tags::from_stored_list(self.tags.clone().unwrap_or_default()),
+            revision,
+            create_time: from_micros(self.create_time.unwrap_or_default()),
+            update_time: from_micros(self.update_time.unwrap_or_default()),
+        };
+        let event = match self.kind {
+            1 => ChangeEvent::Created(note()),
+            2 => ChangeEvent::Updated(note()),
+            3 => ChangeEvent::Deleted(NoteId::from_uuid(self.note_id)),
+            kind => return Err(Error::Corrupt(format!("change kind {kind}"))),
+        };
+        Ok(Change { revision, event })
     }
 }
 
@@ -89,6 +178,7 @@ impl NoteStore for PostgresNoteStore {
             transaction,
             owner: owner.clone(),
             revision: Revision::from_stored(revision),
+            log_retention: self.log_retention,
         })
     }
 
@@ -104,10 +194,15 @@ impl NoteStore for PostgresNoteStore {
         // The page is cut in SQL too, so that the server sends the notes that fit and one more
         // at most, never `limit` big notes for `fill_page` to drop: `through` is how many
         // bytes the page holds up to and including each note, and sizes are read from the
-        // values' headers, without detoasting them.
+        // values' headers, without detoasting them. The owner's revision comes from the same
+        // statement, hence the same snapshot: the page reflects every change up to it.
         let statement = match query.tag {
-            Some(tag) => sqlx::query_as::<_, NoteRow>(
-                "SELECT id, owner_id, title, content, tags, revision, create_time, update_time
+            Some(tag) => sqlx::query_as::<_, PageRow>(
+                "SELECT r.owner_revision, page.*
+                 FROM (SELECT COALESCE(MAX(revision), 0) AS owner_revision
+                       FROM owner_revisions WHERE owner_id = $1) r
+                 LEFT JOIN (
+                 SELECT id, owner_id, title, content, tags, revision, create_time, update_time
                  FROM (
                      SELECT n.id, n.owner_id, n.title, n.content, n.tags, n.revision,
                             n.create_time, n.update_time,
@@ -119,15 +214,20 @@ impl NoteStore for PostgresNoteStore {
                      ORDER BY t.note_id DESC LIMIT $4
                  ) page
                  WHERE through - size < $5
-                 ORDER BY id DESC",
+                 ) page ON true
+                 ORDER BY page.id DESC",
             )
             .bind(owner.as_str())
             .bind(tag.as_str())
             .bind(before)
             .bind(limit)
             .bind(budget),
-            None => sqlx::query_as::<_, NoteRow>(
-                "SELECT id, owner_id, title, content, tags, revision, create_time, update_time
+            None => sqlx::query_as::<_, PageRow>(
+                "SELECT r.owner_revision, page.*
+                 FROM (SELECT COALESCE(MAX(revision), 0) AS owner_revision
+                       FROM owner_revisions WHERE owner_id = $1) r
+                 LEFT JOIN (
+                 SELECT id, owner_id, title, content, tags, revision, create_time, update_time
                  FROM (
                      SELECT n.id, n.owner_id, n.title, n.content, n.tags, n.revision,
                             n.create_time, n.update_time,
@@ -139,7 +239,8 @@ impl NoteStore for PostgresNoteStore {
                      ORDER BY n.id DESC LIMIT $3
                  ) page
                  WHERE through - size < $4
-                 ORDER BY id DESC",
+                 ) page ON true
+                 ORDER BY page.id DESC",
             )
             .bind(owner.as_str())
             .bind(before)
@@ -149,7 +250,7 @@ impl NoteStore for PostgresNoteStore {
         let rows = statement
             .fetch(&mut *connection)
             .map_err(Error::from)
-            .map_ok(Note::from);
+            .map_ok(PageRow::into_parts);
         fill_page(rows, &query).await
     }
 
@@ -175,6 +276,79 @@ impl NoteStore for PostgresNoteStore {
         Ok(u64::try_from(count).unwrap_or(0))
     }
 
+    async fn changes(
+        &self,
+        owner: &OwnerId,
+        after: Revision,
+        limit: u32,
+        byte_budget: usize,
+    ) -> Result<Vec<Change>, Error> {
+        let budget = i64::try_from(byte_budget).unwrap_or(i64::MAX);
+        // Cut by size in SQL as listings are: `through` is the bytes up to each change.
+        let rows = sqlx::query_as::<_, ChangeRow>(
+            "SELECT revision, kind, note_id, title, content, tags, create_time, update_time
+             FROM (
+                 SELECT c.*,
+                        COALESCE(octet_length(c.title) + octet_length(c.content), 0) AS size,
+                        SUM(COALESCE(octet_length(c.title) + octet_length(c.content), 0))
+                            OVER (ORDER BY c.revision ROWS UNBOUNDED PRECEDING) AS through
+                 FROM note_changes c
+                 WHERE c.owner_id = $1 AND c.revision > $2
+                 ORDER BY c.revision LIMIT $3
+             ) batch
+             WHERE through - size < $4
+             ORDER BY revision",
+        )
+        .bind(owner.as_str())
+        .bind(after.get())
+        .bind(i64::from(limit.max(1)))
+        .bind(budget)
+        .fetch_all(&mut *self.database.connection().await?)
+        .await?;
+        let mut changes = rows
+            .into_iter()
+            .map(|row| row.into_change(owner))
+            .collect::<Result<Vec<_>, _>>()?;
+        within_budget(&mut changes, byte_budget);
+        Ok(changes)
+    }
+
+    async fn revision(&self, owner: &OwnerId) -> Result<Revision, Error> {
+        let revision: Option<i64> =
+            sqlx::query_scalar("SELECT revision FROM owner_revisions WHERE owner_id = $1")
+                .bind(owner.as_str())
+                .fetch_optional(&mut *self.database.connection().await?)
+                .await?;
+        Ok(Revision::from_stored(revision.unwrap_or(0)))
+    }
+
+    async fn revisions(&self, owners: &[OwnerId]) -> Result<Vec<(OwnerId, Revision)>, Error> {
+        let ids: Vec<&str> = owners.iter().map(OwnerId::as_str).collect();
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT owner_id, revision FROM owner_revisions WHERE owner_id = ANY($1::text[])",
+        )
+        .bind(ids)
+        .fetch_all(&mut *self.database.connection().await?)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(owner, revision)| {
+                (
+                    OwnerId::from_verified_token(owner),
+                    Revision::from_stored(revision),
+                )
+            })
+            .collect())
+    }
+
+    fn start_change_feed(
+        &self,
+        hub: &crate::watch::ChangeHub,
+        stop: &tokio_util::sync::CancellationToken,
+    ) {
+        crate::watch::postgres::start(hub, self, stop);
+    }
+
     async fn check_writable(&self) -> Result<(), String> {
         self.database.check_writable().await
     }
@@ -185,11 +359,23 @@ pub struct PostgresNoteWrite {
     transaction: WriteTransaction<Postgres>,
     owner: OwnerId,
     revision: Revision,
+    log_retention: i64,
 }
 
 impl NoteWrite for PostgresNoteWrite {
     fn revision(&self) -> Revision {
         self.revision
+    }
+
+    async fn take_more(&mut self, more: u32) -> Result<(), Error> {
+        if more > 0 {
+            sqlx::query("UPDATE owner_revisions SET revision = revision + $2 WHERE owner_id = $1")
+                .bind(self.owner.as_str())
+                .bind(i64::from(more))
+                .execute(self.transaction.connection())
+                .await?;
+        }
+        Ok(())
     }
 
     async fn earlier_request(
@@ -220,7 +406,8 @@ impl NoteWrite for PostgresNoteWrite {
     }
 
     async fn insert(&mut self, note: &Note, request: Option<CreateRequest>) -> Result<(), Error> {
-        // One round trip for the note, its tag rows and its idempotency record.
+        // One round trip for the note, its tag rows, its change-log row (and the log's
+        // pruning) and its idempotency record.
         sqlx::query(
             "WITH note AS (
                  INSERT INTO notes (id, owner_id, title, content, tags, revision, create_time, update_time)
@@ -228,6 +415,11 @@ impl NoteWrite for PostgresNoteWrite {
              ), tags AS (
                  INSERT INTO note_tags (owner_id, tag, note_id)
                  SELECT $2, tag, $1 FROM unnest($5::text[]) AS tag
+             ), change AS (
+                 INSERT INTO note_changes (owner_id, revision, kind, note_id, title, content, tags, create_time, update_time)
+                 VALUES ($2, $6, 1, $1, $3, $4, $5, $7, $8)
+             ), pruned AS (
+                 DELETE FROM note_changes WHERE owner_id = $2 AND revision <= $6 - $11
              )
              INSERT INTO create_requests (owner_id, request_id, fingerprint, note_id, create_time)
              SELECT $2, $9, $10, $1, $7 WHERE $9::uuid IS NOT NULL",
@@ -242,6 +434,7 @@ impl NoteWrite for PostgresNoteWrite {
         .bind(to_micros(note.update_time))
         .bind(request.map(|request| request.request_id.as_uuid()))
         .bind(request.map(|request| request.fingerprint.to_vec()))
+        .bind(self.log_retention)
         .execute(self.transaction.connection())
         .await?;
         Ok(())
@@ -254,6 +447,11 @@ impl NoteWrite for PostgresNoteWrite {
                  WHERE owner_id = $1 AND id = $2
              ), dropped AS (
                  DELETE FROM note_tags WHERE note_id = $2 AND NOT (tag = ANY ($5::text[]))
+             ), change AS (
+                 INSERT INTO note_changes (owner_id, revision, kind, note_id, title, content, tags, create_time, update_time)
+                 SELECT $1, $6, 2, $2, $3, $4, $5, create_time, $7 FROM notes WHERE owner_id = $1 AND id = $2
+             ), pruned AS (
+                 DELETE FROM note_changes WHERE owner_id = $1 AND revision <= $6 - $8
              )
              INSERT INTO note_tags (owner_id, tag, note_id)
              SELECT $1, tag, $2 FROM unnest($5::text[]) AS tag
@@ -266,18 +464,29 @@ impl NoteWrite for PostgresNoteWrite {
         .bind(note.tags.as_strs())
         .bind(note.revision.get())
         .bind(to_micros(note.update_time))
+        .bind(self.log_retention)
         .execute(self.transaction.connection())
         .await?;
         Ok(())
     }
 
-    async fn remove(&mut self, id: NoteId) -> Result<(), Error> {
+    async fn remove(&mut self, id: NoteId, revision: Revision) -> Result<(), Error> {
         // Its tag rows go with it (ON DELETE CASCADE).
-        sqlx::query("DELETE FROM notes WHERE owner_id = $1 AND id = $2")
-            .bind(self.owner.as_str())
-            .bind(id.as_uuid())
-            .execute(self.transaction.connection())
-            .await?;
+        sqlx::query(
+            "WITH note AS (
+                 DELETE FROM notes WHERE owner_id = $1 AND id = $2
+             ), change AS (
+                 INSERT INTO note_changes (owner_id, revision, kind, note_id)
+                 VALUES ($1, $3, 3, $2)
+             )
+             DELETE FROM note_changes WHERE owner_id = $1 AND revision <= $3 - $4",
+        )
+        .bind(self.owner.as_str())
+        .bind(id.as_uuid())
+        .bind(revision.get())
+        .bind(self.log_retention)
+        .execute(self.transaction.connection())
+        .await?;
         Ok(())
     }
 

@@ -6,10 +6,12 @@ use futures_util::TryStreamExt as _;
 use sqlx::Sqlite;
 
 use super::{
-    CreateRequest, EarlierRequest, ListQuery, ListedPage, NoteStore, NoteWrite, fill_page,
-    from_micros, to_micros,
+    CreateRequest, DEFAULT_LOG_RETENTION, EarlierRequest, ListQuery, ListedPage, NoteStore,
+    NoteWrite, fill_page, from_micros, to_micros, within_budget,
 };
-use crate::domain::{Content, Note, NoteId, OwnerId, RequestId, Revision, Tag, Tags, Title};
+use crate::domain::{
+    Change, ChangeEvent, Content, Note, NoteId, OwnerId, RequestId, Revision, Tag, Tags, Title,
+};
 use crate::error::Error;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -17,6 +19,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 #[derive(Debug, Clone)]
 pub struct SqliteNoteStore {
     database: SqliteDatabase,
+    log_retention: i64,
 }
 
 impl SqliteNoteStore {
@@ -24,7 +27,17 @@ impl SqliteNoteStore {
     /// applies pending migrations.
     pub async fn open(url: &str, pool: &PoolConfig) -> Result<Self, Error> {
         let database = SqliteDatabase::open(url, pool, "notes", &MIGRATOR).await?;
-        Ok(Self { database })
+        Ok(Self {
+            database,
+            log_retention: i64::from(DEFAULT_LOG_RETENTION),
+        })
+    }
+
+    /// Keeps `changes` changes per owner in the change log (at least one).
+    #[must_use]
+    pub fn with_log_retention(mut self, changes: u32) -> Self {
+        self.log_retention = i64::from(changes.max(1));
+        self
     }
 }
 
@@ -55,6 +68,79 @@ impl TryFrom<NoteRow> for Note {
             create_time: from_micros(row.create_time),
             update_time: from_micros(row.update_time),
         })
+    }
+}
+
+/// A row of a listing: the owner's revision, and a note unless the listing is empty.
+#[derive(sqlx::FromRow)]
+struct PageRow {
+    owner_revision: i64,
+    id: Option<String>,
+    owner_id: Option<String>,
+    title: Option<String>,
+    content: Option<String>,
+    tags: Option<String>,
+    revision: Option<i64>,
+    create_time: Option<i64>,
+    update_time: Option<i64>,
+}
+
+impl PageRow {
+    fn into_parts(self) -> Result<(Revision, Option<Note>), Error> {
+        let note = match (self.id, self.owner_id, self.title, self.content, self.tags) {
+            (Some(id), Some(owner_id), Some(title), Some(content), Some(tags)) => {
+                Some(Note::try_from(NoteRow {
+                    id,
+                    owner_id,
+                    title,
+                    content,
+                    tags,
+                    revision: self.revision.unwrap_or_default(),
+                    create_time: self.create_time.unwrap_or_default(),
+                    update_time: self.update_time.unwrap_or_default(),
+                })?)
+            }
+            _ => None,
+        };
+        Ok((Revision::from_stored(self.owner_revision), note))
+    }
+}
+
+/// A row of the change log.
+#[derive(sqlx::FromRow)]
+struct ChangeRow {
+    revision: i64,
+    kind: i64,
+    note_id: String,
+    title: Option<String>,
+    content: Option<String>,
+    tags: Option<String>,
+    create_time: Option<i64>,
+    update_time: Option<i64>,
+}
+
+impl ChangeRow {
+    fn into_change(self, owner: &OwnerId) -> Result<Change, Error> {
+        let revision = Revision::from_stored(self.revision);
+        let id = NoteId::parse(&self.note_id)
+            .map_err(|_| Error::Corrupt(format!("note id {:?}", self.note_id)))?;
+        let note = || Note {
+            id,
+            owner: owner.clone(),
+            title: Title::from_stored(self.title.clone().unwrap_or_default()),
+            content: Content::from_stored(self.content.clone().unwrap_or_default()),
+            tags: Tags::from_stored(self.tags.as_deref().unwrap_or_default()),
+            revision,
+            create_time: from_micros(self.create_time.unwrap_or_default()),
+            update_time: from_micros(self.update_time.unwrap_or_default()),
+        };
+        let event = match self.kind {
+            1 => ChangeEvent::Created(note()),
+            2 => ChangeEvent::Updated(note()),
+            3 => ChangeEvent::Deleted(id),
+            kind => return Err(Error::Corrupt(format!("change kind {kind}"))),
+        };
+        Ok(Change { revision, event })
     }
 }
 
@@ -92,6 +178,7 @@ impl NoteStore for SqliteNoteStore {
             transaction,
             owner: owner.clone(),
             revision: Revision::from_stored(revision),
+            log_retention: self.log_retention,
         })
     }
 
@@ -108,8 +195,12 @@ impl NoteStore for SqliteNoteStore {
         // rows of big notes past the budget would be read into memory only to be dropped.
         let statement = match query.tag {
             // The tag index (owner, tag, note id) serves the filter and the order.
-            Some(tag) => sqlx::query_as::<_, NoteRow>(
-                "SELECT id, owner_id, title, content, tags, revision, create_time, update_time
+            Some(tag) => sqlx::query_as::<_, PageRow>(
+                "SELECT r.owner_revision, page.*
+                 FROM (SELECT COALESCE(MAX(revision), 0) AS owner_revision
+                       FROM owner_revisions WHERE owner_id = ?1) r
+                 LEFT JOIN (
+                 SELECT id, owner_id, title, content, tags, revision, create_time, update_time
                  FROM (
                      SELECT n.id, n.owner_id, n.title, n.content, n.tags, n.revision,
                             n.create_time, n.update_time,
@@ -121,15 +212,20 @@ impl NoteStore for SqliteNoteStore {
                      ORDER BY t.note_id DESC LIMIT ?4
                  )
                  WHERE through - size < ?5
-                 ORDER BY id DESC",
+                 ) page ON 1
+                 ORDER BY page.id DESC",
             )
             .bind(owner.as_str())
             .bind(tag.as_str())
             .bind(before)
             .bind(limit)
             .bind(budget),
-            None => sqlx::query_as::<_, NoteRow>(
-                "SELECT id, owner_id, title, content, tags, revision, create_time, update_time
+            None => sqlx::query_as::<_, PageRow>(
+                "SELECT r.owner_revision, page.*
+                 FROM (SELECT COALESCE(MAX(revision), 0) AS owner_revision
+                       FROM owner_revisions WHERE owner_id = ?1) r
+                 LEFT JOIN (
+                 SELECT id, owner_id, title, content, tags, revision, create_time, update_time
                  FROM (
                      SELECT n.id, n.owner_id, n.title, n.content, n.tags, n.revision,
                             n.create_time, n.update_time,
@@ -141,7 +237,8 @@ impl NoteStore for SqliteNoteStore {
                      ORDER BY n.id DESC LIMIT ?3
                  )
                  WHERE through - size < ?4
-                 ORDER BY id DESC",
+                 ) page ON 1
+                 ORDER BY page.id DESC",
             )
             .bind(owner.as_str())
             .bind(before)
@@ -151,7 +248,7 @@ impl NoteStore for SqliteNoteStore {
         let rows = statement
             .fetch(&mut *connection)
             .map_err(Error::from)
-            .and_then(|row| async { Note::try_from(row) });
+            .and_then(|row| async { row.into_parts() });
         fill_page(rows, &query).await
     }
 
@@ -175,6 +272,67 @@ impl NoteStore for SqliteNoteStore {
         Ok(u64::try_from(count).unwrap_or(0))
     }
 
+    async fn changes(
+        &self,
+        owner: &OwnerId,
+        after: Revision,
+        limit: u32,
+        byte_budget: usize,
+    ) -> Result<Vec<Change>, Error> {
+        let budget = i64::try_from(byte_budget).unwrap_or(i64::MAX);
+        let rows = sqlx::query_as::<_, ChangeRow>(
+            "SELECT revision, kind, note_id, title, content, tags, create_time, update_time
+             FROM (
+                 SELECT c.*,
+                        COALESCE(octet_length(c.title) + octet_length(c.content), 0) AS size,
+                        SUM(COALESCE(octet_length(c.title) + octet_length(c.content), 0))
+                            OVER (ORDER BY c.revision ROWS UNBOUNDED PRECEDING) AS through
+                 FROM note_changes c
+                 WHERE c.owner_id = ?1 AND c.revision > ?2
+                 ORDER BY c.revision LIMIT ?3
+             )
+             WHERE through - size < ?4
+             ORDER BY revision",
+        )
+        .bind(owner.as_str())
+        .bind(after.get())
+        .bind(i64::from(limit.max(1)))
+        .bind(budget)
+        .fetch_all(&mut *self.database.connection().await?)
+        .await?;
+        let mut changes = rows
+            .into_iter()
+            .map(|row| row.into_change(owner))
+            .collect::<Result<Vec<_>, _>>()?;
+        within_budget(&mut changes, byte_budget);
+        Ok(changes)
+    }
+
+    async fn revision(&self, owner: &OwnerId) -> Result<Revision, Error> {
+        let revision: Option<i64> =
+            sqlx::query_scalar("SELECT revision FROM owner_revisions WHERE owner_id = ?")
+                .bind(owner.as_str())
+                .fetch_optional(&mut *self.database.connection().await?)
+                .await?;
+        Ok(Revision::from_stored(revision.unwrap_or(0)))
+    }
+
+    async fn revisions(&self, owners: &[OwnerId]) -> Result<Vec<(OwnerId, Revision)>, Error> {
+        let mut connection = self.database.connection().await?;
+        let mut found = Vec::with_capacity(owners.len());
+        for owner in owners {
+            let revision: Option<i64> =
+                sqlx::query_scalar("SELECT revision FROM owner_revisions WHERE owner_id = ?")
+                    .bind(owner.as_str())
+                    .fetch_optional(&mut *connection)
+                    .await?;
+            if let Some(revision) = revision {
+                found.push((owner.clone(), Revision::from_stored(revision)));
+            }
+        }
+        Ok(found)
+    }
+
     async fn check_writable(&self) -> Result<(), String> {
         self.database.check_writable().await
     }
@@ -185,9 +343,39 @@ pub struct SqliteNoteWrite {
     transaction: WriteTransaction<Sqlite>,
     owner: OwnerId,
     revision: Revision,
+    log_retention: i64,
 }
 
 impl SqliteNoteWrite {
+    /// Logs `event` under `revision` and prunes the owner's log to its retention.
+    async fn log(&mut self, revision: Revision, event: &ChangeEvent) -> Result<(), Error> {
+        let note = match event {
+            ChangeEvent::Created(note) | ChangeEvent::Updated(note) => Some(note),
+            ChangeEvent::Deleted(_) => None,
+        };
+        sqlx::query(
+            "INSERT INTO note_changes (owner_id, revision, kind, note_id, title, content, tags, create_time, update_time)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(self.owner.as_str())
+        .bind(revision.get())
+        .bind(i64::from(event.kind()))
+        .bind(event.note_id().to_string())
+        .bind(note.map(|note| note.title.as_str()))
+        .bind(note.map(|note| note.content.as_str()))
+        .bind(note.map(|note| note.tags.joined()))
+        .bind(note.map(|note| to_micros(note.create_time)))
+        .bind(note.map(|note| to_micros(note.update_time)))
+        .execute(self.transaction.connection())
+        .await?;
+        sqlx::query("DELETE FROM note_changes WHERE owner_id = ? AND revision <= ?")
+            .bind(self.owner.as_str())
+            .bind(revision.get() - self.log_retention)
+            .execute(self.transaction.connection())
+            .await?;
+        Ok(())
+    }
+
     async fn insert_tags(&mut self, id: NoteId, tags: &Tags) -> Result<(), Error> {
         for tag in tags.iter() {
             sqlx::query("INSERT INTO note_tags (owner_id, tag, note_id) VALUES (?, ?, ?)")
@@ -204,6 +392,17 @@ impl SqliteNoteWrite {
 impl NoteWrite for SqliteNoteWrite {
     fn revision(&self) -> Revision {
         self.revision
+    }
+
+    async fn take_more(&mut self, more: u32) -> Result<(), Error> {
+        if more > 0 {
+            sqlx::query("UPDATE owner_revisions SET revision = revision + ? WHERE owner_id = ?")
+                .bind(i64::from(more))
+                .bind(self.owner.as_str())
+                .execute(self.transaction.connection())
+                .await?;
+        }
+        Ok(())
     }
 
     async fn earlier_request(
@@ -250,6 +449,8 @@ impl NoteWrite for SqliteNoteWrite {
         .execute(self.transaction.connection())
         .await?;
         self.insert_tags(note.id, &note.tags).await?;
+        self.log(note.revision, &ChangeEvent::Created(note.clone()))
+            .await?;
         if let Some(request) = request {
             sqlx::query(
                 "INSERT INTO create_requests (owner_id, request_id, fingerprint, note_id, create_time)
@@ -284,17 +485,19 @@ impl NoteWrite for SqliteNoteWrite {
             .bind(note.id.to_string())
             .execute(self.transaction.connection())
             .await?;
-        self.insert_tags(note.id, &note.tags).await
+        self.insert_tags(note.id, &note.tags).await?;
+        self.log(note.revision, &ChangeEvent::Updated(note.clone()))
+            .await
     }
 
-    async fn remove(&mut self, id: NoteId) -> Result<(), Error> {
+    async fn remove(&mut self, id: NoteId, revision: Revision) -> Result<(), Error> {
         // Its tag rows go with it (ON DELETE CASCADE).
         sqlx::query("DELETE FROM notes WHERE owner_id = ? AND id = ?")
             .bind(self.owner.as_str())
             .bind(id.to_string())
             .execute(self.transaction.connection())
             .await?;
-        Ok(())
+        self.log(revision, &ChangeEvent::Deleted(id)).await
     }
 
     async fn commit(self) -> Result<(), Error> {

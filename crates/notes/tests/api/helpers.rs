@@ -3,6 +3,7 @@ use std::time::Duration;
 use database::PoolConfig;
 use database::testing::{Backend, TestDatabase};
 use notes::store::{PostgresNoteStore, SqliteNoteStore};
+use notes::watch::WatchConfig;
 use proto::notes::notes_service_client::NotesServiceClient;
 use proto::notes::{CreateNoteRequest, Note};
 use shell::ServeConfig;
@@ -14,6 +15,7 @@ pub(crate) struct TestNotes {
     pub(crate) issuer: token::Issuer,
     _server: shell::Spawned,
     pub(crate) database: TestDatabase,
+    pub(crate) key: token::SigningKey,
 }
 
 /// A notes service on its own fresh database on `backend`, with its own signing key.
@@ -30,31 +32,18 @@ pub(crate) async fn spawn_notes(backend: Backend) -> TestNotes {
 
 /// [`spawn_notes`] with these pool settings.
 pub(crate) async fn spawn_notes_with(backend: Backend, pool: PoolConfig) -> TestNotes {
+    spawn_notes_watching(backend, pool, WatchConfig::default()).await
+}
+
+/// [`spawn_notes`] with these pool and watch settings.
+pub(crate) async fn spawn_notes_watching(
+    backend: Backend,
+    pool: PoolConfig,
+    watch: WatchConfig,
+) -> TestNotes {
     let database = TestDatabase::new(backend).await;
     let key = token::SigningKey::generate().expect("key");
-    let definition = match backend {
-        Backend::Sqlite => notes::definition(
-            SqliteNoteStore::open(database.url(), &pool)
-                .await
-                .expect("database"),
-            &key.verifying_key(),
-        ),
-        Backend::Postgres => notes::definition(
-            PostgresNoteStore::open(database.url(), &pool)
-                .await
-                .expect("database"),
-            &key.verifying_key(),
-        ),
-    };
-    let server = shell::spawn(
-        definition,
-        ServeConfig {
-            drain_delay: Duration::ZERO,
-            ..ServeConfig::default()
-        },
-    )
-    .await
-    .expect("serve");
+    let server = serve(&database, &pool, &watch, &key).await;
     let client = NotesServiceClient::connect(server.url())
         .await
         .expect("connect")
@@ -64,7 +53,57 @@ pub(crate) async fn spawn_notes_with(backend: Backend, pool: PoolConfig) -> Test
         issuer: token::Issuer::new(&key, Duration::from_secs(900)),
         _server: server,
         database,
+        key,
     }
+}
+
+/// A second notes server (a replica) on the same database and key as `notes`.
+pub(crate) async fn spawn_replica(notes: &TestNotes) -> shell::Spawned {
+    serve(
+        &notes.database,
+        &PoolConfig {
+            max_connections: 4,
+            ..PoolConfig::default()
+        },
+        &WatchConfig::default(),
+        &notes.key,
+    )
+    .await
+}
+
+async fn serve(
+    database: &TestDatabase,
+    pool: &PoolConfig,
+    watch: &WatchConfig,
+    key: &token::SigningKey,
+) -> shell::Spawned {
+    let definition = match database.backend() {
+        Backend::Sqlite => notes::definition_with(
+            SqliteNoteStore::open(database.url(), pool)
+                .await
+                .expect("database")
+                .with_log_retention(watch.watch_log_retention),
+            &key.verifying_key(),
+            watch,
+        ),
+        Backend::Postgres => notes::definition_with(
+            PostgresNoteStore::open(database.url(), pool)
+                .await
+                .expect("database")
+                .with_log_retention(watch.watch_log_retention),
+            &key.verifying_key(),
+            watch,
+        ),
+    };
+    shell::spawn(
+        definition,
+        ServeConfig {
+            drain_delay: Duration::ZERO,
+            ..ServeConfig::default()
+        },
+    )
+    .await
+    .expect("serve")
 }
 
 /// A caller of the notes service: a user id with its token.

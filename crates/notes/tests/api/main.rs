@@ -9,3 +9,4 @@ mod outage;
 mod paging;
 mod upgrade;
 mod validation;
+mod watch;
