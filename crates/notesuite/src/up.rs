@@ -64,6 +64,7 @@ impl Suite {
             database_url_file: None,
             database_pool: PoolConfig::default(),
             jwt_public_key: Default::default(),
+            watch: notes::watch::WatchConfig::default(),
             serve: serve_config.clone(),
         };
         let users_definition = users::build(&users_config, &verifying_key)
@@ -84,6 +85,7 @@ impl Suite {
             jwt_private_key: Default::default(),
             access_token_ttl: std::time::Duration::from_secs(15 * 60),
             default_deadline: std::time::Duration::from_secs(10),
+            stream_stall_timeout: std::time::Duration::from_secs(10),
             serve: serve_config.clone(),
         };
         let gateway_definition = gateway::build(&gateway_config, &signing_key)?;
