@@ -181,6 +181,7 @@ class Suite:
 class DefaultDeadline(
     grpc.UnaryUnaryClientInterceptor,
     grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
     grpc.StreamStreamClientInterceptor,
 ):
     """Gives every call a deadline, so a server that stops answering fails a test instead of
@@ -206,6 +207,9 @@ class DefaultDeadline(
 
     def intercept_unary_stream(self, continuation, details, request):
         return continuation(self._with_deadline(details), request)
+
+    def intercept_stream_unary(self, continuation, details, requests):
+        return continuation(self._with_deadline(details), requests)
 
     def intercept_stream_stream(self, continuation, details, requests):
         return continuation(self._with_deadline(details), requests)
@@ -451,10 +455,11 @@ def expect_error(call, request, *, metadata=()) -> ErrorDetails:
 # --- Command-line tools ----------------------------------------------------------------------
 
 
-def run(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """Runs a command to completion, capturing its output as text."""
+def run(*args: str | Path, env: dict[str, str] | None = None, stdin: str | None = None) -> subprocess.CompletedProcess:
+    """Runs a command to completion, capturing its output as text; `stdin` is its input."""
     return subprocess.run(
         [str(arg) for arg in args],
+        input=stdin,
         # The caller asserts on the exit code: a failure is often what a test expects.
         check=False,
         capture_output=True,
