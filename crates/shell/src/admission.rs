@@ -2,6 +2,11 @@
 //! with RESOURCE_EXHAUSTED and a retry delay, never queued: a queue only turns overload into
 //! latency for everyone. Health checks are exempt, so that an overloaded but healthy process
 //! is not restarted by its orchestrator.
+//!
+//! Streaming calls have a budget of their own, held until the stream ends: a unary call's
+//! permit goes back when its answer is ready, which would let open streams (a watch lasts
+//! hours) escape the bound, while counting them against the unary bound would let idle
+//! watches starve short calls.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -9,6 +14,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use std::collections::HashSet;
+
+use bytes::Bytes;
+use http_body::Frame;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::body::Body;
 use tonic::{Code, Status};
@@ -21,35 +30,45 @@ const RETRY_DELAY: Duration = Duration::from_millis(50);
 pub(crate) struct AdmissionLayer {
     permits: Arc<Semaphore>,
     capacity: usize,
+    stream_permits: Arc<Semaphore>,
+    stream_capacity: usize,
+    streaming_paths: Arc<HashSet<String>>,
 }
 
 impl AdmissionLayer {
-    pub(crate) fn new(max_concurrent_calls: u32) -> Self {
+    pub(crate) fn new(
+        max_concurrent_calls: u32,
+        max_open_streams: u32,
+        streaming_paths: Arc<HashSet<String>>,
+    ) -> Self {
         let capacity = max_concurrent_calls as usize;
         Self {
             permits: Arc::new(Semaphore::new(capacity)),
             capacity,
+            stream_permits: Arc::new(Semaphore::new(max_open_streams as usize)),
+            stream_capacity: max_open_streams as usize,
+            streaming_paths,
         }
     }
 
     pub(crate) fn in_flight_counter(&self) -> InFlight {
         InFlight {
-            permits: self.permits.clone(),
-            capacity: self.capacity,
+            layer: self.clone(),
         }
     }
 }
 
-/// Calls admitted and not yet answered.
+/// Calls admitted and not yet answered, and streams still open.
 #[derive(Debug, Clone)]
 pub(crate) struct InFlight {
-    permits: Arc<Semaphore>,
-    capacity: usize,
+    layer: AdmissionLayer,
 }
 
 impl InFlight {
     pub(crate) fn get(&self) -> usize {
-        self.capacity - self.permits.available_permits()
+        let layer = &self.layer;
+        (layer.capacity - layer.permits.available_permits())
+            + (layer.stream_capacity - layer.stream_permits.available_permits())
     }
 }
 
@@ -59,7 +78,7 @@ impl<S> tower_layer::Layer<S> for AdmissionLayer {
     fn layer(&self, inner: S) -> Self::Service {
         Admission {
             inner,
-            permits: self.permits.clone(),
+            layer: self.clone(),
         }
     }
 }
@@ -67,7 +86,7 @@ impl<S> tower_layer::Layer<S> for AdmissionLayer {
 #[derive(Debug, Clone)]
 pub(crate) struct Admission<S> {
     inner: S,
-    permits: Arc<Semaphore>,
+    layer: AdmissionLayer,
 }
 
 impl<S> tower_service::Service<http::Request<Body>> for Admission<S>
@@ -83,16 +102,22 @@ where
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        if request.uri().path().starts_with(HEALTH_PATH_PREFIX) {
+        let path = request.uri().path();
+        if path.starts_with(HEALTH_PATH_PREFIX) {
             return AdmissionFuture::Admitted {
                 inner: self.inner.call(request),
-                _permit: None,
+                permit: None,
             };
         }
-        match self.permits.clone().try_acquire_owned() {
+        let (permits, held) = if self.layer.streaming_paths.contains(path) {
+            (&self.layer.stream_permits, Held::UntilStreamEnds)
+        } else {
+            (&self.layer.permits, Held::UntilAnswered)
+        };
+        match permits.clone().try_acquire_owned() {
             Ok(permit) => AdmissionFuture::Admitted {
                 inner: self.inner.call(request),
-                _permit: Some(permit),
+                permit: Some((permit, held)),
             },
             Err(_) => AdmissionFuture::Shed,
         }
@@ -102,7 +127,7 @@ where
 pin_project_lite::pin_project! {
     #[project = AdmissionFutureProjection]
     pub(crate) enum AdmissionFuture<F> {
-        Admitted { #[pin] inner: F, _permit: Option<OwnedSemaphorePermit> },
+        Admitted { #[pin] inner: F, permit: Option<(OwnedSemaphorePermit, Held)> },
         Shed,
     }
 }
@@ -115,11 +140,54 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
-            AdmissionFutureProjection::Admitted { inner, .. } => {
-                Poll::Ready(ready!(inner.poll(cx)))
+            AdmissionFutureProjection::Admitted { inner, permit } => {
+                let response = ready!(inner.poll(cx))?;
+                Poll::Ready(Ok(match permit.take() {
+                    Some((permit, Held::UntilStreamEnds)) => response.map(|body| {
+                        Body::new(PermitBody {
+                            inner: body,
+                            _permit: permit,
+                        })
+                    }),
+                    _ => response,
+                }))
             }
             AdmissionFutureProjection::Shed => Poll::Ready(Ok(overloaded().into_http())),
         }
+    }
+}
+
+/// How long an admitted call holds its permit.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Held {
+    UntilAnswered,
+    UntilStreamEnds,
+}
+
+/// A streaming response body that holds its call's permit until the stream ends (or the
+/// client leaves and the body is dropped).
+struct PermitBody {
+    inner: Body,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl http_body::Body for PermitBody {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

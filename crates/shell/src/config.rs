@@ -27,6 +27,12 @@ pub struct ServeConfig {
     #[arg(long, env = "NOTESUITE_MAX_CONCURRENT_CALLS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_concurrent_calls: u32,
 
+    /// Streaming calls (watches, imports, reflection) open at once, health watches excepted;
+    /// more are shed at once with RESOURCE_EXHAUSTED. Counted apart from
+    /// `--max-concurrent-calls`, for as long as each stream stays open.
+    #[arg(long, env = "NOTESUITE_MAX_OPEN_STREAMS", default_value_t = 16_384, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_open_streams: u32,
+
     /// HTTP/2 streams (calls) one connection may have open at once.
     #[arg(long, env = "NOTESUITE_MAX_CONCURRENT_STREAMS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_concurrent_streams: u32,
@@ -53,6 +59,7 @@ impl Default for ServeConfig {
             max_connection_age: Duration::from_secs(600),
             max_connection_age_grace: Duration::from_secs(60),
             max_concurrent_calls: 1024,
+            max_open_streams: 16_384,
             max_concurrent_streams: 1024,
             http2_keepalive_interval: Duration::from_secs(60),
             http2_keepalive_timeout: Duration::from_secs(20),

@@ -29,16 +29,16 @@ pub(crate) struct DrainLayer {
 }
 
 impl DrainLayer {
-    pub(crate) fn new(methods: &MethodTable, cutoff: CancellationToken) -> Self {
+    pub(crate) fn new(streaming_paths: Arc<HashSet<String>>, cutoff: CancellationToken) -> Self {
         Self {
-            streaming_paths: Arc::new(streaming_paths(methods)),
+            streaming_paths,
             cutoff,
         }
     }
 }
 
 /// Paths (`/package.Service/Method`) of every streaming method.
-fn streaming_paths(methods: &MethodTable) -> HashSet<String> {
+pub(crate) fn streaming_paths(methods: &MethodTable) -> HashSet<String> {
     methods
         .iter()
         .filter(|method| method.streaming)
@@ -84,6 +84,7 @@ where
         DrainFuture {
             inner: self.inner.call(request),
             cutoff,
+            waiting: None,
         }
     }
 }
@@ -93,6 +94,7 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: F,
         cutoff: Option<CancellationToken>,
+        waiting: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
     }
 }
 
@@ -104,7 +106,28 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let response = ready!(this.inner.poll(cx))?;
+        let response = match this.inner.poll(cx) {
+            Poll::Ready(response) => response?,
+            // A client stream (an import) answers only at its end: cut off before then, it is
+            // answered UNAVAILABLE at once rather than held until the grace period ends.
+            // Dropping the handler is safe: what it wrote is whole transactions, and retried
+            // items are recognised by their request ids.
+            Poll::Pending => match this.cutoff {
+                Some(cutoff) if cutoff.is_cancelled() => {
+                    *this.cutoff = None;
+                    return Poll::Ready(Ok(shutting_down().into_http()));
+                }
+                Some(cutoff) => {
+                    let cancelled = this
+                        .waiting
+                        .get_or_insert_with(|| Box::pin(cutoff.clone().cancelled_owned()));
+                    ready!(cancelled.as_mut().poll(cx));
+                    *this.cutoff = None;
+                    return Poll::Ready(Ok(shutting_down().into_http()));
+                }
+                None => return Poll::Pending,
+            },
+        };
         Poll::Ready(Ok(match this.cutoff.take() {
             Some(cutoff) => response.map(|body| Body::new(CutOffBody::new(body, cutoff))),
             None => response,
@@ -143,7 +166,7 @@ impl http_body::Body for CutOffBody {
         if self.cutoff.as_mut().poll(cx).is_ready() {
             self.finished = true;
             let mut trailers = http::HeaderMap::new();
-            let status = Status::unavailable("server is shutting down: reconnect and resume");
+            let status = shutting_down();
             if status.add_header(&mut trailers).is_err() {
                 return Poll::Ready(None);
             }
@@ -161,6 +184,15 @@ impl http_body::Body for CutOffBody {
     fn is_end_stream(&self) -> bool {
         self.finished || self.inner.is_end_stream()
     }
+}
+
+/// How a stream cut off by the drain ends.
+fn shutting_down() -> Status {
+    crate::error_status(
+        tonic::Code::Unavailable,
+        "SERVER_DRAINING",
+        "server is shutting down: reconnect (to another replica) and resume",
+    )
 }
 
 #[cfg(test)]

@@ -76,6 +76,11 @@ pub enum ServeError {
     Descriptor(#[from] prost::DecodeError),
 }
 
+/// Flow-control window of one call: what a client may send that its handler has not read.
+const STREAM_WINDOW: u32 = 64 * 1024;
+/// Flow-control window of a connection: 256 calls' worth of unread bytes.
+const CONNECTION_WINDOW: u32 = 256 * STREAM_WINDOW;
+
 /// Serves `definition` on `listener` until `shutdown` completes, then drains:
 ///
 /// 1. readiness (`""` and the service name) turns NOT_SERVING at once; `liveness` stays
@@ -133,7 +138,12 @@ where
 
     let stop_accepting = CancellationToken::new();
     let end_streams = CancellationToken::new();
-    let admission = admission::AdmissionLayer::new(config.max_concurrent_calls);
+    let streaming_paths = std::sync::Arc::new(drain::streaming_paths(&methods));
+    let admission = admission::AdmissionLayer::new(
+        config.max_concurrent_calls,
+        config.max_open_streams,
+        streaming_paths.clone(),
+    );
     let in_flight = admission.in_flight_counter();
 
     let server = tonic::transport::Server::builder()
@@ -142,6 +152,13 @@ where
         .http2_keepalive_interval(Some(config.http2_keepalive_interval))
         .http2_keepalive_timeout(Some(config.http2_keepalive_timeout))
         .max_concurrent_streams(Some(config.max_concurrent_streams))
+        // Unread bytes of a call hold its connection's window. hyper's default (1 MiB for
+        // the stream and for the whole connection) lets one paused stream, such as an import
+        // whose batch is being written, stop every other call on a connection the gateway
+        // shares among all its users. A small stream window and a connection window many
+        // times larger keep one stream's backpressure on that stream.
+        .initial_stream_window_size(Some(STREAM_WINDOW))
+        .initial_connection_window_size(Some(CONNECTION_WINDOW))
         // hyper's default of 20 streams reset before they were accepted (its guard against
         // "rapid reset" floods) is too low for a multiplexing peer: when the gateway cancels a
         // burst of forwarded calls, the backend would answer with GOAWAY and fail every other
@@ -154,7 +171,7 @@ where
         .layer(telemetry::ServerLayer::new(&methods))
         .layer(normalize::NormalizeLayer)
         .layer(deadline::DeadlineLayer)
-        .layer(drain::DrainLayer::new(&methods, end_streams.clone()))
+        .layer(drain::DrainLayer::new(streaming_paths, end_streams.clone()))
         .layer(admission)
         .add_routes(routes)
         .add_service(health_service)
