@@ -32,6 +32,12 @@ pub struct GatewayConfig {
     #[arg(long, env = "NOTESUITE_DEFAULT_DEADLINE", default_value = "10s", value_parser = parse_deadline)]
     pub default_deadline: Duration,
 
+    /// A forwarded call whose client has not read the next part of the answer for this long
+    /// is ended (RESOURCE_EXHAUSTED; `WATCH_TOO_SLOW` for a watch), so that a client that
+    /// stops reading holds no backend resources.
+    #[arg(long, env = "NOTESUITE_STREAM_STALL_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub stream_stall_timeout: Duration,
+
     #[command(flatten)]
     pub serve: ServeConfig,
 }

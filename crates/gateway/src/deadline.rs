@@ -24,6 +24,15 @@ impl Deadline {
         )
     }
 
+    /// The client's own deadline, if it set a valid one.
+    pub(crate) fn from_client(headers: &HeaderMap) -> Option<Self> {
+        headers
+            .get(GRPC_TIMEOUT)
+            .and_then(|value| value.to_str().ok())
+            .and_then(shell::parse_grpc_timeout)
+            .map(|timeout| Self(Instant::now() + timeout))
+    }
+
     /// The deadline a `grpc-timeout` value sets, or `default` from now without one.
     pub(crate) fn from_grpc_timeout(grpc_timeout: Option<&str>, default: Duration) -> Self {
         let timeout = grpc_timeout

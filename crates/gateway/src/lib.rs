@@ -7,6 +7,7 @@ pub mod config;
 mod deadline;
 pub mod error;
 mod forward;
+mod relay;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +35,14 @@ const ANONYMOUS_METHODS: &[&str] = &["SignUp", "Login"];
 
 /// A channel to a backend: every call on it is traced and measured.
 pub(crate) type Backend = telemetry::ClientTelemetry<Channel>;
+
+/// Flow-control window of each forwarded call on a backend connection: what the backend may
+/// send that the gateway's client has not read yet.
+const BACKEND_STREAM_WINDOW: u32 = 64 * 1024;
+
+/// Calls one backend connection carries at once: the backends' `--max-concurrent-streams`
+/// default, which they announce in their HTTP/2 settings.
+const BACKEND_STREAMS: u32 = 1024;
 
 /// Largest request the gateway's own methods accept.
 const MAX_REQUEST_BYTES: usize = 64 * 1024;
@@ -73,11 +82,13 @@ pub fn build(
         users_channel,
         verifier.clone(),
         config.default_deadline,
+        config.stream_stall_timeout,
     ))
     .add_service(Forward::<NotesRoute>::new(
         notes_channel,
         verifier,
         config.default_deadline,
+        config.stream_stall_timeout,
     ));
     Ok(ServiceDefinition {
         name: SERVICE_NAME,
@@ -97,6 +108,12 @@ fn backend(url: &str, flag: &'static str) -> Result<Channel, Error> {
     })?;
     Ok(endpoint
         .connect_timeout(Duration::from_secs(2))
+        // Every forwarded call shares this connection, and unread bytes hold its window: with
+        // room for every stream's full window, clients that stop reading can never use up the
+        // window the others need (6 stalled ~1 MiB ListNotes used to freeze every user). The
+        // window is a bound, not an allocation: bytes are held only while a client stalls.
+        .initial_stream_window_size(BACKEND_STREAM_WINDOW)
+        .initial_connection_window_size(BACKEND_STREAM_WINDOW * BACKEND_STREAMS)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_while_idle(true)

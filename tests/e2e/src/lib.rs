@@ -28,6 +28,15 @@ pub struct TestSuite {
 /// Starts users, notes and the gateway exactly as `notesuite up` does, on fresh databases
 /// (SQLite files in a new data directory, or new PostgreSQL databases) and ports 0.
 pub async fn spawn_suite(backend: Backend) -> TestSuite {
+    spawn_suite_signed_with(backend, None).await
+}
+
+/// [`spawn_suite`] with tokens signed by the PKCS#8 PEM key at `jwt_private_key` (so that a
+/// test can run another gateway beside the suite's).
+pub async fn spawn_suite_signed_with(
+    backend: Backend,
+    jwt_private_key: Option<std::path::PathBuf>,
+) -> TestSuite {
     let data_dir = tempfile::tempdir().expect("temp dir");
     let databases = match backend {
         Backend::Sqlite => None,
@@ -42,7 +51,7 @@ pub async fn spawn_suite(backend: Backend) -> TestSuite {
         gateway_port: 0,
         users_port: 0,
         notes_port: 0,
-        jwt_private_key: None,
+        jwt_private_key,
         drain_delay: Duration::ZERO,
         shutdown_grace: Duration::from_secs(5),
     };

@@ -4,4 +4,5 @@ mod availability;
 mod deadlines;
 mod discovery;
 mod flow;
+mod streaming;
 mod trust;
