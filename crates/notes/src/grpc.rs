@@ -412,6 +412,11 @@ impl<S: NoteStore> NotesService for NotesGrpc<S> {
                 break;
             }
         }
+        if summary.created == 0 {
+            // Nothing written (a retried import): the revision is still the caller's, so
+            // that watching from it replays nothing already seen.
+            summary.revision = self.notes.revision(&caller).await?;
+        }
         Ok(Response::new(summary.into_proto()))
     }
 

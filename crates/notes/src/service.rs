@@ -168,6 +168,11 @@ impl<S: NoteStore> Notes<S> {
         Ok(())
     }
 
+    /// The caller's current revision.
+    pub async fn revision(&self, caller: &Principal) -> Result<Revision, Error> {
+        self.store.revision(&owner(caller)?).await
+    }
+
     /// Creates a batch of imported notes in one transaction, each under its own revision in
     /// item order. Items whose `request_id` already created their note are counted, not
     /// created again; one reused for a different note is that item's error. A database
