@@ -4,3 +4,4 @@ mod client_tools;
 mod lifecycle;
 mod support;
 mod telemetry;
+mod watch;

@@ -257,6 +257,19 @@ pub(crate) struct Service {
 }
 
 impl Service {
+    pub(crate) fn pid(&self) -> u32 {
+        self._child.id().expect("the process is still running")
+    }
+
+    /// Sends `signal` (e.g. `-TERM`, `-KILL`) to the process.
+    pub(crate) fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
     /// Starts `notesuite <args>` with `env`, and waits for its "serving" log line, which comes
     /// once its port is bound.
     pub(crate) async fn start(args: &[&str], env: &[(&str, String)]) -> Self {
