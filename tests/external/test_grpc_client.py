@@ -275,7 +275,15 @@ def test_reflection_v1alpha_lists_services_and_resolves_descriptors_on_the_gatew
 
     pool = DescriptorPool(database)
     methods = pool.FindServiceByName("notesuite.notes.v1.NotesService").methods_by_name
-    assert sorted(methods) == ["CreateNote", "DeleteNote", "GetNote", "ListNotes", "UpdateNote"]
+    assert sorted(methods) == [
+        "CreateNote",
+        "DeleteNote",
+        "GetNote",
+        "ImportNotes",
+        "ListNotes",
+        "UpdateNote",
+        "WatchNotes",
+    ]
     note = pool.FindMessageTypeByName("notesuite.notes.v1.Note")
     assert note.fields_by_name["create_time"].message_type.full_name == "google.protobuf.Timestamp"
 
