@@ -87,6 +87,10 @@ fn memory_kib(pid: u32) -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+#[allow(
+    clippy::print_stdout,
+    reason = "the memory measured is part of this test's report"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_thousand_note_import_takes_bounded_memory_and_runs_once() {
     let up = Up::start(&[]).await;
@@ -111,7 +115,7 @@ async fn a_hundred_thousand_note_import_takes_bounded_memory_and_runs_once() {
         peak.saturating_sub(before) < MAX_GROWTH_KIB,
         "the process grew by {} KiB importing ~{} MiB",
         peak - before,
-        ITEMS * CONTENT_BYTES >> 20
+        (ITEMS * CONTENT_BYTES) >> 20
     );
 
     let again = tokio::time::timeout(PATIENCE * 20, import(channel.clone(), &token, "0001"))
