@@ -6,9 +6,8 @@ import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .measure import Run
-from .scenarios import footprint, health, hop, postgres
-from .scenarios.not_yet import NotRun
+from .measure import NotRun, Run
+from .scenarios import footprint, health, hop, postgres, streaming
 from .stats import Selection, Stat, difference, paired, ratio, stat
 
 PASS, FAIL, NOT_RUN, INVALID = "PASS", "FAIL", "NOT RUN", "INVALID"
@@ -51,6 +50,7 @@ def evaluate(runs: list[Run], with_peers: bool, scenarios: set[str], not_run: li
         *_hop(runs, hop.NAME in scenarios),
         *_footprint(runs, footprint.NAME in scenarios),
         *_postgres(runs, postgres.NAME in scenarios),
+        *_streaming(runs, with_peers, streaming.NAME in scenarios, not_run),
         *(Budget(item.budget, item.scenario, item.reason, NOT_RUN) for item in not_run),
     ]
 
@@ -136,6 +136,54 @@ def _postgres(runs: list[Run], ran: bool) -> list[Budget]:
             Limit(operator.ge, 0.7, "×", 2).judge(budget, subject, paired(runs, ours, database, "rps", ratio))
         )
     return judged
+
+
+def _streaming(runs: list[Run], with_peers: bool, ran: bool, not_run: list[NotRun]) -> list[Budget]:
+    """KB per WatchNotes stream (grpc-go's Health/Watch stream beside it), the fan-out's p99
+    on SQLite and across PostgreSQL replicas, and ImportNotes over each bulk insert, round by
+    round. Parts the scenario listed as not run (no PostgreSQL) are left to that listing."""
+    skipped = {item.scenario for item in not_run}
+    judged = []
+    go = stat(runs, Selection(streaming.NAME, streaming.PEER_WATCH[GRPC_GO]), "kb_per_stream")
+    if go is not None:
+        note = f"; grpc-go Health/Watch {go.text(1)} KB"
+    else:
+        note = "; grpc-go: " + ("no valid run" if with_peers else "peers skipped")
+    for series, backend in ((streaming.WATCH_SQLITE, "SQLite"), (streaming.WATCH_POSTGRES, "PostgreSQL")):
+        subject = f"notes WatchNotes on {backend} ({_streams(runs)} streams)"
+        if series == streaming.WATCH_POSTGRES and f"{streaming.NAME}: WatchNotes across two replicas" in skipped:
+            continue
+        if not ran:
+            judged.append(Budget(streaming.MEMORY_BUDGET, subject, _why_not(ran), NOT_RUN))
+            continue
+        ours = stat(runs, Selection(streaming.NAME, series), "kb_per_stream")
+        judged.append(Limit(operator.le, 10, "KB").judge(streaming.MEMORY_BUDGET, subject, ours, note))
+    for series in (streaming.FANOUT_SQLITE, streaming.FANOUT_ACROSS):
+        subject = f"CreateNote → {_streams(runs)} watchers, {series}"
+        if series == streaming.FANOUT_ACROSS and f"{streaming.NAME}: WatchNotes across two replicas" in skipped:
+            continue
+        if not ran:
+            judged.append(Budget(streaming.FANOUT_BUDGET, subject, _why_not(ran), NOT_RUN))
+            continue
+        p99 = stat(runs, Selection(streaming.NAME, series), "p99_ms")
+        judged.append(Limit(operator.le, 100, "ms").judge(streaming.FANOUT_BUDGET, subject, p99))
+    for ours, baseline in streaming.IMPORT_BASELINES:
+        subject = f"{ours} ÷ {baseline}"
+        if ours == streaming.IMPORT_POSTGRES and f"{streaming.NAME}: ImportNotes on PostgreSQL" in skipped:
+            continue
+        if not ran:
+            judged.append(Budget(streaming.IMPORT_BUDGET, subject, _why_not(ran), NOT_RUN))
+            continue
+        ratio_stat = paired(
+            runs, Selection(streaming.NAME, ours), Selection(streaming.NAME, baseline), "notes_per_s", ratio
+        )
+        judged.append(Limit(operator.ge, 0.8, "×", 2).judge(streaming.IMPORT_BUDGET, subject, ratio_stat))
+    return judged
+
+
+def _streams(runs: list[Run]) -> str:
+    counts = {int(run.values["streams"]) for run in runs if run.scenario == streaming.NAME and "streams" in run.values}
+    return ", ".join(f"{count:,}" for count in sorted(counts)) or "N"
 
 
 def _why_not(ran: bool) -> str:

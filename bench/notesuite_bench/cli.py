@@ -21,9 +21,9 @@ from pathlib import Path
 
 from . import budgets, pg, plots, report, validity
 from .context import Context, Progress
-from .measure import Run, Runner
+from .measure import NotRun, Run, Runner
 from .processes import LOAD_CORE, SERVER_CORE, pin_this_thread
-from .scenarios import footprint, health, hop, not_yet, postgres, telemetry
+from .scenarios import footprint, health, hop, postgres, streaming, telemetry
 from .services import Notesuite, Peers
 from .stubs import Stubs
 
@@ -34,13 +34,30 @@ MEASURED = {
     telemetry.NAME: telemetry.run,
     footprint.NAME: footprint.run,
     postgres.NAME: postgres.run,
+    streaming.NAME: streaming.run,
 }
-SCENARIOS = (*MEASURED, not_yet.NAME)
+SCENARIOS = tuple(MEASURED)
 # Per measured h2load run, on top of warm-up and duration: settling, reading /proc and
 # /metrics, parsing and compressing the log.
 RUN_OVERHEAD_S = 1.0
-SMOKE = {"duration": 0.5, "warmup": 0.3, "rounds": 1, "connections": 100, "startup_repeats": 3}
-DEFAULTS = {"duration": 10.0, "warmup": 2.0, "rounds": 3, "connections": 1000, "startup_repeats": 10}
+SMOKE = {
+    "duration": 0.5,
+    "warmup": 0.3,
+    "rounds": 1,
+    "connections": 100,
+    "startup_repeats": 3,
+    "watch_streams": 300,
+    "import_notes": 500,
+}
+DEFAULTS = {
+    "duration": 10.0,
+    "warmup": 2.0,
+    "rounds": 3,
+    "connections": 1000,
+    "startup_repeats": 10,
+    "watch_streams": 10_000,
+    "import_notes": 20_000,
+}
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -71,6 +88,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help=f"start-ups timed per server and round (default {DEFAULTS['startup_repeats']})",
     )
     parser.add_argument(
+        "--watch-streams",
+        type=int,
+        help=f"WatchNotes streams held on one notes process in the streaming scenario "
+        f"(default {DEFAULTS['watch_streams']:,})",
+    )
+    parser.add_argument(
+        "--import-notes",
+        type=int,
+        help=f"notes per ImportNotes call in the streaming scenario (default {DEFAULTS['import_notes']:,})",
+    )
+    parser.add_argument(
         "--only",
         action="append",
         choices=SCENARIOS,
@@ -79,7 +107,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--postgres",
         default=pg.default_server(),
-        help="PostgreSQL server for the postgres scenario, which creates (and drops) databases of its own there "
+        help="PostgreSQL server for the postgres and streaming scenarios, which create (and drop) databases of "
+        "their own there "
         "(default: $NOTESUITE_TEST_POSTGRES or %(default)s)",
     )
     parser.add_argument("--out", type=Path, help="results folder (default bench-results/<UTC timestamp>)")
@@ -133,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     runs: list[Run] = []
     errors: list[str] = []
     sections: dict[str, str] = {}
+    not_run: list[NotRun] = []
     stubs = None
     outcome = 0
     try:
@@ -151,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
             progress=progress,
             postgres_url=args.postgres,
             sections=sections,
+            watch_streams=args.watch_streams,
+            import_notes=args.import_notes,
+            not_run=not_run,
         )
         for name in args.scenarios:
             if name not in MEASURED:
@@ -161,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as error:  # noqa: BLE001 (one broken scenario must not hide the others)
                 traceback.print_exc()
                 errors.append(f"{name}: {error!r}")
-            _write_results(args, out_dir, started, runs, errors, sections, final=False)
+            _write_results(args, out_dir, started, runs, errors, sections, not_run, final=False)
     except KeyboardInterrupt:
         errors.append("interrupted")
         outcome = 130
@@ -175,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work_dir, ignore_errors=True)
 
     try:
-        markdown = _write_results(args, out_dir, started, runs, errors, sections, final=True)
+        markdown = _write_results(args, out_dir, started, runs, errors, sections, not_run, final=True)
     except Exception as error:  # noqa: BLE001 (said below, with every other failure)
         traceback.print_exc()
         markdown = ""
@@ -247,6 +280,7 @@ def _planned_runs(args: argparse.Namespace, with_peers: bool) -> int:
         telemetry.NAME: telemetry.planned_runs(args.rounds),
         footprint.NAME: footprint.planned_runs(args.rounds, with_peers),
         postgres.NAME: postgres.planned_runs(args.rounds),
+        streaming.NAME: streaming.planned_runs(args.rounds, with_peers),
     }
     return sum(planned.get(name, 0) for name in args.scenarios)
 
@@ -268,7 +302,14 @@ def _estimate_s(args: argparse.Namespace, with_peers: bool) -> float:
         # Start-ups take ~0.1 s each, connections ~1 ms each, plus settling.
         per_server = args.startup_repeats * 0.1 + args.connections * 0.001 + 4
         footprint_s = footprint.planned_runs(args.rounds, with_peers) * per_server
-    return load_runs * per_run + footprint_s + 10
+    streaming_s = 0.0
+    if streaming.NAME in args.scenarios:
+        # Per server, opening the streams with the pauses between steps (~1 s per 3,000) and the
+        # writes (~6 s); per round the imports and bulk inserts (~3 s per 5,000 notes) and start-ups.
+        servers = 6 if with_peers else 4
+        per_round = servers * (args.watch_streams / 3000 + 6) + 3 * args.import_notes / 5000 + 10
+        streaming_s = args.rounds * per_round
+    return load_runs * per_run + footprint_s + streaming_s + 10
 
 
 def _write_results(
@@ -278,10 +319,10 @@ def _write_results(
     runs: list[Run],
     errors: list[str],
     sections: dict[str, str],
+    not_run: list[NotRun],
     final: bool,
 ) -> str:
     with_peers = args.peers is not None
-    not_run = not_yet.check(REPO_ROOT, args.binary) if not_yet.NAME in args.scenarios else []
     judged = budgets.evaluate(runs, with_peers, set(args.scenarios), not_run)
     header = report.Header(
         title=f"notesuite benchmark, {started.strftime('%Y-%m-%d %H:%M:%S UTC')}" + ("" if final else " (in progress)"),
@@ -341,7 +382,14 @@ def _settings(args: argparse.Namespace) -> dict[str, str]:
         "idle connections": str(args.connections),
         "start-ups timed per server and round": str(args.startup_repeats),
     }
-    if postgres.NAME in args.scenarios:
+    if streaming.NAME in args.scenarios:
+        settings["streaming"] = (
+            f"{args.watch_streams:,} streams per server over {streaming.connections_for(args.watch_streams)} "
+            f"HTTP/2 connection(s), opened in {streaming.OPEN_STEPS} steps; {streaming.WRITES} measured writes "
+            "per round; "
+            f"{args.import_notes:,} notes per import; notes with `--max-watches-per-user {args.watch_streams}`"
+        )
+    if postgres.NAME in args.scenarios or streaming.NAME in args.scenarios:
         settings["PostgreSQL"] = (
             f"{pg.redacted(args.postgres)}, shared and not pinned by the harness (its processes run on both "
             "cores); fresh databases with random names, dropped at the end"

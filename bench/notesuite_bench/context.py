@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .measure import Run, Runner, RunSpec
+from .measure import NotRun, Run, Runner, RunSpec
 from .processes import ProcessGroup
 from .services import Notesuite, Peers
 from .stubs import Stubs
@@ -71,6 +71,11 @@ class Context:
     # Markdown a scenario adds to its section of results.md beyond its runs (e.g. a query
     # plan), by scenario name.
     sections: dict[str, str] = field(default_factory=dict)
+    # The streaming scenario's scale: WatchNotes streams held on one process, notes per import.
+    watch_streams: int = 0
+    import_notes: int = 0
+    # What a scenario could not measure, and why (listed as not run, budgets NOT RUN).
+    not_run: list[NotRun] = field(default_factory=list)
 
     def process_group(self) -> ProcessGroup:
         return ProcessGroup(self.raw_dir / "logs")

@@ -48,6 +48,16 @@ class Run:
 
 
 @dataclass(frozen=True)
+class NotRun:
+    """A measurement SPEC §11 asks for that this benchmark could not make, and why (e.g. no
+    PostgreSQL server answered): listed in results.md, its budget NOT RUN."""
+
+    scenario: str
+    budget: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class Observed:
     """A process whose CPU time is charged to the run's calls (as `cpu_us_<label>` per call)
     and, when it has /metrics, whose count of `method` by status checks the run."""

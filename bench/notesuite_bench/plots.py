@@ -9,7 +9,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from .measure import Run
-from .scenarios import footprint, health, hop, postgres, telemetry
+from .scenarios import footprint, health, hop, postgres, streaming, telemetry
 from .services import PEER_KINDS
 from .stats import Selection, stat
 
@@ -33,6 +33,7 @@ def write_all(runs: list[Run], scenarios: list[str], out_dir: Path) -> list[Path
         (telemetry.NAME, _telemetry),
         (footprint.NAME, _footprint),
         (postgres.NAME, _postgres),
+        (streaming.NAME, _streaming),
     ):
         if name in scenarios and any(run.scenario == name for run in runs):
             path = out_dir / f"{name}.png"
@@ -47,6 +48,9 @@ BASELINE_SERIES = (
     PEERS
     | {postgres.PGBENCH_SINGLE_ROW, postgres.PGBENCH_TRANSACTION}
     | {postgres.read_series(method, postgres.SQLITE) for method in postgres.READ_METHODS}
+    | set(streaming.PEER_WATCH.values())
+    | {streaming.SQLITE_BULK, streaming.SQLITE_BULK_ALL, streaming.PG_MULTI_ROW, streaming.PG_COPY}
+    | {streaming.PG_MULTI_ROW_ALL}
 )
 
 
@@ -165,3 +169,22 @@ def _postgres(runs: list[Run], path: Path) -> None:
     for column, (panel, chosen) in enumerate(panels):
         _bars(axes[0][column], runs, chosen, panel, with_load=True)
     _save(figure, path, "PostgreSQL: CreateNote via gateway vs pgbench (grey); reads, SQLite (grey) vs PostgreSQL")
+
+
+def _streaming(runs: list[Run], path: Path) -> None:
+    present = {run.series for run in runs if run.scenario == streaming.NAME}
+
+    def chosen(series: tuple[str, ...]) -> list[Selection]:
+        return [Selection(streaming.NAME, name) for name in series if name in present]
+
+    panels = (
+        (Panel("KB per stream", "kb_per_stream", limit=10), chosen(streaming.MEMORY_SERIES)),
+        (Panel("fan-out p99 ms (one write → every stream)", "p99_ms", limit=100), chosen(streaming.FANOUT_SERIES)),
+        (Panel("fan-out max ms", "max_ms"), chosen(streaming.FANOUT_SERIES)),
+        (Panel("k notes/s", "notes_per_s", 1e-3), chosen(streaming.IMPORT_SERIES)),
+    )
+    figure = Figure(figsize=(20, 5.5))
+    axes = figure.subplots(1, len(panels), squeeze=False)
+    for column, (panel, selections) in enumerate(panels):
+        _bars(axes[0][column], runs, selections, panel)
+    _save(figure, path, "Streaming: memory per stream, fan-out, ImportNotes vs bulk inserts (grey: baselines)")

@@ -6,9 +6,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .budgets import PASS, Budget
-from .measure import Run
-from .scenarios import footprint, health, hop, postgres, telemetry
-from .scenarios.not_yet import NotRun
+from .imports import IMPORT_BATCH
+from .measure import NotRun, Run
+from .scenarios import footprint, health, hop, postgres, streaming, telemetry
 from .services import PEER_KINDS
 from .stats import Selection, Stat, difference, paired, ratio, stat
 
@@ -42,6 +42,8 @@ def markdown(
         parts.append(_footprint(runs))
     if postgres.NAME in scenarios:
         parts.append(_postgres(runs, (sections or {}).get(postgres.NAME)))
+    if streaming.NAME in scenarios:
+        parts.append(_streaming(runs))
     parts += [_not_run(not_run), _invalid(runs), _warnings(runs), METHOD]
     return "\n\n".join(part.rstrip() for part in parts) + "\n"
 
@@ -366,7 +368,140 @@ def _postgres(runs: list[Run], explain: str | None) -> str:
     return text
 
 
+def _streaming(runs: list[Run]) -> str:
+    present = {run.series for run in runs if run.scenario == streaming.NAME}
+    memory = []
+    for series in streaming.MEMORY_SERIES:
+        if series not in present:
+            continue
+        selection = Selection(streaming.NAME, series)
+        memory.append(
+            (
+                series,
+                cell(stat(runs, selection, "streams"), 0),
+                cell(stat(runs, selection, "kb_per_stream"), 2),
+                cell(stat(runs, selection, "kb_per_stream_median_step"), 2),
+                cell(stat(runs, selection, "kb_per_connection"), 1),
+                cell(stat(runs, selection, "rss_before_mb"), 1),
+                cell(stat(runs, selection, "rss_after_mb"), 1),
+                cell(stat(runs, selection, "opens_per_s"), 0),
+                validity(runs, selection),
+            )
+        )
+    memory_table = table(
+        (
+            "server, stream",
+            "streams",
+            "KB per stream",
+            "KB per stream, median step",
+            "KB per connection",
+            "RSS before MB",
+            "RSS with the streams MB",
+            "streams opened/s",
+            "valid",
+        ),
+        memory,
+    )
+    peers = [name for name in streaming.PEER_WATCH.values() if name in present]
+    peers_note = (
+        ""
+        if peers
+        else "\n\nThe reference servers were not measured in this run (peers skipped: no --peers / "
+        "NOTESUITE_PEERS_DIR), so there is no grpc-go Health/Watch stream to compare with."
+    )
+    fanout = []
+    for series in streaming.FANOUT_SERIES:
+        if series not in present:
+            continue
+        selection = Selection(streaming.NAME, series)
+        fanout.append(
+            (
+                series,
+                cell(stat(runs, selection, "streams"), 0),
+                cell(stat(runs, selection, "p50_ms"), 1),
+                cell(stat(runs, selection, "p99_ms"), 1),
+                cell(stat(runs, selection, "max_ms"), 1),
+                cell(stat(runs, selection, "worst_p99_ms"), 1),
+                cell(stat(runs, selection, "create_ms"), 1),
+                cell(stat(runs, selection, "load_busy_pct"), 0),
+                cell(stat(runs, selection, "client_backlog_kb"), 0),
+                validity(runs, selection),
+            )
+        )
+    fanout_table = table(
+        (
+            "CreateNote written through → watchers on",
+            "streams",
+            "p50 ms",
+            "p99 ms",
+            "max ms",
+            "worst write's p99 ms",
+            "CreateNote call ms",
+            "watch client busy %, first→last arrival",
+            "watch client backlog KiB",
+            "valid",
+        ),
+        fanout,
+    )
+    baselines = {ours: [] for ours, _ in streaming.IMPORT_BASELINES}
+    for ours, baseline in (*streaming.IMPORT_BASELINES, *streaming.IMPORT_EVERYTHING):
+        baselines[ours].append(baseline)
+    imports = []
+    for series in streaming.IMPORT_SERIES:
+        if series not in present:
+            continue
+        selection = Selection(streaming.NAME, series)
+        ratios = "; ".join(
+            f"{cell(paired(runs, selection, Selection(streaming.NAME, base), 'notes_per_s', ratio), 2)} × {base}"
+            for base in baselines.get(series, [])
+        )
+        imports.append(
+            (
+                series,
+                cell(stat(runs, selection, "notes"), 0),
+                cell(stat(runs, selection, "notes_per_s"), 0),
+                cell(stat(runs, selection, "seconds"), 2),
+                ratios or "—",
+                validity(runs, selection),
+            )
+        )
+    imports_table = table(("writer", "notes", "notes/s", "seconds", "ratio (round by round)", "valid"), imports)
+    return (
+        "## Streaming: WatchNotes and ImportNotes\n\n"
+        "Straight to notes, no gateway, user tokens signed by the harness with keygen's key. Streams are held by "
+        "a raw HTTP/2 client (watch_load.py) in a process of its own on core 0; every server on core 1, a "
+        "fresh process per measurement. Memory: RSS growth while opening the streams (in "
+        f"{streaming.OPEN_STEPS} steps, each stream counted once its first message arrived), divided by the "
+        "streams; the connections are opened before and their cost shown apart. WatchNotes streams start "
+        'from now, all for one owner; Health/Watch asks for service "" (SERVING at once).\n\n'
+        f"{memory_table}{peers_note}\n\n"
+        f"Fan-out: {streaming.WRITES} CreateNotes per round (title {len(postgres.TITLE)} chars, 1 KiB content, "
+        f"{len(postgres.TAGS)} tags, a fresh request_id), {streaming.WRITE_PAUSE_S:g} s apart, after one "
+        "unmeasured write, while the streams above are open; latency from just before the call is sent to "
+        "the CREATED event's arrival on each stream (the kernel's receive timestamp of the socket read "
+        "holding it, SO_TIMESTAMPNS); p50/p99/max over the streams, median over the writes. On PostgreSQL "
+        "the streams are on the second of two notes replicas sharing one database. The watch client's busy "
+        "share is its CPU time from the first stream's arrival to the last over that time; its backlog, "
+        "the most bytes it found waiting in one socket: a run whose backlog reached half the socket's "
+        "receive buffer is rejected (TCP may then have slowed the server).\n\n"
+        f"{fanout_table}\n\n"
+        "ImportNotes vs the database's own bulk insert of the same notes (title, 1 KiB content, 2 tags; "
+        "the import also gives each item a request_id) into the notes table of a fresh copy of the notes "
+        f"schema: sqlite3 with the store's settings, {IMPORT_BATCH} rows per transaction; "
+        f"psql multi-row INSERTs of {IMPORT_BATCH} rows, each its own transaction, and one "
+        "COPY (psql's \\timing of the statements). The import writes more per note (tag rows, change-log "
+        "row, idempotency record, owner revision): that is its own work, as the budget counts it. The "
+        'rows marked "all the import\'s rows" bulk-insert every one of those rows too (per batch, in one '
+        "transaction: the owner's revision, then each table in one statement), which tells the rows' own "
+        "cost from the rest of the import's (a statement per row, the request_id lookups, the log "
+        "pruning, the service).\n\n"
+        f"{imports_table}"
+    )
+
+
 def _not_run(not_run: list[NotRun]) -> str:
+    if not not_run:
+        return "## Not run\n\nNothing the chosen scenarios measure was left out."
     rows = [(item.scenario, item.budget, f"not run: {item.reason}") for item in not_run]
     return "## Not run\n\n" + table(("scenario", "budget", "why"), rows)
 
