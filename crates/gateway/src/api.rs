@@ -19,6 +19,7 @@ use crate::Backend;
 use crate::deadline::{Deadline, GRPC_TIMEOUT};
 use crate::error::Error;
 use crate::forward::{NOTES_SERVICE as NOTES, USERS_SERVICE as USERS};
+use crate::policy;
 
 /// The gateway's own identity when it calls gateway-only methods.
 const GATEWAY_SERVICE_NAME: &str = "gateway";
@@ -34,12 +35,16 @@ pub(crate) struct GatewayApi {
 }
 
 impl GatewayApi {
-    fn deadline(&self, metadata: &MetadataMap) -> Deadline {
+    /// The call's deadline: the client's, or the default the policy table gives `method`.
+    fn deadline(&self, metadata: &MetadataMap, method: &str) -> Deadline {
+        let default = policy::lookup(&format!("/{}/{method}", crate::SERVICE_NAME))
+            .and_then(|policy| policy.default_deadline(self.default_deadline))
+            .unwrap_or(self.default_deadline);
         Deadline::from_grpc_timeout(
             metadata
                 .get(GRPC_TIMEOUT)
                 .and_then(|value| value.to_str().ok()),
-            self.default_deadline,
+            default,
         )
     }
 
@@ -91,7 +96,7 @@ impl GatewayService for GatewayApi {
         &self,
         request: Request<SignUpRequest>,
     ) -> Result<Response<SignUpResponse>, Status> {
-        let deadline = self.deadline(request.metadata());
+        let deadline = self.deadline(request.metadata(), "SignUp");
         let SignUpRequest {
             email,
             display_name,
@@ -125,7 +130,7 @@ impl GatewayService for GatewayApi {
         &self,
         request: Request<LoginRequest>,
     ) -> Result<Response<LoginResponse>, Status> {
-        let deadline = self.deadline(request.metadata());
+        let deadline = self.deadline(request.metadata(), "Login");
         let LoginRequest { email, password } = request.into_inner();
         let verify = Self::backend_request(
             VerifyCredentialsRequest { email, password },
@@ -150,7 +155,7 @@ impl GatewayService for GatewayApi {
         &self,
         request: Request<GetProfileRequest>,
     ) -> Result<Response<GetProfileResponse>, Status> {
-        let deadline = self.deadline(request.metadata());
+        let deadline = self.deadline(request.metadata(), "GetProfile");
         let user_id = match request.extensions().get::<token::Principal>() {
             Some(token::Principal::User { user_id }) => user_id.clone(),
             Some(token::Principal::Service { .. }) => {

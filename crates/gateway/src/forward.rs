@@ -2,10 +2,17 @@
 //!
 //! The gateway serves `notesuite.users.v1.UsersService` and `notesuite.notes.v1.NotesService`
 //! under their own names, so stubs generated for those services work against the gateway.
-//! Each call is checked against a per-method policy and its token verified here; then the
-//! HTTP/2 request goes to the backend as it came (the token included: the backends verify it
-//! again, trusting no network) with its deadline rewritten to the remaining budget. Bodies
-//! stream through untouched, so this works for any method shape and never pays for a decode.
+//! Each call is checked against its row of the policy table ([`crate::policy`]) and its token
+//! verified here; then the HTTP/2 request goes to the backend as it came (the token included:
+//! the backends verify it again, trusting no network) with its deadline rewritten to the
+//! remaining budget. Payloads are never decoded.
+//!
+//! A unary request is read whole first (it is bounded by the method's size limit), so that it
+//! can be sent again: to another connection when the first one refused it before the backend
+//! saw it (connection refused, GOAWAY, REFUSED_STREAM), and after an UNAVAILABLE answer when
+//! the table says the method is idempotent. Retries back off with jitter, never outlast the
+//! caller's deadline, and draw on a budget so that they cannot multiply an outage. Streams go
+//! through as they come, both ways, with their backpressure.
 
 use std::convert::Infallible;
 use std::marker::PhantomData;
@@ -14,70 +21,22 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
+use http_body_util::{BodyExt as _, Full, Limited};
 use tonic::body::Body;
 use tonic::server::NamedService;
 use tonic::{Code, Status};
 use tower::ServiceExt as _;
+use tower::retry::budget::{Budget as _, TpsBudget};
 
 use crate::Backend;
-use crate::deadline::Deadline;
+use crate::deadline::{Deadline, GRPC_TIMEOUT};
+use crate::policy::{self, Access, MethodPolicy, Shape};
 use crate::relay::{RelayPolicy, relay};
 use shell::error_status;
-
-/// Who may call a forwarded method through the gateway.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Access {
-    /// Any caller with a valid user token.
-    User,
-    /// Not reachable through the gateway (service credential only, on the backend itself).
-    Internal,
-}
-
-/// How long a forwarded call may last.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Shape {
-    /// One answer: bounded by the client's deadline, or the gateway's default without one.
-    Unary,
-    /// A stream (watch, import): bounded by the client's deadline only. A watch is meant to
-    /// stay open and an import answers only at its end, so a default would cut both short.
-    Stream,
-}
-
-/// A forwarded method's policy.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Method {
-    pub(crate) name: &'static str,
-    pub(crate) access: Access,
-    pub(crate) shape: Shape,
-    /// The reason a client that stops reading the answer is told.
-    pub(crate) stalled_reason: &'static str,
-}
-
-impl Method {
-    const fn unary(name: &'static str, access: Access) -> Self {
-        Self {
-            name,
-            access,
-            shape: Shape::Unary,
-            stalled_reason: "CLIENT_TOO_SLOW",
-        }
-    }
-
-    const fn stream(name: &'static str, stalled_reason: &'static str) -> Self {
-        Self {
-            name,
-            access: Access::User,
-            shape: Shape::Stream,
-            stalled_reason,
-        }
-    }
-}
 
 /// A backend service whose methods the gateway forwards.
 pub(crate) trait Route: Send + Sync + 'static {
     const NAME: &'static str;
-    /// The policy of every method; methods not listed are UNIMPLEMENTED.
-    const METHODS: &'static [Method];
 }
 
 pub(crate) const USERS_SERVICE: &str = "notesuite.users.v1.UsersService";
@@ -88,15 +47,6 @@ pub(crate) struct UsersRoute;
 
 impl Route for UsersRoute {
     const NAME: &'static str = USERS_SERVICE;
-    const METHODS: &'static [Method] = &[
-        Method::unary("GetUser", Access::User),
-        Method::unary("UpdateUser", Access::User),
-        Method::unary("DeleteUser", Access::User),
-        Method::unary("CreateUser", Access::Internal),
-        Method::unary("BatchGetUsers", Access::Internal),
-        Method::unary("ListUsers", Access::Internal),
-        Method::unary("VerifyCredentials", Access::Internal),
-    ];
 }
 
 #[derive(Debug)]
@@ -104,39 +54,52 @@ pub(crate) struct NotesRoute;
 
 impl Route for NotesRoute {
     const NAME: &'static str = NOTES_SERVICE;
-    const METHODS: &'static [Method] = &[
-        Method::unary("CreateNote", Access::User),
-        Method::unary("GetNote", Access::User),
-        Method::unary("ListNotes", Access::User),
-        Method::unary("UpdateNote", Access::User),
-        Method::unary("DeleteNote", Access::User),
-        Method::stream("WatchNotes", "WATCH_TOO_SLOW"),
-        // The answer comes at the end; the request stream's backpressure is HTTP/2's own.
-        Method::stream("ImportNotes", "CLIENT_TOO_SLOW"),
-    ];
 }
 
-/// The tonic service that forwards every call of route `R` to `backend`.
-pub(crate) struct Forward<R> {
-    backend: Backend,
-    verifier: Arc<token::Verifier>,
-    default_deadline: Duration,
-    stall_timeout: Duration,
-    _route: PhantomData<fn() -> R>,
+/// Attempts of one call at most: the first and two retries.
+const MAX_ATTEMPTS: u32 = 3;
+/// The first retry's backoff ceiling; each later one doubles it (full jitter below it).
+const FIRST_BACKOFF: Duration = Duration::from_millis(10);
+
+/// What forwarding needs besides the backend: shared by every clone of the service.
+#[derive(Debug)]
+pub(crate) struct ForwardSettings {
+    pub(crate) verifier: Arc<token::Verifier>,
+    pub(crate) default_deadline: Duration,
+    pub(crate) stall_timeout: Duration,
+    /// Retries may add at most 20% to the calls sent (plus a trickle of 10 a second), over
+    /// the last 10 seconds: when a backend is down for everyone, retrying every call would
+    /// only double the load on whatever is left.
+    pub(crate) retry_budget: TpsBudget,
 }
 
-impl<R> Forward<R> {
+impl ForwardSettings {
     pub(crate) fn new(
-        backend: Backend,
         verifier: Arc<token::Verifier>,
         default_deadline: Duration,
         stall_timeout: Duration,
     ) -> Self {
         Self {
-            backend,
             verifier,
             default_deadline,
             stall_timeout,
+            retry_budget: TpsBudget::new(Duration::from_secs(10), 10, 0.2),
+        }
+    }
+}
+
+/// The tonic service that forwards every call of route `R` to `backend`.
+pub(crate) struct Forward<R> {
+    backend: Backend,
+    settings: Arc<ForwardSettings>,
+    _route: PhantomData<fn() -> R>,
+}
+
+impl<R> Forward<R> {
+    pub(crate) fn new(backend: Backend, settings: Arc<ForwardSettings>) -> Self {
+        Self {
+            backend,
+            settings,
             _route: PhantomData,
         }
     }
@@ -146,9 +109,7 @@ impl<R> Clone for Forward<R> {
     fn clone(&self) -> Self {
         Self {
             backend: self.backend.clone(),
-            verifier: self.verifier.clone(),
-            default_deadline: self.default_deadline,
-            stall_timeout: self.stall_timeout,
+            settings: self.settings.clone(),
             _route: PhantomData,
         }
     }
@@ -179,63 +140,27 @@ impl<R: Route> tower_service::Service<http::Request<Body>> for Forward<R> {
             Ok(method) => method,
             Err(status) => return Box::pin(std::future::ready(Ok(status.into_http()))),
         };
-        let deadline = match method.shape {
-            Shape::Unary => Some(Deadline::from_headers(
-                request.headers(),
-                self.default_deadline,
-            )),
-            Shape::Stream => Deadline::from_client(request.headers()),
+        let deadline = match method.default_deadline(self.settings.default_deadline) {
+            Some(default) => Some(Deadline::from_headers(request.headers(), default)),
+            None => Deadline::from_client(request.headers()),
         };
-        match deadline {
-            Some(deadline) => deadline.apply_to(request.headers_mut()),
+        if deadline.is_none() {
             // A malformed one means none; the backend must not read it otherwise.
-            None => drop(request.headers_mut().remove(crate::deadline::GRPC_TIMEOUT)),
+            request.headers_mut().remove(GRPC_TIMEOUT);
         }
         // `host` is HTTP/1 only; the channel sets the backend's `:authority`.
         request.headers_mut().remove(http::header::HOST);
-        let backend = self.backend.clone();
-        let policy = RelayPolicy {
-            deadline: deadline.map(Deadline::instant),
-            stall_timeout: self.stall_timeout,
-            stalled_reason: method.stalled_reason,
-            backend: R::NAME,
+        let call = Call {
+            backend: self.backend.clone(),
+            settings: self.settings.clone(),
+            method,
+            deadline,
+            service: R::NAME,
         };
         Box::pin(async move {
-            let response = match deadline {
-                Some(deadline) => {
-                    tokio::time::timeout_at(deadline.instant(), backend.oneshot(request)).await
-                }
-                None => Ok(backend.oneshot(request).await),
-            };
-            let deadline_passed =
-                || deadline.is_some_and(|deadline| deadline.remaining().is_zero());
-            Ok(match response {
-                Ok(Ok(response)) if http_body::Body::is_end_stream(response.body()) => response,
-                Ok(Ok(response)) => response.map(|body| relay(body, policy)),
-                // The backend reset the call because its deadline passed: that is the
-                // deadline's answer, not an outage (a client retrying on UNAVAILABLE would
-                // retry a call that already timed out).
-                Ok(Err(_)) if deadline_passed() => error_status(
-                    Code::DeadlineExceeded,
-                    "DEADLINE_EXCEEDED",
-                    format!("{} did not answer before the deadline", R::NAME),
-                )
-                .into_http(),
-                Ok(Err(error)) => {
-                    tracing::warn!(backend = R::NAME, %error, "backend call failed");
-                    error_status(
-                        Code::Unavailable,
-                        "BACKEND_UNAVAILABLE",
-                        format!("{} is unavailable; retry shortly", R::NAME),
-                    )
-                    .into_http()
-                }
-                Err(_) => error_status(
-                    Code::DeadlineExceeded,
-                    "DEADLINE_EXCEEDED",
-                    format!("{} did not answer before the deadline", R::NAME),
-                )
-                .into_http(),
+            Ok(match method.shape {
+                Shape::Unary => call.unary(request).await,
+                Shape::Stream => call.stream(request).await,
             })
         })
     }
@@ -243,31 +168,403 @@ impl<R: Route> tower_service::Service<http::Request<Body>> for Forward<R> {
 
 impl<R: Route> Forward<R> {
     /// Applies the method's policy and verifies the caller's token.
-    fn admit(&self, request: &http::Request<Body>) -> Result<&'static Method, Status> {
-        let name = request.uri().path().rsplit('/').next().unwrap_or_default();
-        let Some(method) = R::METHODS.iter().find(|method| method.name == name) else {
-            return Err(Status::unimplemented(format!(
-                "{}/{name} is not served",
-                R::NAME
-            )));
+    fn admit(&self, request: &http::Request<Body>) -> Result<&'static MethodPolicy, Status> {
+        let path = request.uri().path();
+        let Some(method) = policy::lookup(path).filter(|method| {
+            method
+                .path
+                .strip_prefix('/')
+                .is_some_and(|rest| rest.starts_with(R::NAME))
+        }) else {
+            return Err(Status::unimplemented(format!("{path} is not served")));
         };
         match method.access {
             Access::Internal => Err(error_status(
                 Code::PermissionDenied,
                 "METHOD_NOT_PUBLIC",
-                format!(
-                    "{}/{name} is internal and not reachable through the gateway",
-                    R::NAME
-                ),
+                format!("{path} is internal and not reachable through the gateway"),
             )),
-            Access::User => match self.verifier.authenticate(request.headers())? {
-                token::Principal::User { .. } => Ok(method),
-                token::Principal::Service { .. } => Err(error_status(
-                    Code::PermissionDenied,
-                    "USER_CREDENTIAL_REQUIRED",
-                    "this method acts for a user: call it with a user's access token",
-                )),
+            // Forwarded methods all act for a user; the anonymous ones are the gateway's own.
+            Access::User | Access::Anonymous => {
+                match self.settings.verifier.authenticate(request.headers())? {
+                    token::Principal::User { .. } => Ok(method),
+                    token::Principal::Service { .. } => Err(error_status(
+                        Code::PermissionDenied,
+                        "USER_CREDENTIAL_REQUIRED",
+                        "this method acts for a user: call it with a user's access token",
+                    )),
+                }
+            }
+        }
+    }
+}
+
+/// One forwarded call.
+struct Call {
+    backend: Backend,
+    settings: Arc<ForwardSettings>,
+    method: &'static MethodPolicy,
+    deadline: Option<Deadline>,
+    service: &'static str,
+}
+
+/// How one attempt went.
+enum Attempt {
+    Answered(http::Response<Body>),
+    /// The backend never saw the request: safe to send again, whatever the method.
+    Refused(tonic::transport::Error),
+    Failed(tonic::transport::Error),
+    DeadlineExceeded,
+}
+
+impl Call {
+    /// A stream goes through as it comes: no buffering, so no retry.
+    async fn stream(self, mut request: http::Request<Body>) -> http::Response<Body> {
+        if let Some(deadline) = self.deadline {
+            deadline.apply_to(request.headers_mut());
+        }
+        let attempt = self.attempt(request).await;
+        self.answer(attempt)
+    }
+
+    async fn unary(self, request: http::Request<Body>) -> http::Response<Body> {
+        let (parts, body) = request.into_parts();
+        // The gRPC frame's 5-byte prefix comes on top of the message.
+        let bytes = match Limited::new(body, self.method.max_request_bytes + 5)
+            .collect()
+            .await
+        {
+            Ok(collected) => collected.to_bytes(),
+            Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+                return error_status(
+                    Code::ResourceExhausted,
+                    "MESSAGE_TOO_LARGE",
+                    format!(
+                        "the request is larger than the {} bytes {} accepts",
+                        self.method.max_request_bytes, self.method.path
+                    ),
+                )
+                .into_http();
+            }
+            // The client went away or broke the stream: nobody reads this answer.
+            Err(_) => return Status::cancelled("the request did not arrive whole").into_http(),
+        };
+        self.settings.retry_budget.deposit();
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let mut request =
+                http::Request::from_parts(parts.clone(), Body::new(Full::new(bytes.clone())));
+            if let Some(deadline) = self.deadline {
+                deadline.apply_to(request.headers_mut());
+            }
+            let attempt = self.attempt(request).await;
+            let retry = match &attempt {
+                Attempt::Refused(_) => true,
+                Attempt::Answered(response) => {
+                    self.method.retries_unavailable() && is_unavailable(response)
+                }
+                // Lost with its connection: the backend may have acted, which only an
+                // idempotent method can shrug off.
+                Attempt::Failed(_) => self.method.retries_unavailable(),
+                Attempt::DeadlineExceeded => false,
+            };
+            if !retry || attempts >= MAX_ATTEMPTS {
+                return self.answer(attempt);
+            }
+            let backoff = backoff(attempts);
+            let in_time = self
+                .deadline
+                .is_none_or(|deadline| deadline.remaining() > backoff);
+            if !in_time || !self.settings.retry_budget.withdraw() {
+                return self.answer(attempt);
+            }
+            tracing::debug!(
+                backend = self.service,
+                method = self.method.path,
+                attempts,
+                ?backoff,
+                "retrying"
+            );
+            tokio::time::sleep(backoff).await;
+        }
+    }
+
+    async fn attempt(&self, request: http::Request<Body>) -> Attempt {
+        let call = self.backend.clone().oneshot(request);
+        let result = match self.deadline {
+            Some(deadline) => match tokio::time::timeout_at(deadline.instant(), call).await {
+                Ok(result) => result,
+                Err(_) => return Attempt::DeadlineExceeded,
             },
+            None => call.await,
+        };
+        match result {
+            Ok(response) => Attempt::Answered(response),
+            // The backend reset the call because its deadline passed: that is the deadline's
+            // answer, not an outage (a client retrying on UNAVAILABLE would retry a call that
+            // already timed out).
+            Err(_)
+                if self
+                    .deadline
+                    .is_some_and(|deadline| deadline.remaining().is_zero()) =>
+            {
+                Attempt::DeadlineExceeded
+            }
+            Err(error) if never_reached_the_backend(&error) => Attempt::Refused(error),
+            Err(error) => Attempt::Failed(error),
+        }
+    }
+
+    fn answer(&self, attempt: Attempt) -> http::Response<Body> {
+        match attempt {
+            Attempt::Answered(response) if http_body::Body::is_end_stream(response.body()) => {
+                response
+            }
+            Attempt::Answered(response) => {
+                let policy = RelayPolicy {
+                    deadline: self.deadline.map(Deadline::instant),
+                    stall_timeout: self.settings.stall_timeout,
+                    stalled_reason: self.method.stalled_reason,
+                    backend: self.service,
+                };
+                response.map(|body| relay(body, policy))
+            }
+            Attempt::Refused(error) | Attempt::Failed(error) => {
+                tracing::warn!(backend = self.service, %error, "backend call failed");
+                error_status(
+                    Code::Unavailable,
+                    "BACKEND_UNAVAILABLE",
+                    format!("{} is unavailable; retry shortly", self.service),
+                )
+                .into_http()
+            }
+            Attempt::DeadlineExceeded => error_status(
+                Code::DeadlineExceeded,
+                "DEADLINE_EXCEEDED",
+                format!("{} did not answer before the deadline", self.service),
+            )
+            .into_http(),
+        }
+    }
+}
+
+/// A trailers-only answer of UNAVAILABLE: the backend did not act on the call.
+fn is_unavailable(response: &http::Response<Body>) -> bool {
+    response
+        .headers()
+        .get("grpc-status")
+        .is_some_and(|status| status.as_bytes() == b"14")
+}
+
+/// Whether `error` says the request never reached the backend's handler: the connection was
+/// refused or could not be made, or HTTP/2 refused the stream (REFUSED_STREAM, or a GOAWAY
+/// whose last stream id excluded it) — the cases HTTP/2 itself says are safe to retry. A
+/// stream the backend had accepted and lost with its connection fails otherwise (h2 reports
+/// a broken pipe), and is not retried unless the method is idempotent.
+fn never_reached_the_backend(error: &tonic::transport::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = source {
+        if let Some(io) = error.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotConnected
+            )
+        {
+            return true;
+        }
+        if let Some(h2) = error.downcast_ref::<h2::Error>()
+            && (h2.reason() == Some(h2::Reason::REFUSED_STREAM)
+                || h2.is_go_away() && h2.is_remote())
+        {
+            return true;
+        }
+        if let Some(hyper) = error.downcast_ref::<hyper::Error>()
+            && hyper.is_canceled()
+        {
+            // hyper cancels requests queued on a connection that closed before sending them.
+            return true;
+        }
+        source = error.source();
+    }
+    false
+}
+
+/// Full jitter below an exponentially growing ceiling.
+fn backoff(attempts: u32) -> Duration {
+    let ceiling = FIRST_BACKOFF * 2u32.saturating_pow(attempts.saturating_sub(1));
+    ceiling.mul_f64(fastrand::f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use tower::Layer as _;
+
+    use super::*;
+
+    /// A notes backend that answers UNAVAILABLE to its first `failures` calls, then OK.
+    #[derive(Clone)]
+    struct FlakyNotes {
+        calls: Arc<AtomicU32>,
+        failures: u32,
+    }
+
+    impl NamedService for FlakyNotes {
+        const NAME: &'static str = NOTES_SERVICE;
+    }
+
+    impl tower_service::Service<http::Request<Body>> for FlakyNotes {
+        type Response = http::Response<Body>;
+        type Error = Infallible;
+        type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+
+        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _request: http::Request<Body>) -> Self::Future {
+            let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+            let status = if call <= self.failures {
+                Status::unavailable("not now")
+            } else {
+                Status::new(Code::Ok, "")
+            };
+            std::future::ready(Ok(status.into_http()))
+        }
+    }
+
+    struct Harness {
+        forward: Forward<NotesRoute>,
+        calls: Arc<AtomicU32>,
+        token: String,
+    }
+
+    async fn harness(failures: u32) -> Harness {
+        let calls = Arc::new(AtomicU32::new(0));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        let backend = FlakyNotes {
+            calls: calls.clone(),
+            failures,
+        };
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(backend)
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+        );
+        let methods = telemetry::MethodTable::from_descriptor_sets(&[proto::FILE_DESCRIPTOR_SET])
+            .expect("descriptors");
+        let channel = tonic::transport::Endpoint::from_shared(url.clone())
+            .expect("url")
+            .connect_lazy();
+        let backend = telemetry::ClientLayer::new(&methods)
+            .for_server(&url)
+            .layer(channel);
+        let key = token::SigningKey::generate().expect("key");
+        let settings = Arc::new(ForwardSettings::new(
+            Arc::new(token::Verifier::new(&key.verifying_key())),
+            Duration::from_secs(5),
+            Duration::from_secs(10),
+        ));
+        let token = token::Issuer::new(&key, Duration::from_secs(60))
+            .user_token("01900000-0000-7000-8000-000000000001")
+            .expect("token")
+            .token;
+        Harness {
+            forward: Forward::new(backend, settings),
+            calls,
+            token,
+        }
+    }
+
+    impl Harness {
+        /// Calls `method` with a message of `size` bytes; returns the grpc-status answered.
+        async fn call(&self, method: &str, size: usize) -> String {
+            let mut frame = vec![0u8];
+            frame.extend_from_slice(&u32::try_from(size).expect("size").to_be_bytes());
+            frame.resize(5 + size, 0);
+            let request = http::Request::post(format!("/notesuite.notes.v1.NotesService/{method}"))
+                .header("content-type", "application/grpc")
+                .header("authorization", format!("Bearer {}", self.token))
+                .body(Body::new(Full::new(bytes::Bytes::from(frame))))
+                .expect("request");
+            let response = self
+                .forward
+                .clone()
+                .oneshot(request)
+                .await
+                .expect("infallible");
+            response
+                .headers()
+                .get("grpc-status")
+                .map(|status| status.to_str().expect("ascii").to_owned())
+                .unwrap_or_default()
+        }
+
+        fn calls(&self) -> u32 {
+            self.calls.load(Ordering::SeqCst)
+        }
+    }
+
+    #[tokio::test]
+    async fn an_idempotent_call_answered_unavailable_is_retried() {
+        let harness = harness(2).await;
+        assert_eq!(harness.call("GetNote", 10).await, "0");
+        assert_eq!(harness.calls(), 3, "two retries");
+    }
+
+    #[tokio::test]
+    async fn retries_stop_after_three_attempts() {
+        let harness = harness(10).await;
+        assert_eq!(harness.call("ListNotes", 10).await, "14");
+        assert_eq!(harness.calls(), MAX_ATTEMPTS);
+    }
+
+    #[tokio::test]
+    async fn a_call_that_may_have_acted_is_not_retried() {
+        for method in ["CreateNote", "UpdateNote", "DeleteNote"] {
+            let harness = harness(1).await;
+            assert_eq!(harness.call(method, 10).await, "14", "{method}");
+            assert_eq!(harness.calls(), 1, "{method}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_above_the_methods_limit_never_reaches_the_backend() {
+        let harness = harness(0).await;
+        assert_eq!(harness.call("GetNote", 64 * 1024 + 1).await, "8");
+        assert_eq!(harness.call("CreateNote", 320 * 1024).await, "0");
+        assert_eq!(harness.call("CreateNote", 320 * 1024 + 1).await, "8");
+        assert_eq!(harness.calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_known_never_to_have_reached_the_backend() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("address");
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{closed}"))
+            .expect("url")
+            .connect_lazy();
+        let request = http::Request::post("/notesuite.notes.v1.NotesService/GetNote")
+            .body(Body::empty())
+            .expect("request");
+        let error = channel.oneshot(request).await.expect_err("nothing listens");
+        assert!(never_reached_the_backend(&error), "{error:?}");
+    }
+
+    #[test]
+    fn backoff_stays_under_its_doubling_ceiling() {
+        for attempts in 1..=3 {
+            let ceiling = FIRST_BACKOFF * 2u32.pow(attempts - 1);
+            for _ in 0..100 {
+                assert!(backoff(attempts) <= ceiling);
+            }
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod config;
 mod deadline;
 pub mod error;
 mod forward;
+mod policy;
 mod relay;
 
 use std::sync::Arc;
@@ -25,13 +26,10 @@ pub use config::GatewayConfig;
 pub use error::Error;
 
 use crate::api::GatewayApi;
-use crate::forward::{Forward, NotesRoute, UsersRoute};
+use crate::forward::{Forward, ForwardSettings, NotesRoute, UsersRoute};
 
 /// Full name of the gateway's own service: its health name.
 pub const SERVICE_NAME: &str = "notesuite.gateway.v1.GatewayService";
-
-/// Methods callable without a token.
-const ANONYMOUS_METHODS: &[&str] = &["SignUp", "Login"];
 
 /// A channel to a backend: every call on it is traced and measured.
 pub(crate) type Backend = telemetry::ClientTelemetry<Channel>;
@@ -43,9 +41,6 @@ const BACKEND_STREAM_WINDOW: u32 = 64 * 1024;
 /// Calls one backend connection carries at once: the backends' `--max-concurrent-streams`
 /// default, which they announce in their HTTP/2 settings.
 const BACKEND_STREAMS: u32 = 1024;
-
-/// Largest request the gateway's own methods accept.
-const MAX_REQUEST_BYTES: usize = 64 * 1024;
 
 /// Assembles the gateway, ready for [`shell::serve`]. Backends are connected lazily, so the
 /// gateway starts (and reports ready) while they come up; calls meanwhile get UNAVAILABLE.
@@ -70,26 +65,19 @@ pub fn build(
         default_deadline: config.default_deadline,
     };
     let gateway = GatewayServiceServer::new(api)
-        .max_decoding_message_size(MAX_REQUEST_BYTES)
+        .max_decoding_message_size(policy::max_gateway_request_bytes())
         .accept_compressed(CompressionEncoding::Gzip)
         .accept_compressed(CompressionEncoding::Deflate);
-    let routes = Routes::new(token::authenticated(
-        gateway,
+    // Built once per gateway: the authentication layer keeps it for the process's life.
+    let anonymous: &'static [&'static str] = policy::anonymous_gateway_methods().leak();
+    let forward = Arc::new(ForwardSettings::new(
         verifier.clone(),
-        ANONYMOUS_METHODS,
-    ))
-    .add_service(Forward::<UsersRoute>::new(
-        users_channel,
-        verifier.clone(),
-        config.default_deadline,
-        config.stream_stall_timeout,
-    ))
-    .add_service(Forward::<NotesRoute>::new(
-        notes_channel,
-        verifier,
         config.default_deadline,
         config.stream_stall_timeout,
     ));
+    let routes = Routes::new(token::authenticated(gateway, verifier, anonymous))
+        .add_service(Forward::<UsersRoute>::new(users_channel, forward.clone()))
+        .add_service(Forward::<NotesRoute>::new(notes_channel, forward));
     Ok(ServiceDefinition {
         name: SERVICE_NAME,
         routes,
