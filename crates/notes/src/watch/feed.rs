@@ -92,6 +92,7 @@ impl ChangeHub {
                     revision: watch::Sender::new(Revision::ZERO),
                     ring: Mutex::new(Ring::default()),
                     reading: tokio::sync::Mutex::new(()),
+                    read_done: tokio::sync::Notify::new(),
                     hub: Arc::downgrade(&self.inner),
                 });
                 owners.insert(owner.clone(), Arc::downgrade(&feed));
@@ -163,6 +164,11 @@ pub(crate) struct OwnerFeed {
     /// One read of the log at a time per owner, so that when a hint wakes many watchers
     /// of one owner, one reads and the others take the rows from the ring.
     reading: tokio::sync::Mutex<()>,
+    /// Told when a read ends, to every watcher waiting for it at once. Waiting for the
+    /// `reading` lock instead would hand it to 10,000 watchers one after the other, each
+    /// only to find the rows already in the ring (measured: the last of 10,000 watchers on
+    /// another replica got a change 130–290 ms after the first).
+    read_done: tokio::sync::Notify,
     hub: Weak<HubInner>,
 }
 
@@ -196,13 +202,24 @@ impl OwnerFeed {
         store: &S,
         after: Revision,
     ) -> Result<Vec<Arc<Change>>, Error> {
-        if let Some(changes) = lock(&self.ring).after(after) {
-            return Ok(changes);
-        }
-        let _reading = self.reading.lock().await;
-        if let Some(changes) = lock(&self.ring).after(after) {
-            return Ok(changes);
-        }
+        let _reading = loop {
+            // Listen before looking, so that a read ending in between is not missed.
+            let read_done = self.read_done.notified();
+            tokio::pin!(read_done);
+            read_done.as_mut().enable();
+            if let Some(changes) = lock(&self.ring).after(after) {
+                return Ok(changes);
+            }
+            match self.reading.try_lock() {
+                Ok(reading) => {
+                    break Reading {
+                        lock: Some(reading),
+                        done: &self.read_done,
+                    };
+                }
+                Err(_) => read_done.await,
+            }
+        };
         let changes: Vec<Arc<Change>> = store
             .changes(&self.owner, after, BATCH_CHANGES, BATCH_BYTES)
             .await?
@@ -214,6 +231,20 @@ impl OwnerFeed {
             self.advance(newest.revision);
         }
         Ok(changes)
+    }
+}
+
+/// The one read of an owner's log in progress. However it ends (done, failed or dropped
+/// with its watcher), the watchers waiting for it are told, after the lock is free.
+struct Reading<'feed> {
+    lock: Option<tokio::sync::MutexGuard<'feed, ()>>,
+    done: &'feed tokio::sync::Notify,
+}
+
+impl Drop for Reading<'_> {
+    fn drop(&mut self) {
+        drop(self.lock.take());
+        self.done.notify_waiters();
     }
 }
 

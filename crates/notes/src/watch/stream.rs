@@ -143,7 +143,9 @@ impl<S: NoteStore> Watcher<S> {
                 return Ok(WatchEvent::Change(change));
             }
             if self.delivered < self.known {
-                self.read().await?;
+                // Boxed: a read's future (the store's query) is far larger than the rest of
+                // this state machine, and every idle stream would carry its size inline.
+                Box::pin(self.read()).await?;
                 continue;
             }
             if !self.live {

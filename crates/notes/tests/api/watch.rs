@@ -159,6 +159,29 @@ async fn a_watcher_sees_every_revision_of_eight_writers_once_in_order(backend: B
     );
 }
 
+async fn many_watchers_replaying_at_once_each_get_every_change(backend: Backend) {
+    let notes = spawn_notes(backend).await;
+    let ada = notes.new_user();
+    for n in 0..40 {
+        notes.create(&ada, &format!("note {n}"), &[]).await;
+    }
+    // They all miss the ring at once and wait on one another's reads of the log.
+    let watchers: Vec<_> = (0..30)
+        .map(|_| {
+            let (client, ada) = (notes.client(), ada.clone());
+            tokio::spawn(async move {
+                let mut client = client;
+                let mut stream = watch_with(&mut client, &ada, 0).await;
+                revisions(&changes_through(&mut stream, 40).await)
+            })
+        })
+        .collect();
+    for watcher in watchers {
+        let received = watcher.await.expect("watcher");
+        assert_eq!(received, (1..=40).collect::<Vec<_>>());
+    }
+}
+
 async fn list_then_watch_misses_nothing(backend: Backend) {
     let notes = spawn_notes(backend).await;
     let ada = notes.new_user();
@@ -495,6 +518,7 @@ async fn a_request_id_reused_for_another_note_is_that_items_error(backend: Backe
 
 database::backend_tests!(
     a_watcher_sees_every_revision_of_eight_writers_once_in_order,
+    many_watchers_replaying_at_once_each_get_every_change,
     list_then_watch_misses_nothing,
     start_from_now_skips_the_past_and_says_where_it_starts,
     bad_cursors_are_refused_with_the_field,
