@@ -289,6 +289,10 @@ impl RequestId {
 }
 
 impl RequestId {
+    pub(crate) fn from_uuid(uuid: Uuid) -> Self {
+        Self(uuid)
+    }
+
     pub(crate) fn as_uuid(&self) -> Uuid {
         self.0
     }
@@ -458,10 +462,13 @@ pub enum ChangeEvent {
 }
 
 impl ChangeEvent {
+    /// How the log stores a creation.
+    pub(crate) const CREATED_KIND: i16 = 1;
+
     /// How the log stores the kind of change.
     pub(crate) fn kind(&self) -> i16 {
         match self {
-            Self::Created(_) => 1,
+            Self::Created(_) => Self::CREATED_KIND,
             Self::Updated(_) => 2,
             Self::Deleted(_) => 3,
         }

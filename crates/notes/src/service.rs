@@ -8,7 +8,7 @@ use crate::domain::{
     Change, ChangeEvent, Note, NoteDraft, NoteId, NotePatch, OwnerId, RequestId, Revision, Tag,
 };
 use crate::error::Error;
-use crate::store::{CreateRequest, Decision, EarlierRequest, ListQuery, NoteStore, NoteWrite};
+use crate::store::{CreateRequest, Decision, ListQuery, NoteStore, NoteWrite};
 use crate::watch::ChangeHub;
 
 /// Most bytes of notes one ListNotes page carries (fewer notes than `page_size` when they are
@@ -189,24 +189,24 @@ impl<S: NoteStore> Notes<S> {
             return Ok(outcome);
         }
         let mut write = self.store.write(&owner).await?;
+        let request_ids: Vec<RequestId> = items.iter().filter_map(|item| item.request_id).collect();
+        // Request ids already used: by earlier creates (one read for the batch), then by
+        // earlier items of this batch as they are taken.
+        let mut earlier: HashMap<RequestId, [u8; 32]> = write
+            .earlier_requests(&request_ids)
+            .await?
+            .into_iter()
+            .map(|(request_id, earlier)| (request_id, earlier.fingerprint))
+            .collect();
         let mut fresh = Vec::with_capacity(items.len());
-        // Request ids met earlier in this batch, as the log of requests would know them.
-        let mut in_batch: HashMap<RequestId, [u8; 32]> = HashMap::new();
         for item in items {
             let request = item.request_id.map(|request_id| CreateRequest {
                 request_id,
                 fingerprint: item.draft.fingerprint(),
             });
             if let Some(request) = request {
-                let earlier = match in_batch.get(&request.request_id) {
-                    Some(fingerprint) => Some(*fingerprint),
-                    None => write
-                        .earlier_request(request.request_id)
-                        .await?
-                        .map(|EarlierRequest { fingerprint, .. }| fingerprint),
-                };
-                match earlier {
-                    Some(fingerprint) if fingerprint == request.fingerprint => {
+                match earlier.get(&request.request_id) {
+                    Some(fingerprint) if *fingerprint == request.fingerprint => {
                         outcome.already_present += 1;
                         continue;
                     }
@@ -215,7 +215,7 @@ impl<S: NoteStore> Notes<S> {
                         continue;
                     }
                     None => {
-                        in_batch.insert(request.request_id, request.fingerprint);
+                        earlier.insert(request.request_id, request.fingerprint);
                     }
                 }
             }
@@ -226,13 +226,11 @@ impl<S: NoteStore> Notes<S> {
             return Ok(outcome);
         };
         let first = write.revision();
-        let mut changes = Vec::with_capacity(fresh.len());
-        let written: Result<(), Error> = async {
-            write
-                .take_more(u32::try_from(more).unwrap_or(u32::MAX))
-                .await?;
-            let now = crate::store::now();
-            for (offset, (draft, request)) in fresh.into_iter().enumerate() {
+        let now = crate::store::now();
+        let notes: Vec<(Note, Option<CreateRequest>)> = fresh
+            .into_iter()
+            .enumerate()
+            .map(|(offset, (draft, request))| {
                 let note = Note {
                     id: NoteId::new(),
                     owner: owner.clone(),
@@ -243,15 +241,23 @@ impl<S: NoteStore> Notes<S> {
                     create_time: now,
                     update_time: now,
                 };
-                write.insert(&note, request).await?;
-                changes.push(Change {
-                    revision: note.revision,
-                    event: ChangeEvent::Created(note),
-                });
-            }
-            Ok(())
+                (note, request)
+            })
+            .collect();
+        let written: Result<(), Error> = async {
+            write
+                .take_more(u32::try_from(more).unwrap_or(u32::MAX))
+                .await?;
+            write.insert_many(&notes).await
         }
         .await;
+        let changes: Vec<Change> = notes
+            .into_iter()
+            .map(|(note, _)| Change {
+                revision: note.revision,
+                event: ChangeEvent::Created(note),
+            })
+            .collect();
         write.finish(written.map(Decision::Commit)).await?;
         outcome.created = changes.len();
         outcome.revision = changes.last().map(|change| change.revision);

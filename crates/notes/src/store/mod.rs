@@ -143,6 +143,12 @@ pub trait NoteWrite: Send {
         request_id: RequestId,
     ) -> impl Future<Output = Result<Option<EarlierRequest>, Error>> + Send;
 
+    /// The earlier creates of this owner among `request_ids` (an import batch's), by id.
+    fn earlier_requests(
+        &mut self,
+        request_ids: &[RequestId],
+    ) -> impl Future<Output = Result<Vec<(RequestId, EarlierRequest)>, Error>> + Send;
+
     /// The owner's note `id` as this transaction sees it.
     fn note(&mut self, id: NoteId) -> impl Future<Output = Result<Option<Note>, Error>> + Send;
 
@@ -153,6 +159,13 @@ pub trait NoteWrite: Send {
         &mut self,
         note: &Note,
         request: Option<CreateRequest>,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Stores new notes (an import batch) as [`NoteWrite::insert`] does each, in a few
+    /// statements for the whole batch instead of several per note.
+    fn insert_many(
+        &mut self,
+        notes: &[(Note, Option<CreateRequest>)],
     ) -> impl Future<Output = Result<(), Error>> + Send;
 
     /// Stores `note` over the owner's note with the same id.

@@ -405,6 +405,37 @@ impl NoteWrite for PostgresNoteWrite {
         select_note(self.transaction.connection(), &self.owner, id).await
     }
 
+    async fn earlier_requests(
+        &mut self,
+        request_ids: &[RequestId],
+    ) -> Result<Vec<(RequestId, EarlierRequest)>, Error> {
+        if request_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<Uuid> = request_ids.iter().map(RequestId::as_uuid).collect();
+        let rows: Vec<(Uuid, Vec<u8>, Uuid)> = sqlx::query_as(
+            "SELECT request_id, fingerprint, note_id FROM create_requests
+             WHERE owner_id = $1 AND request_id = ANY ($2)",
+        )
+        .bind(self.owner.as_str())
+        .bind(ids)
+        .fetch_all(self.transaction.connection())
+        .await?;
+        rows.into_iter()
+            .map(|(request_id, fingerprint, note_id)| {
+                Ok((
+                    RequestId::from_uuid(request_id),
+                    EarlierRequest {
+                        fingerprint: fingerprint
+                            .try_into()
+                            .map_err(|_| Error::Corrupt("request fingerprint".into()))?,
+                        note_id: NoteId::from_uuid(note_id),
+                    },
+                ))
+            })
+            .collect()
+    }
+
     async fn insert(&mut self, note: &Note, request: Option<CreateRequest>) -> Result<(), Error> {
         // One round trip for the note, its tag rows, its change-log row (and the log's
         // pruning) and its idempotency record.
@@ -434,6 +465,63 @@ impl NoteWrite for PostgresNoteWrite {
         .bind(to_micros(note.update_time))
         .bind(request.map(|request| request.request_id.as_uuid()))
         .bind(request.map(|request| request.fingerprint.to_vec()))
+        .bind(self.log_retention)
+        .execute(self.transaction.connection())
+        .await?;
+        Ok(())
+    }
+
+    async fn insert_many(&mut self, notes: &[(Note, Option<CreateRequest>)]) -> Result<(), Error> {
+        let Some(newest) = notes.iter().map(|(note, _)| note.revision).max() else {
+            return Ok(());
+        };
+        // One round trip for the batch: the rows go as arrays, one per column (tags joined
+        // with commas, which no tag contains), and the statement is `insert`'s, set-wise.
+        sqlx::query(
+            "WITH input AS (
+                 SELECT id, title, content, string_to_array(tags, ',') AS tags, revision,
+                        create_time, update_time, request_id, fingerprint
+                 FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::bigint[],
+                             $7::bigint[], $8::bigint[], $9::uuid[], $10::bytea[])
+                      AS i(id, title, content, tags, revision, create_time, update_time,
+                           request_id, fingerprint)
+             ), note AS (
+                 INSERT INTO notes (id, owner_id, title, content, tags, revision, create_time, update_time)
+                 SELECT id, $1, title, content, tags, revision, create_time, update_time FROM input
+             ), tags AS (
+                 INSERT INTO note_tags (owner_id, tag, note_id)
+                 SELECT $1, tag, input.id FROM input, unnest(input.tags) AS tag
+             ), change AS (
+                 INSERT INTO note_changes (owner_id, revision, kind, note_id, title, content, tags, create_time, update_time)
+                 SELECT $1, revision, 1, id, title, content, tags, create_time, update_time FROM input
+             ), pruned AS (
+                 DELETE FROM note_changes WHERE owner_id = $1 AND revision <= $11 - $12
+             )
+             INSERT INTO create_requests (owner_id, request_id, fingerprint, note_id, create_time)
+             SELECT $1, request_id, fingerprint, id, create_time FROM input
+             WHERE request_id IS NOT NULL",
+        )
+        .bind(self.owner.as_str())
+        .bind(notes.iter().map(|(note, _)| note.id.as_uuid()).collect::<Vec<_>>())
+        .bind(notes.iter().map(|(note, _)| note.title.as_str()).collect::<Vec<_>>())
+        .bind(notes.iter().map(|(note, _)| note.content.as_str()).collect::<Vec<_>>())
+        .bind(notes.iter().map(|(note, _)| note.tags.joined()).collect::<Vec<_>>())
+        .bind(notes.iter().map(|(note, _)| note.revision.get()).collect::<Vec<_>>())
+        .bind(notes.iter().map(|(note, _)| to_micros(note.create_time)).collect::<Vec<_>>())
+        .bind(notes.iter().map(|(note, _)| to_micros(note.update_time)).collect::<Vec<_>>())
+        .bind(
+            notes
+                .iter()
+                .map(|(_, request)| request.map(|request| request.request_id.as_uuid()))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            notes
+                .iter()
+                .map(|(_, request)| request.map(|request| request.fingerprint.to_vec()))
+                .collect::<Vec<_>>(),
+        )
+        .bind(newest.get())
         .bind(self.log_retention)
         .execute(self.transaction.connection())
         .await?;

@@ -389,6 +389,10 @@ impl SqliteNoteWrite {
     }
 }
 
+/// Rows per multi-row statement: at most 9 columns each, far below SQLite's 32,766 bound
+/// on a statement's parameters.
+const ROWS_PER_STATEMENT: usize = 256;
+
 impl NoteWrite for SqliteNoteWrite {
     fn revision(&self) -> Revision {
         self.revision
@@ -433,6 +437,43 @@ impl NoteWrite for SqliteNoteWrite {
         select_note(self.transaction.connection(), &self.owner, id).await
     }
 
+    async fn earlier_requests(
+        &mut self,
+        request_ids: &[RequestId],
+    ) -> Result<Vec<(RequestId, EarlierRequest)>, Error> {
+        let mut found = Vec::new();
+        for chunk in request_ids.chunks(ROWS_PER_STATEMENT) {
+            let mut query = sqlx::QueryBuilder::<Sqlite>::new(
+                "SELECT request_id, fingerprint, note_id FROM create_requests WHERE owner_id = ",
+            );
+            query.push_bind(self.owner.as_str());
+            query.push(" AND request_id IN (");
+            let mut ids = query.separated(", ");
+            for request_id in chunk {
+                ids.push_bind(request_id.to_string());
+            }
+            query.push(")");
+            let rows: Vec<(String, Vec<u8>, String)> = query
+                .build_query_as()
+                .fetch_all(self.transaction.connection())
+                .await?;
+            for (request_id, fingerprint, note_id) in rows {
+                found.push((
+                    RequestId::parse(&request_id)
+                        .map_err(|_| Error::Corrupt(format!("request id {request_id:?}")))?,
+                    EarlierRequest {
+                        fingerprint: fingerprint
+                            .try_into()
+                            .map_err(|_| Error::Corrupt("request fingerprint".into()))?,
+                        note_id: NoteId::parse(&note_id)
+                            .map_err(|_| Error::Corrupt(format!("note id {note_id:?}")))?,
+                    },
+                ));
+            }
+        }
+        Ok(found)
+    }
+
     async fn insert(&mut self, note: &Note, request: Option<CreateRequest>) -> Result<(), Error> {
         sqlx::query(
             "INSERT INTO notes (id, owner_id, title, content, tags, revision, create_time, update_time)
@@ -463,6 +504,89 @@ impl NoteWrite for SqliteNoteWrite {
             .bind(to_micros(note.create_time))
             .execute(self.transaction.connection())
             .await?;
+        }
+        Ok(())
+    }
+
+    async fn insert_many(&mut self, notes: &[(Note, Option<CreateRequest>)]) -> Result<(), Error> {
+        // Each table's rows in multi-row statements: one per table and chunk instead of
+        // several per note.
+        for chunk in notes.chunks(ROWS_PER_STATEMENT) {
+            let mut query = sqlx::QueryBuilder::<Sqlite>::new(
+                "INSERT INTO notes (id, owner_id, title, content, tags, revision, create_time, update_time) ",
+            );
+            query.push_values(chunk, |mut row, (note, _)| {
+                row.push_bind(note.id.to_string())
+                    .push_bind(self.owner.as_str())
+                    .push_bind(note.title.as_str())
+                    .push_bind(note.content.as_str())
+                    .push_bind(note.tags.joined())
+                    .push_bind(note.revision.get())
+                    .push_bind(to_micros(note.create_time))
+                    .push_bind(to_micros(note.update_time));
+            });
+            query.build().execute(self.transaction.connection()).await?;
+
+            let tags: Vec<(String, &str)> = chunk
+                .iter()
+                .flat_map(|(note, _)| {
+                    note.tags
+                        .iter()
+                        .map(|tag| (note.id.to_string(), tag.as_str()))
+                })
+                .collect();
+            for tags in tags.chunks(ROWS_PER_STATEMENT) {
+                let mut query = sqlx::QueryBuilder::<Sqlite>::new(
+                    "INSERT INTO note_tags (owner_id, tag, note_id) ",
+                );
+                query.push_values(tags, |mut row, (note_id, tag)| {
+                    row.push_bind(self.owner.as_str())
+                        .push_bind(*tag)
+                        .push_bind(note_id.as_str());
+                });
+                query.build().execute(self.transaction.connection()).await?;
+            }
+
+            let mut query = sqlx::QueryBuilder::<Sqlite>::new(
+                "INSERT INTO note_changes (owner_id, revision, kind, note_id, title, content, tags, create_time, update_time) ",
+            );
+            query.push_values(chunk, |mut row, (note, _)| {
+                row.push_bind(self.owner.as_str())
+                    .push_bind(note.revision.get())
+                    .push_bind(i64::from(ChangeEvent::CREATED_KIND))
+                    .push_bind(note.id.to_string())
+                    .push_bind(note.title.as_str())
+                    .push_bind(note.content.as_str())
+                    .push_bind(note.tags.joined())
+                    .push_bind(to_micros(note.create_time))
+                    .push_bind(to_micros(note.update_time));
+            });
+            query.build().execute(self.transaction.connection()).await?;
+
+            let requests: Vec<(&Note, &CreateRequest)> = chunk
+                .iter()
+                .filter_map(|(note, request)| request.as_ref().map(|request| (note, request)))
+                .collect();
+            if !requests.is_empty() {
+                let mut query = sqlx::QueryBuilder::<Sqlite>::new(
+                    "INSERT INTO create_requests (owner_id, request_id, fingerprint, note_id, create_time) ",
+                );
+                query.push_values(requests, |mut row, (note, request)| {
+                    row.push_bind(self.owner.as_str())
+                        .push_bind(request.request_id.to_string())
+                        .push_bind(request.fingerprint.to_vec())
+                        .push_bind(note.id.to_string())
+                        .push_bind(to_micros(note.create_time));
+                });
+                query.build().execute(self.transaction.connection()).await?;
+            }
+        }
+        if let Some(newest) = notes.iter().map(|(note, _)| note.revision).max() {
+            sqlx::query("DELETE FROM note_changes WHERE owner_id = ? AND revision <= ?")
+                .bind(self.owner.as_str())
+                .bind(newest.get() - self.log_retention)
+                .execute(self.transaction.connection())
+                .await?;
         }
         Ok(())
     }

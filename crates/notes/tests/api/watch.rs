@@ -494,6 +494,66 @@ async fn an_import_reports_each_bad_item_and_a_retry_creates_nothing_twice(backe
     assert_eq!(titles[7], "item 8", "item 7 was refused");
 }
 
+async fn imported_notes_keep_their_tags_in_listings_and_the_log(backend: Backend) {
+    let notes = spawn_notes(backend).await;
+    let ada = notes.new_user();
+    let items: Vec<ImportNotesRequest> = (0..600)
+        .map(|n| {
+            let tags: &[&str] = match n % 3 {
+                0 => &[],
+                1 => &["odd-one"],
+                _ => &["two", "tags"],
+            };
+            ImportNotesRequest {
+                note: Some(draft(&format!("note {n}"), "imported", tags)),
+                request_id: String::new(),
+            }
+        })
+        .collect();
+    let summary = notes
+        .client()
+        .import_notes(ada.request(tokio_stream::iter(items)))
+        .await
+        .expect("import")
+        .into_inner();
+    assert_eq!(summary.created_count, 600);
+    for (tag, expected) in [("odd-one", 200), ("two", 200), ("tags", 200)] {
+        let mut tagged = 0;
+        let mut page_token = String::new();
+        loop {
+            let page = notes
+                .client()
+                .list_notes(ada.request(ListNotesRequest {
+                    page_size: 100,
+                    page_token,
+                    tag: tag.into(),
+                }))
+                .await
+                .expect("list")
+                .into_inner();
+            assert!(
+                page.notes
+                    .iter()
+                    .all(|note| note.tags.iter().any(|t| t == tag))
+            );
+            tagged += page.notes.len();
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            page_token = page.next_page_token;
+        }
+        assert_eq!(tagged, expected, "{tag}");
+    }
+    let mut stream = watch(&notes, &ada, 0).await;
+    let changes = changes_through(&mut stream, 600).await;
+    assert_eq!(revisions(&changes), (1..=600).collect::<Vec<_>>());
+    let third = changes[2].note.as_ref().expect("note");
+    assert_eq!(
+        (third.title.as_str(), third.tags.clone()),
+        ("note 2", vec!["two".to_owned(), "tags".to_owned()])
+    );
+}
+
 async fn a_request_id_reused_for_another_note_is_that_items_error(backend: Backend) {
     let notes = spawn_notes(backend).await;
     let ada = notes.new_user();
@@ -528,6 +588,7 @@ database::backend_tests!(
     a_watcher_that_stops_reading_is_told_it_is_too_slow,
     an_import_reports_each_bad_item_and_a_retry_creates_nothing_twice,
     a_request_id_reused_for_another_note_is_that_items_error,
+    imported_notes_keep_their_tags_in_listings_and_the_log,
 );
 
 /// Two replicas on one PostgreSQL database: a write through the first reaches a watcher on
