@@ -224,16 +224,23 @@ impl Call {
             deadline.apply_to(request.headers_mut());
         }
         let attempt = self.attempt(request).await;
-        self.answer(attempt)
+        self.answer(attempt).await
     }
 
     async fn unary(self, request: http::Request<Body>) -> http::Response<Body> {
         let (parts, body) = request.into_parts();
-        // The gRPC frame's 5-byte prefix comes on top of the message.
-        let bytes = match Limited::new(body, self.method.max_request_bytes + 5)
-            .collect()
-            .await
-        {
+        // The gRPC frame's 5-byte prefix comes on top of the message. A unary call always has
+        // a deadline here, and it bounds the wait for the request too: a client that never
+        // finishes its request must not hold a call slot for ever.
+        let collect = Limited::new(body, self.method.max_request_bytes + 5).collect();
+        let collected = match self.deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline.instant(), collect).await,
+            None => Ok(collect.await),
+        };
+        let Ok(collected) = collected else {
+            return self.answer(Attempt::DeadlineExceeded).await;
+        };
+        let bytes = match collected {
             Ok(collected) => collected.to_bytes(),
             Err(error) if error.is::<http_body_util::LengthLimitError>() => {
                 return error_status(
@@ -270,14 +277,14 @@ impl Call {
                 Attempt::DeadlineExceeded => false,
             };
             if !retry || attempts >= MAX_ATTEMPTS {
-                return self.answer(attempt);
+                return self.answer(attempt).await;
             }
             let backoff = backoff(attempts);
             let in_time = self
                 .deadline
                 .is_none_or(|deadline| deadline.remaining() > backoff);
             if !in_time || !self.settings.retry_budget.withdraw() {
-                return self.answer(attempt);
+                return self.answer(attempt).await;
             }
             tracing::debug!(
                 backend = self.service,
@@ -316,19 +323,18 @@ impl Call {
         }
     }
 
-    fn answer(&self, attempt: Attempt) -> http::Response<Body> {
+    async fn answer(&self, attempt: Attempt) -> http::Response<Body> {
         match attempt {
             Attempt::Answered(response) if http_body::Body::is_end_stream(response.body()) => {
                 response
             }
             Attempt::Answered(response) => {
-                let policy = RelayPolicy {
-                    deadline: self.deadline.map(Deadline::instant),
-                    stall_timeout: self.settings.stall_timeout,
-                    stalled_reason: self.method.stalled_reason,
-                    backend: self.service,
+                let (parts, body) = response.into_parts();
+                let body = match self.method.shape {
+                    Shape::Unary => self.read_answer(body).await,
+                    Shape::Stream => relay(body, Vec::new(), self.relay_policy()),
                 };
-                response.map(|body| relay(body, policy))
+                http::Response::from_parts(parts, body)
             }
             Attempt::Refused(error) | Attempt::Failed(error) => {
                 tracing::warn!(backend = self.service, %error, "backend call failed");
@@ -346,6 +352,84 @@ impl Call {
             )
             .into_http(),
         }
+    }
+}
+
+impl Call {
+    fn relay_policy(&self) -> RelayPolicy {
+        RelayPolicy {
+            deadline: self.deadline.map(Deadline::instant),
+            stall_timeout: self.settings.stall_timeout,
+            stalled_reason: self.method.stalled_reason,
+            backend: self.service,
+        }
+    }
+
+    /// Reads a unary answer within the deadline. Nearly every answer is whole after a frame
+    /// or two and goes back as it was read: the backend's stream is then over, and nothing
+    /// waits on the client. A larger one (a ListNotes page of big notes) is relayed from
+    /// where the reading stopped, with the relay's bound on a client that does not read.
+    async fn read_answer(&self, mut body: Body) -> Body {
+        let mut read = Vec::new();
+        let mut bytes = 0;
+        loop {
+            let frame = match self.deadline {
+                Some(deadline) => tokio::time::timeout_at(deadline.instant(), body.frame()).await,
+                None => Ok(body.frame().await),
+            };
+            let status = match frame {
+                Ok(Some(Ok(frame))) => {
+                    let last = frame.is_trailers();
+                    bytes += frame.data_ref().map_or(0, bytes::Bytes::len);
+                    read.push(frame);
+                    if last {
+                        return Body::new(Buffered(read.into()));
+                    }
+                    if bytes > READ_AHEAD_BYTES {
+                        return relay(body, read, self.relay_policy());
+                    }
+                    continue;
+                }
+                Err(_) => error_status(
+                    Code::DeadlineExceeded,
+                    "DEADLINE_EXCEEDED",
+                    format!("{} did not answer before the deadline", self.service),
+                ),
+                // A gRPC answer ends with trailers: without them it broke off.
+                Ok(None | Some(Err(_))) => error_status(
+                    Code::Unavailable,
+                    "BACKEND_UNAVAILABLE",
+                    format!("{} went away mid-call; retry shortly", self.service),
+                ),
+            };
+            let mut trailers = http::HeaderMap::new();
+            if status.add_header(&mut trailers).is_ok() {
+                read.push(http_body::Frame::trailers(trailers));
+            }
+            return Body::new(Buffered(read.into()));
+        }
+    }
+}
+
+/// How much of a unary answer is read before the rest is relayed instead.
+const READ_AHEAD_BYTES: usize = 64 * 1024;
+
+/// An answer read whole.
+struct Buffered(std::collections::VecDeque<http_body::Frame<bytes::Bytes>>);
+
+impl http_body::Body for Buffered {
+    type Data = bytes::Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Poll::Ready(self.0.pop_front().map(Ok))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_empty()
     }
 }
 

@@ -19,14 +19,15 @@
 //! away mid-stream is UNAVAILABLE (resume elsewhere). A client that leaves drops the relay,
 //! which cancels the upstream call.
 
+use std::future::Future as _;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::Frame;
 use http_body_util::BodyExt as _;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tonic::body::Body;
 use tonic::{Code, Status};
@@ -46,16 +47,33 @@ pub(crate) struct RelayPolicy {
     pub(crate) backend: &'static str,
 }
 
-/// Starts relaying `upstream`; the returned body is what the client reads.
-pub(crate) fn relay(upstream: Body, policy: RelayPolicy) -> Body {
+/// Starts relaying `upstream`, after `read` (frames of it already taken); the returned body
+/// is what the client reads.
+pub(crate) fn relay(upstream: Body, read: Vec<Frame<Bytes>>, policy: RelayPolicy) -> Body {
     let (frames, receiver) = mpsc::channel(1);
-    tokio::spawn(pump(upstream, frames, policy));
-    Body::new(RelayBody { receiver })
+    let (last, last_receiver) = oneshot::channel();
+    tokio::spawn(async move {
+        // `pump` owns the upstream body: once it returns, the backend call is over (or
+        // cancelled), whether or not the client ever reads the status below.
+        if let Some(status) = pump(upstream, read, frames, policy).await {
+            let _ = last.send(status);
+        }
+    });
+    Body::new(RelayBody {
+        frames: receiver,
+        last: Some(last_receiver),
+    })
 }
 
 /// Moves frames from `upstream` to the client's buffer until the body ends, the client
-/// leaves, the deadline passes or the client stalls.
-async fn pump(mut upstream: Body, frames: mpsc::Sender<Frame<Bytes>>, policy: RelayPolicy) {
+/// leaves, the deadline passes or the client stalls; returns the status the client is still
+/// owed, if the body did not end with its own.
+async fn pump(
+    mut upstream: Body,
+    read: Vec<Frame<Bytes>>,
+    frames: mpsc::Sender<Frame<Bytes>>,
+    policy: RelayPolicy,
+) -> Option<Status> {
     let deadline = async {
         match policy.deadline {
             Some(deadline) => tokio::time::sleep_until(deadline).await,
@@ -63,46 +81,52 @@ async fn pump(mut upstream: Body, frames: mpsc::Sender<Frame<Bytes>>, policy: Re
         }
     };
     tokio::pin!(deadline);
+    let mut read = read.into_iter();
     loop {
-        let frame = tokio::select! {
-            frame = upstream.frame() => frame,
-            // The client left: returning drops `upstream`, which cancels the backend call.
-            () = frames.closed() => return,
-            () = &mut deadline => return end(&frames, deadline_exceeded(&policy)).await,
+        let frame = match read.next() {
+            Some(frame) => Some(Ok(frame)),
+            None => tokio::select! {
+                frame = upstream.frame() => frame,
+                // The client left: returning drops `upstream`, which cancels the backend call.
+                () = frames.closed() => return None,
+                () = &mut deadline => return Some(deadline_exceeded(&policy)),
+            },
         };
         let frame = match frame {
-            None => return,
+            None => {
+                // A gRPC answer ends with trailers; one without them did not finish.
+                return Some(backend_broke(&policy));
+            }
             Some(Ok(frame)) => frame,
             Some(Err(error)) => {
                 tracing::warn!(backend = policy.backend, %error, "backend stream broke");
-                let status = error_status(
-                    Code::Unavailable,
-                    "BACKEND_UNAVAILABLE",
-                    format!(
-                        "{} went away mid-call; retry (a stream resumes from its last revision)",
-                        policy.backend
-                    ),
-                );
-                return end(&frames, status).await;
+                return Some(backend_broke(&policy));
             }
         };
         let last = frame.is_trailers();
-        let room = tokio::select! {
-            room = tokio::time::timeout(policy.stall_timeout, frames.reserve()) => room,
-            () = &mut deadline => return end(&frames, deadline_exceeded(&policy)).await,
+        let room = match frames.try_reserve() {
+            Ok(room) => Ok(room),
+            Err(mpsc::error::TrySendError::Closed(())) => return None,
+            // The client has not taken the previous frame yet: from now on it has the stall
+            // timeout to do so.
+            Err(mpsc::error::TrySendError::Full(())) => tokio::select! {
+                room = tokio::time::timeout(policy.stall_timeout, frames.reserve()) => match room {
+                    Ok(Ok(room)) => Ok(room),
+                    Ok(Err(_)) => return None,
+                    Err(elapsed) => Err(elapsed),
+                },
+                () = &mut deadline => return Some(deadline_exceeded(&policy)),
+            },
         };
         match room {
-            Ok(Ok(room)) => room.send(frame),
-            // The client left.
-            Ok(Err(_)) => return,
+            Ok(room) => room.send(frame),
             Err(_) => {
                 tracing::info!(
                     backend = policy.backend,
                     stall_timeout = ?policy.stall_timeout,
                     "client stopped reading: ending its upstream call"
                 );
-                drop(upstream);
-                let status = error_status(
+                return Some(error_status(
                     Code::ResourceExhausted,
                     policy.stalled_reason,
                     format!(
@@ -110,23 +134,24 @@ async fn pump(mut upstream: Body, frames: mpsc::Sender<Frame<Bytes>>, policy: Re
                          stream resumes from its last revision)",
                         policy.stall_timeout
                     ),
-                );
-                return end(&frames, status).await;
+                ));
             }
         }
         if last {
-            return;
+            return None;
         }
     }
 }
 
-/// Ends the client's body with `status` once the client takes it (or leaves).
-async fn end(frames: &mpsc::Sender<Frame<Bytes>>, status: Status) {
-    let mut trailers = http::HeaderMap::new();
-    if status.add_header(&mut trailers).is_err() {
-        return;
-    }
-    let _ = frames.send(Frame::trailers(trailers)).await;
+fn backend_broke(policy: &RelayPolicy) -> Status {
+    error_status(
+        Code::Unavailable,
+        "BACKEND_UNAVAILABLE",
+        format!(
+            "{} went away mid-call; retry (a stream resumes from its last revision)",
+            policy.backend
+        ),
+    )
 }
 
 fn deadline_exceeded(policy: &RelayPolicy) -> Status {
@@ -137,9 +162,11 @@ fn deadline_exceeded(policy: &RelayPolicy) -> Status {
     )
 }
 
-/// The client's side of a relay.
+/// The client's side of a relay: the frames relayed, then the status the relay still owed
+/// (a status needs no room in the client's window, so it is never held up by one).
 struct RelayBody {
-    receiver: mpsc::Receiver<Frame<Bytes>>,
+    frames: mpsc::Receiver<Frame<Bytes>>,
+    last: Option<oneshot::Receiver<Status>>,
 }
 
 impl http_body::Body for RelayBody {
@@ -150,7 +177,23 @@ impl http_body::Body for RelayBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        self.receiver.poll_recv(cx).map(|frame| frame.map(Ok))
+        if let Some(frame) = ready!(self.frames.poll_recv(cx)) {
+            return Poll::Ready(Some(Ok(frame)));
+        }
+        let Some(last) = self.last.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let status = ready!(Pin::new(last).poll(cx));
+        self.last = None;
+        let Ok(status) = status else {
+            // The answer ended with its own trailers.
+            return Poll::Ready(None);
+        };
+        let mut trailers = http::HeaderMap::new();
+        if status.add_header(&mut trailers).is_err() {
+            return Poll::Ready(None);
+        }
+        Poll::Ready(Some(Ok(Frame::trailers(trailers))))
     }
 }
 
@@ -209,7 +252,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_client_that_stops_reading_ends_the_upstream_call_and_learns_why() {
         let (frames, body) = upstream();
-        let relayed = relay(body, policy(None));
+        let relayed = relay(body, Vec::new(), policy(None));
         for text in ["one", "two", "three"] {
             frames.send(data(text)).await.expect("upstream open");
         }
@@ -231,7 +274,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_client_that_reads_is_never_cut_however_idle_the_stream() {
         let (frames, body) = upstream();
-        let relayed = relay(body, policy(None));
+        let relayed = relay(body, Vec::new(), policy(None));
         let reader = tokio::spawn(read_all(relayed));
         for text in ["one", "two"] {
             frames.send(data(text)).await.expect("upstream open");
@@ -253,7 +296,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_clients_deadline_ends_the_stream_with_deadline_exceeded() {
         let (frames, body) = upstream();
-        let relayed = relay(body, policy(Some(Instant::now() + Duration::from_secs(2))));
+        let relayed = relay(
+            body,
+            Vec::new(),
+            policy(Some(Instant::now() + Duration::from_secs(2))),
+        );
         frames.send(data("one")).await.expect("upstream open");
         let (data, status) = read_all(relayed).await;
         assert_eq!(data.len(), 1);
@@ -266,7 +313,7 @@ mod tests {
     #[tokio::test]
     async fn a_backend_that_breaks_mid_stream_is_unavailable_not_a_reset() {
         let (frames, body) = upstream();
-        let relayed = relay(body, policy(None));
+        let relayed = relay(body, Vec::new(), policy(None));
         frames.send(data("one")).await.expect("upstream open");
         frames
             .send(Err(Status::internal("connection reset")))
@@ -279,10 +326,47 @@ mod tests {
         assert_eq!(reason(&status), "BACKEND_UNAVAILABLE");
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_passing_while_the_client_does_not_read_ends_the_upstream_call() {
+        let (frames, body) = upstream();
+        let relayed = relay(
+            body,
+            Vec::new(),
+            policy(Some(Instant::now() + Duration::from_secs(2))),
+        );
+        for text in ["one", "two", "three"] {
+            frames.send(data(text)).await.expect("upstream open");
+        }
+        tokio::time::timeout(Duration::from_secs(3), frames.closed())
+            .await
+            .expect("the upstream call is ended at the deadline, read or not");
+        let (data, status) = read_all(relayed).await;
+        assert_eq!(data, [Bytes::from_static(b"one")]);
+        assert_eq!(status.expect("a status").code(), Code::DeadlineExceeded);
+    }
+
+    #[tokio::test]
+    async fn an_answer_without_trailers_ends_with_a_status() {
+        let (frames, body) = upstream();
+        let relayed = relay(
+            body,
+            vec![Frame::data(Bytes::from_static(b"read"))],
+            policy(None),
+        );
+        frames.send(data("one")).await.expect("upstream open");
+        drop(frames);
+        let (data, status) = read_all(relayed).await;
+        assert_eq!(
+            data,
+            [Bytes::from_static(b"read"), Bytes::from_static(b"one")]
+        );
+        assert_eq!(status.expect("a status").code(), Code::Unavailable);
+    }
+
     #[tokio::test]
     async fn a_client_that_leaves_cancels_the_upstream_call() {
         let (frames, body) = upstream();
-        let relayed = relay(body, policy(None));
+        let relayed = relay(body, Vec::new(), policy(None));
         drop(relayed);
         tokio::time::timeout(Duration::from_secs(10), frames.closed())
             .await
