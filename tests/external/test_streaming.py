@@ -397,6 +397,38 @@ def test_sigterm_ends_a_watch_through_the_gateway_with_unavailable(start, tmp_pa
     assert time.monotonic() - signalled < SHUTDOWN_GRACE_S
 
 
+def test_sigterm_ends_an_import_still_sending_with_unavailable_at_once(start, tmp_path):
+    """An import answers only at its end, so a drain cannot end it by cutting its answer: it
+    is answered UNAVAILABLE (SERVER_DRAINING) as soon as the drain cuts off, not held for the
+    shutdown grace; what it sent with request ids can be sent again."""
+    from notesuite.notes.v1 import notes_pb2_grpc
+
+    suite = start(tmp_path / "data")
+    notes = notes_pb2_grpc.NotesServiceStub(suite.channel())
+    account = sign_up_on(suite.channel())
+    release = threading.Event()
+
+    def items():
+        yield import_item("before the drain", request_id=new_id())
+        # Still sending when the drain comes: the client has more to say.
+        release.wait(SHUTDOWN_GRACE_S * 2)
+
+    future = notes.ImportNotes.future(items(), metadata=account.metadata)
+    try:
+        signalled = time.monotonic()
+        suite.process.send_signal(signal.SIGTERM)
+        with pytest.raises(grpc.RpcError) as failure:
+            future.result(timeout=SHUTDOWN_GRACE_S * 2)
+        ended = time.monotonic() - signalled
+    finally:
+        release.set()
+        future.cancel()
+    details = error_details(failure.value)
+    assert (details.code, details.reason) == (grpc.StatusCode.UNAVAILABLE, "SERVER_DRAINING"), details
+    assert ended < SHUTDOWN_GRACE_S, f"answered after {ended:.1f} s, not at the drain's cutoff"
+    assert suite.wait() == 0
+
+
 # --- ImportNotes from Python -----------------------------------------------------------------
 
 IMPORT_SIZE = 300

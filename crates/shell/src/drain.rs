@@ -25,13 +25,27 @@ use tonic::body::Body;
 #[derive(Debug, Clone)]
 pub(crate) struct DrainLayer {
     streaming_paths: Arc<HashSet<String>>,
+    /// Of those, the ones whose answer is a stream: an import's answer is its summary, which
+    /// the cutoff must never replace once it is ready.
+    server_streaming_paths: Arc<HashSet<String>>,
     cutoff: CancellationToken,
 }
 
 impl DrainLayer {
-    pub(crate) fn new(streaming_paths: Arc<HashSet<String>>, cutoff: CancellationToken) -> Self {
+    pub(crate) fn new(
+        methods: &MethodTable,
+        streaming_paths: Arc<HashSet<String>>,
+        cutoff: CancellationToken,
+    ) -> Self {
         Self {
             streaming_paths,
+            server_streaming_paths: Arc::new(
+                methods
+                    .iter()
+                    .filter(|method| method.server_streaming)
+                    .map(|method| method.path.clone())
+                    .collect(),
+            ),
             cutoff,
         }
     }
@@ -76,14 +90,17 @@ where
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let path = request.uri().path();
         let cutoff = self
             .layer
             .streaming_paths
-            .contains(request.uri().path())
+            .contains(path)
             .then(|| self.layer.cutoff.clone());
+        let cut_answer = self.layer.server_streaming_paths.contains(path);
         DrainFuture {
             inner: self.inner.call(request),
             cutoff,
+            cut_answer,
             waiting: None,
         }
     }
@@ -94,6 +111,7 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: F,
         cutoff: Option<CancellationToken>,
+        cut_answer: bool,
         waiting: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
     }
 }
@@ -129,8 +147,10 @@ where
             },
         };
         Poll::Ready(Ok(match this.cutoff.take() {
-            Some(cutoff) => response.map(|body| Body::new(CutOffBody::new(body, cutoff))),
-            None => response,
+            Some(cutoff) if *this.cut_answer => {
+                response.map(|body| Body::new(CutOffBody::new(body, cutoff)))
+            }
+            _ => response,
         }))
     }
 }

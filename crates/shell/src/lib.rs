@@ -78,8 +78,15 @@ pub enum ServeError {
 
 /// Flow-control window of one call: what a client may send that its handler has not read.
 const STREAM_WINDOW: u32 = 64 * 1024;
-/// Flow-control window of a connection: 256 calls' worth of unread bytes.
-const CONNECTION_WINDOW: u32 = 256 * STREAM_WINDOW;
+
+/// Flow-control window of a connection: every call it may carry can hold its stream window
+/// of unread bytes without taking the others' (the protocol's maximum caps it).
+fn connection_window(max_concurrent_streams: u32) -> u32 {
+    const MAX_WINDOW: u32 = (1 << 31) - 1;
+    max_concurrent_streams
+        .saturating_mul(STREAM_WINDOW)
+        .min(MAX_WINDOW)
+}
 
 /// Serves `definition` on `listener` until `shutdown` completes, then drains:
 ///
@@ -158,7 +165,7 @@ where
         // shares among all its users. A small stream window and a connection window many
         // times larger keep one stream's backpressure on that stream.
         .initial_stream_window_size(Some(STREAM_WINDOW))
-        .initial_connection_window_size(Some(CONNECTION_WINDOW))
+        .initial_connection_window_size(Some(connection_window(config.max_concurrent_streams)))
         // hyper's default of 20 streams reset before they were accepted (its guard against
         // "rapid reset" floods) is too low for a multiplexing peer: when the gateway cancels a
         // burst of forwarded calls, the backend would answer with GOAWAY and fail every other
@@ -171,7 +178,11 @@ where
         .layer(telemetry::ServerLayer::new(&methods))
         .layer(normalize::NormalizeLayer)
         .layer(deadline::DeadlineLayer)
-        .layer(drain::DrainLayer::new(streaming_paths, end_streams.clone()))
+        .layer(drain::DrainLayer::new(
+            &methods,
+            streaming_paths,
+            end_streams.clone(),
+        ))
         .layer(admission)
         .add_routes(routes)
         .add_service(health_service)

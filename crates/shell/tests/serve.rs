@@ -452,3 +452,82 @@ async fn calls_over_the_limit_are_shed_with_resource_exhausted_but_health_checks
         .expect("task")
         .expect("the admitted call succeeds");
 }
+
+/// A reflection stream (bidirectional) held open: it counts against the streams' budget for
+/// as long as it lasts.
+async fn open_reflection_stream(
+    channel: &Channel,
+) -> Result<
+    (
+        mpsc::Sender<tonic_reflection::pb::v1::ServerReflectionRequest>,
+        tonic::Streaming<tonic_reflection::pb::v1::ServerReflectionResponse>,
+    ),
+    Status,
+> {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    let (requests, receiver) = mpsc::channel(1);
+    let mut client = ServerReflectionClient::new(channel.clone());
+    let request = tonic_reflection::pb::v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    requests.send(request).await.expect("queued");
+    let mut answers = client
+        .server_reflection_info(tokio_stream::wrappers::ReceiverStream::new(receiver))
+        .await?
+        .into_inner();
+    // The stream is open and served once its first answer is here.
+    answers.message().await?.expect("an answer");
+    Ok((requests, answers))
+}
+
+#[tokio::test]
+async fn open_streams_have_a_budget_of_their_own_held_until_they_end() {
+    let server = TestServer::spawn(ServeConfig {
+        max_open_streams: 2,
+        max_concurrent_calls: 1,
+        ..config()
+    })
+    .await;
+    let first = open_reflection_stream(&server.channel)
+        .await
+        .expect("first");
+    let second = open_reflection_stream(&server.channel)
+        .await
+        .expect("second");
+    // Their answers went out long ago: a unary permit would be back by now.
+    let shed = open_reflection_stream(&server.channel)
+        .await
+        .expect_err("over the streams' budget");
+    assert_eq!(shed.code(), Code::ResourceExhausted);
+    assert_eq!(
+        tonic_types::StatusExt::get_error_details(&shed)
+            .error_info()
+            .map(|info| info.reason.clone()),
+        Some("OVERLOADED".to_owned())
+    );
+    // Streams do not take the unary calls' slots, nor health's.
+    assert_eq!(
+        server.check("").await.expect("health"),
+        ServingStatus::Serving
+    );
+
+    // A stream that ends gives its place back.
+    drop(first);
+    let reopened = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match open_reflection_stream(&server.channel).await {
+                Ok(stream) => return stream,
+                // The server has not seen the client leave yet.
+                Err(status) if status.code() == Code::ResourceExhausted => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err(status) => panic!("reopen: {status:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the ended stream's place is given back");
+    drop((second, reopened));
+}

@@ -12,6 +12,8 @@ pub struct Method {
     pub method: String,
     /// Whether the client or the server streams.
     pub streaming: bool,
+    /// Whether the server streams (its answer is a stream, not one message at the end).
+    pub server_streaming: bool,
 }
 
 /// Every method of every service in some descriptor sets.
@@ -39,6 +41,7 @@ impl MethodTable {
                             service: service_name.clone(),
                             method: method.name().to_owned(),
                             streaming: method.client_streaming() || method.server_streaming(),
+                            server_streaming: method.server_streaming(),
                         });
                     }
                 }
