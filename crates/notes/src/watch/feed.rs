@@ -91,7 +91,7 @@ impl ChangeHub {
                     owner: owner.clone(),
                     revision: watch::Sender::new(Revision::ZERO),
                     ring: Mutex::new(Ring::default()),
-                    reading: tokio::sync::Mutex::new(()),
+                    reading: Arc::new(tokio::sync::Mutex::new(())),
                     read_done: tokio::sync::Notify::new(),
                     hub: Arc::downgrade(&self.inner),
                 });
@@ -163,7 +163,7 @@ pub(crate) struct OwnerFeed {
     ring: Mutex<Ring>,
     /// One read of the log at a time per owner, so that when a hint wakes many watchers
     /// of one owner, one reads and the others take the rows from the ring.
-    reading: tokio::sync::Mutex<()>,
+    reading: Arc<tokio::sync::Mutex<()>>,
     /// Told when a read ends, to every watcher waiting for it at once. Waiting for the
     /// `reading` lock instead would hand it to 10,000 watchers one after the other, each
     /// only to find the rows already in the ring (measured: the last of 10,000 watchers on
@@ -198,11 +198,11 @@ impl OwnerFeed {
     /// Changes after `after`, oldest first: from the ring when it holds the next one, else
     /// from the log (whose rows then join the ring when they continue it).
     pub(crate) async fn changes_after<S: NoteStore>(
-        &self,
+        self: &Arc<Self>,
         store: &S,
         after: Revision,
     ) -> Result<Vec<Arc<Change>>, Error> {
-        let _reading = loop {
+        let reading = loop {
             // Listen before looking, so that a read ending in between is not missed.
             let read_done = self.read_done.notified();
             tokio::pin!(read_done);
@@ -210,41 +210,55 @@ impl OwnerFeed {
             if let Some(changes) = lock(&self.ring).after(after) {
                 return Ok(changes);
             }
-            match self.reading.try_lock() {
-                Ok(reading) => {
-                    break Reading {
-                        lock: Some(reading),
-                        done: &self.read_done,
-                    };
-                }
+            match self.reading.clone().try_lock_owned() {
+                Ok(reading) => break reading,
                 Err(_) => read_done.await,
             }
         };
-        let changes: Vec<Arc<Change>> = store
-            .changes(&self.owner, after, BATCH_CHANGES, BATCH_BYTES)
-            .await?
-            .into_iter()
-            .map(Arc::new)
-            .collect();
-        lock(&self.ring).extend(changes.iter().cloned());
-        if let Some(newest) = changes.last() {
-            self.advance(newest.revision);
+        // The read runs as a task of its own. A watch stream is polled only while its client
+        // has room in its HTTP/2 window: read inline, a stalled client's stream would stop
+        // mid-read and hold the owner's read lock (every other watcher of the owner waiting
+        // on it) and a pooled database connection until the stall timeout.
+        let read = Reading {
+            feed: self.clone(),
+            lock: Some(reading),
+        };
+        let store = store.clone();
+        let task = tokio::spawn(async move {
+            let feed = &read.feed;
+            let changes: Vec<Arc<Change>> = store
+                .changes(&feed.owner, after, BATCH_CHANGES, BATCH_BYTES)
+                .await?
+                .into_iter()
+                .map(Arc::new)
+                .collect();
+            lock(&feed.ring).extend(changes.iter().cloned());
+            if let Some(newest) = changes.last() {
+                feed.advance(newest.revision);
+            }
+            drop(read);
+            Ok(changes)
+        });
+        match task.await {
+            Ok(changes) => changes,
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            // Only a runtime shutting down cancels a task it did not abort.
+            Err(_) => Err(Error::Database(sqlx::Error::PoolClosed)),
         }
-        Ok(changes)
     }
 }
 
-/// The one read of an owner's log in progress. However it ends (done, failed or dropped
-/// with its watcher), the watchers waiting for it are told, after the lock is free.
-struct Reading<'feed> {
-    lock: Option<tokio::sync::MutexGuard<'feed, ()>>,
-    done: &'feed tokio::sync::Notify,
+/// The one read of an owner's log in progress. However it ends (done or failed), the
+/// watchers waiting for it are told, after the lock is free.
+struct Reading {
+    feed: Arc<OwnerFeed>,
+    lock: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
-impl Drop for Reading<'_> {
+impl Drop for Reading {
     fn drop(&mut self) {
         drop(self.lock.take());
-        self.done.notify_waiters();
+        self.feed.read_done.notify_waiters();
     }
 }
 
