@@ -17,11 +17,13 @@
 use std::convert::Infallible;
 use std::marker::PhantomData;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use http_body_util::{BodyExt as _, Full, Limited};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::body::Body;
 use tonic::server::NamedService;
 use tonic::{Code, Status};
@@ -88,9 +90,40 @@ impl ForwardSettings {
     }
 }
 
+/// Connections for relayed streams, each carrying a bounded number of them.
+#[derive(Debug, Clone)]
+pub(crate) struct StreamPool {
+    connections: Arc<[(Backend, Arc<Semaphore>)]>,
+    next: Arc<AtomicUsize>,
+}
+
+impl StreamPool {
+    pub(crate) fn new(backends: Vec<Backend>, streams_per_connection: usize) -> Self {
+        Self {
+            connections: backends
+                .into_iter()
+                .map(|backend| (backend, Arc::new(Semaphore::new(streams_per_connection))))
+                .collect(),
+            next: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// A connection with a free stream slot, and the slot; none when every one is full.
+    fn take(&self) -> Option<(Backend, OwnedSemaphorePermit)> {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let count = self.connections.len();
+        (0..count).find_map(|offset| {
+            let (backend, slots) = &self.connections[(start + offset) % count];
+            let slot = slots.clone().try_acquire_owned().ok()?;
+            Some((backend.clone(), slot))
+        })
+    }
+}
+
 /// The tonic service that forwards every call of route `R` to `backend`.
 pub(crate) struct Forward<R> {
     backend: Backend,
+    streams: Option<StreamPool>,
     settings: Arc<ForwardSettings>,
     _route: PhantomData<fn() -> R>,
 }
@@ -99,9 +132,16 @@ impl<R> Forward<R> {
     pub(crate) fn new(backend: Backend, settings: Arc<ForwardSettings>) -> Self {
         Self {
             backend,
+            streams: None,
             settings,
             _route: PhantomData,
         }
+    }
+
+    /// Relays this route's streams on `streams` instead of the unary calls' connection.
+    pub(crate) fn with_streams(mut self, streams: StreamPool) -> Self {
+        self.streams = Some(streams);
+        self
     }
 }
 
@@ -109,6 +149,7 @@ impl<R> Clone for Forward<R> {
     fn clone(&self) -> Self {
         Self {
             backend: self.backend.clone(),
+            streams: self.streams.clone(),
             settings: self.settings.clone(),
             _route: PhantomData,
         }
@@ -150,8 +191,16 @@ impl<R: Route> tower_service::Service<http::Request<Body>> for Forward<R> {
         }
         // `host` is HTTP/1 only; the channel sets the backend's `:authority`.
         request.headers_mut().remove(http::header::HOST);
+        let (backend, slot) = match (method.shape, &self.streams) {
+            (Shape::Stream, Some(streams)) => match streams.take() {
+                Some((backend, slot)) => (backend, Some(slot)),
+                None => return Box::pin(std::future::ready(Ok(too_many_streams().into_http()))),
+            },
+            _ => (self.backend.clone(), None),
+        };
         let call = Call {
-            backend: self.backend.clone(),
+            backend,
+            slot,
             settings: self.settings.clone(),
             method,
             deadline,
@@ -202,6 +251,8 @@ impl<R: Route> Forward<R> {
 /// One forwarded call.
 struct Call {
     backend: Backend,
+    /// A relayed stream's place on its connection, held until the relay ends.
+    slot: Option<OwnedSemaphorePermit>,
     settings: Arc<ForwardSettings>,
     method: &'static MethodPolicy,
     deadline: Option<Deadline>,
@@ -219,7 +270,7 @@ enum Attempt {
 
 impl Call {
     /// A stream goes through as it comes: no buffering, so no retry.
-    async fn stream(self, mut request: http::Request<Body>) -> http::Response<Body> {
+    async fn stream(mut self, mut request: http::Request<Body>) -> http::Response<Body> {
         if let Some(deadline) = self.deadline {
             deadline.apply_to(request.headers_mut());
         }
@@ -227,7 +278,7 @@ impl Call {
         self.answer(attempt).await
     }
 
-    async fn unary(self, request: http::Request<Body>) -> http::Response<Body> {
+    async fn unary(mut self, request: http::Request<Body>) -> http::Response<Body> {
         let (parts, body) = request.into_parts();
         // The gRPC frame's 5-byte prefix comes on top of the message. A unary call always has
         // a deadline here, and it bounds the wait for the request too: a client that never
@@ -323,7 +374,7 @@ impl Call {
         }
     }
 
-    async fn answer(&self, attempt: Attempt) -> http::Response<Body> {
+    async fn answer(&mut self, attempt: Attempt) -> http::Response<Body> {
         match attempt {
             Attempt::Answered(response) if http_body::Body::is_end_stream(response.body()) => {
                 response
@@ -332,7 +383,7 @@ impl Call {
                 let (parts, body) = response.into_parts();
                 let body = match self.method.shape {
                     Shape::Unary => self.read_answer(body).await,
-                    Shape::Stream => relay(body, Vec::new(), self.relay_policy()),
+                    Shape::Stream => relay(body, Vec::new(), self.relay_policy(), self.slot.take()),
                 };
                 http::Response::from_parts(parts, body)
             }
@@ -386,7 +437,7 @@ impl Call {
                         return Body::new(Buffered(read.into()));
                     }
                     if bytes > READ_AHEAD_BYTES {
-                        return relay(body, read, self.relay_policy());
+                        return relay(body, read, self.relay_policy(), None);
                     }
                     continue;
                 }
@@ -431,6 +482,18 @@ impl http_body::Body for Buffered {
     fn is_end_stream(&self) -> bool {
         self.0.is_empty()
     }
+}
+
+/// The answer when every stream connection is full.
+fn too_many_streams() -> Status {
+    let mut details = tonic_types::ErrorDetails::with_retry_info(Some(Duration::from_secs(1)));
+    details.set_error_info("TOO_MANY_STREAMS", shell::ERROR_DOMAIN, []);
+    <Status as tonic_types::StatusExt>::with_error_details(
+        Code::ResourceExhausted,
+        "the gateway relays as many streams as it can: retry after the given delay (or on \
+         another gateway replica)",
+        details,
+    )
 }
 
 /// A trailers-only answer of UNAVAILABLE: the backend did not act on the call.
@@ -640,6 +703,26 @@ mod tests {
             .expect("request");
         let error = channel.oneshot(request).await.expect_err("nothing listens");
         assert!(never_reached_the_backend(&error), "{error:?}");
+    }
+
+    #[tokio::test]
+    async fn streams_take_a_free_slot_on_any_connection_and_none_when_all_are_full() {
+        let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
+        let methods = telemetry::MethodTable::from_descriptor_sets(&[proto::FILE_DESCRIPTOR_SET])
+            .expect("descriptors");
+        let backend = telemetry::ClientLayer::new(&methods)
+            .for_server("http://127.0.0.1:9")
+            .layer(channel);
+        let pool = StreamPool::new(vec![backend.clone(), backend], 1);
+        let first = pool.take().expect("a slot");
+        let second = pool.take().expect("a slot on the other connection");
+        assert!(pool.take().is_none(), "every connection is full");
+        drop(first);
+        assert!(
+            pool.take().is_some(),
+            "an ended stream's slot is free again"
+        );
+        drop(second);
     }
 
     #[test]

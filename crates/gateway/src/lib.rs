@@ -26,7 +26,7 @@ pub use config::GatewayConfig;
 pub use error::Error;
 
 use crate::api::GatewayApi;
-use crate::forward::{Forward, ForwardSettings, NotesRoute, UsersRoute};
+use crate::forward::{Forward, ForwardSettings, NotesRoute, StreamPool, UsersRoute};
 
 /// Full name of the gateway's own service: its health name.
 pub const SERVICE_NAME: &str = "notesuite.gateway.v1.GatewayService";
@@ -41,6 +41,14 @@ const BACKEND_STREAM_WINDOW: u32 = 64 * 1024;
 /// Calls one backend connection carries at once: the backends' `--max-concurrent-streams`
 /// default, which they announce in their HTTP/2 settings.
 const BACKEND_STREAMS: u32 = 1024;
+
+/// Connections to notes for relayed streams, apart from the one unary calls share.
+const STREAM_CONNECTIONS: usize = 4;
+
+/// Streams relayed on one of those at once: below the backend's limit, so that a stream is
+/// never queued by HTTP/2 waiting for a slot (a watch would wait for hours); past it, a new
+/// stream is refused at once with RESOURCE_EXHAUSTED.
+const STREAMS_PER_CONNECTION: usize = 1000;
 
 /// Assembles the gateway, ready for [`shell::serve`]. Backends are connected lazily, so the
 /// gateway starts (and reports ready) while they come up; calls meanwhile get UNAVAILABLE.
@@ -57,6 +65,17 @@ pub fn build(
     let notes_channel = client_telemetry
         .for_server(&config.notes_url)
         .layer(backend(&config.notes_url, "--notes-url")?);
+    // Streams (watches, imports) get connections of their own: open for hours, they would
+    // otherwise take the stream slots unary calls need on the shared connection.
+    let notes_streams = (0..STREAM_CONNECTIONS)
+        .map(|_| {
+            backend(&config.notes_url, "--notes-url").map(|channel| {
+                client_telemetry
+                    .for_server(&config.notes_url)
+                    .layer(channel)
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let verifier = Arc::new(token::Verifier::new(&signing_key.verifying_key()));
     let api = GatewayApi {
         users: UsersServiceClient::new(users_channel.clone()),
@@ -77,7 +96,10 @@ pub fn build(
     ));
     let routes = Routes::new(token::authenticated(gateway, verifier, anonymous))
         .add_service(Forward::<UsersRoute>::new(users_channel, forward.clone()))
-        .add_service(Forward::<NotesRoute>::new(notes_channel, forward));
+        .add_service(
+            Forward::<NotesRoute>::new(notes_channel, forward)
+                .with_streams(StreamPool::new(notes_streams, STREAMS_PER_CONNECTION)),
+        );
     Ok(ServiceDefinition {
         name: SERVICE_NAME,
         routes,

@@ -20,9 +20,10 @@ use tonic::body::Body;
 use crate::error_status;
 
 /// How much earlier than the caller's deadline this layer gives up: more than the time
-/// between tonic's timer starting and this layer seeing the call, a small share of short
-/// deadlines.
-const MAX_HEADSTART: Duration = Duration::from_micros(200);
+/// between tonic's timer starting and this layer seeing the call (on a loaded machine,
+/// hundreds of microseconds when the task is preempted in between), and at most half of a
+/// short deadline. A millisecond is a small share of any deadline a database call can meet.
+const MAX_HEADSTART: Duration = Duration::from_millis(1);
 
 /// `grpc-timeout`: at most 8 digits and a unit (H, M, S, m, u, n), as the gRPC HTTP/2
 /// protocol defines it; anything else is no deadline.
@@ -50,6 +51,49 @@ pub fn deadline_exceeded() -> tonic::Status {
         "DEADLINE_EXCEEDED",
         "the call's deadline passed before it was answered",
     )
+}
+
+/// When a call reached the server's own layers: stamped by [`ArrivalLayer`], the outermost,
+/// as close as a layer can get to the moment tonic started its own timer.
+#[derive(Debug, Clone, Copy)]
+struct Arrival(Instant);
+
+/// Stamps each call's [`Arrival`]. Whatever the layers between it and [`DeadlineLayer`] spend
+/// (telemetry opens a span, a busy machine preempts the task) then counts against the call's
+/// deadline here as it does in tonic's timer; measured from [`DeadlineLayer`] instead, tonic's
+/// timer could fire first on a loaded machine and answer CANCELLED "Timeout expired".
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ArrivalLayer;
+
+impl<S> tower_layer::Layer<S> for ArrivalLayer {
+    type Service = Arrived<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Arrived { inner }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Arrived<S> {
+    inner: S,
+}
+
+impl<S> tower_service::Service<http::Request<Body>> for Arrived<S>
+where
+    S: tower_service::Service<http::Request<Body>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+        request.extensions_mut().insert(Arrival(Instant::now()));
+        self.inner.call(request)
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -91,13 +135,17 @@ where
                 inner: self.inner.call(request),
             };
         };
-        let headstart = MAX_HEADSTART.min(timeout / 4);
+        let headstart = MAX_HEADSTART.min(timeout / 2);
         let budget = timeout.saturating_sub(headstart);
-        // Too little left to do anything but answer: the call is not run.
-        if budget < MIN_BUDGET {
+        let arrived = request
+            .extensions()
+            .get::<Arrival>()
+            .map_or_else(Instant::now, |arrival| arrival.0);
+        // Too little left to do anything but answer (what the layers above spent counts):
+        // the call is not run.
+        if budget.saturating_sub(arrived.elapsed()) < MIN_BUDGET {
             return DeadlineFuture::Expired;
         }
-        let arrived = Instant::now();
         DeadlineFuture::Bounded {
             inner: self.inner.call(request),
             sleep: tokio::time::sleep_until(arrived + budget),
@@ -105,6 +153,9 @@ where
         }
     }
 }
+
+/// How close to its deadline a call still waiting is given up when polled.
+const CLOCK_SLACK: Duration = Duration::from_micros(100);
 
 /// Below this, a call cannot even be decoded before its deadline.
 const MIN_BUDGET: Duration = Duration::from_micros(10);
@@ -142,6 +193,14 @@ where
                 }
                 // Dropping the inner future when the deadline passes cancels the call's work
                 // (a transaction not yet committed rolls back).
+                //
+                // tonic's timer started a moment before the call's arrival was stamped; should
+                // that moment exceed the head start (the task preempted in between), tonic's
+                // timer tick can come first. It polls this future before answering: close
+                // enough to this deadline, the call is over here and answered properly.
+                if Instant::now() + CLOCK_SLACK >= sleep.deadline() {
+                    return Poll::Ready(Ok(deadline_exceeded().into_http()));
+                }
                 match sleep.poll(cx) {
                     Poll::Ready(()) => Poll::Ready(Ok(deadline_exceeded().into_http())),
                     Poll::Pending => Poll::Pending,

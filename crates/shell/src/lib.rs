@@ -175,6 +175,8 @@ where
                 .unwrap_or(256)
                 .max(20),
         ))
+        // Outermost: the deadline counts from here (see `deadline::ArrivalLayer`).
+        .layer(deadline::ArrivalLayer)
         .layer(telemetry::ServerLayer::new(&methods))
         .layer(normalize::NormalizeLayer)
         .layer(deadline::DeadlineLayer)
