@@ -386,10 +386,11 @@ mod tests {
             "held while the stream is open"
         );
         drop(relayed);
-        tokio::time::timeout(Duration::from_secs(10), slots.acquire())
+        let given_back = tokio::time::timeout(Duration::from_secs(10), slots.acquire())
             .await
             .expect("given back when the client leaves")
             .expect("open semaphore");
+        drop(given_back);
     }
 
     #[tokio::test]
