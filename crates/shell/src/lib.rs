@@ -77,7 +77,10 @@ pub enum ServeError {
 }
 
 /// Flow-control window of one call: what a client may send that its handler has not read.
-const STREAM_WINDOW: u32 = 64 * 1024;
+/// An import pauses its reading while it writes a batch; with 64 KiB the client then waited
+/// on window updates (ImportNotes straight to notes, same run: 4,621 vs 6,047 notes/s on
+/// SQLite, 4,804 vs 5,314 on PostgreSQL with 256 KiB).
+const STREAM_WINDOW: u32 = 256 * 1024;
 
 /// Flow-control window of a connection: every call it may carry can hold its stream window
 /// of unread bytes without taking the others' (the protocol's maximum caps it).
