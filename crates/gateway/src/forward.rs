@@ -32,7 +32,7 @@ use tower::retry::budget::{Budget as _, TpsBudget};
 
 use crate::Backend;
 use crate::deadline::{Deadline, GRPC_TIMEOUT};
-use crate::policy::{self, Access, MethodPolicy, Shape};
+use crate::policy::{self, Access, Idempotency, MethodPolicy, Shape};
 use crate::relay::{RelayPolicy, relay};
 use shell::error_status;
 
@@ -308,6 +308,12 @@ impl Call {
             Err(_) => return Status::cancelled("the request did not arrive whole").into_http(),
         };
         self.settings.retry_budget.deposit();
+        let idempotent = match self.method.idempotency {
+            Idempotency::Always => true,
+            // A create with a request id answers a retry with its first result (AIP-155).
+            Idempotency::WithRequestId => carries_request_id(&bytes),
+            Idempotency::Never => false,
+        };
         let mut attempts = 0;
         loop {
             attempts += 1;
@@ -319,12 +325,10 @@ impl Call {
             let attempt = self.attempt(request).await;
             let retry = match &attempt {
                 Attempt::Refused(_) => true,
-                Attempt::Answered(response) => {
-                    self.method.retries_unavailable() && is_unavailable(response)
-                }
+                Attempt::Answered(response) => idempotent && is_unavailable(response),
                 // Lost with its connection: the backend may have acted, which only an
-                // idempotent method can shrug off.
-                Attempt::Failed(_) => self.method.retries_unavailable(),
+                // idempotent call can shrug off.
+                Attempt::Failed(_) => idempotent,
                 Attempt::DeadlineExceeded => false,
             };
             if !retry || attempts >= MAX_ATTEMPTS {
@@ -496,6 +500,43 @@ fn too_many_streams() -> Status {
     )
 }
 
+/// Whether a gRPC frame holding a CreateNoteRequest carries a `request_id` (field 2, a
+/// non-empty string), read off the wire format without decoding the note. A compressed or
+/// malformed frame counts as without one: the call is then not retried, the safe side.
+fn carries_request_id(frame: &[u8]) -> bool {
+    use prost::encoding::{DecodeContext, WireType, decode_key, decode_varint, skip_field};
+    const REQUEST_ID: u32 = 2;
+    let Some((&0, rest)) = frame.split_first() else {
+        return false;
+    };
+    let Some(mut message) = rest.get(4..) else {
+        return false;
+    };
+    // The last occurrence of a field wins, as a decoder would read it.
+    let mut carries = false;
+    while !message.is_empty() {
+        let Ok((tag, wire_type)) = decode_key(&mut message) else {
+            return false;
+        };
+        if tag == REQUEST_ID && wire_type == WireType::LengthDelimited {
+            let Ok(length) = decode_varint(&mut message) else {
+                return false;
+            };
+            let Some(rest) = usize::try_from(length)
+                .ok()
+                .and_then(|length| message.get(length..))
+            else {
+                return false;
+            };
+            carries = length > 0;
+            message = rest;
+        } else if skip_field(wire_type, tag, &mut message, DecodeContext::default()).is_err() {
+            return false;
+        }
+    }
+    carries
+}
+
 /// A trailers-only answer of UNAVAILABLE: the backend did not act on the call.
 fn is_unavailable(response: &http::Response<Body>) -> bool {
     response
@@ -634,6 +675,11 @@ mod tests {
             let mut frame = vec![0u8];
             frame.extend_from_slice(&u32::try_from(size).expect("size").to_be_bytes());
             frame.resize(5 + size, 0);
+            self.send(method, frame).await
+        }
+
+        /// Calls `method` with `frame` as the request body; returns the grpc-status answered.
+        async fn send(&self, method: &str, frame: Vec<u8>) -> String {
             let request = http::Request::post(format!("/notesuite.notes.v1.NotesService/{method}"))
                 .header("content-type", "application/grpc")
                 .header("authorization", format!("Bearer {}", self.token))
@@ -669,6 +715,43 @@ mod tests {
         let harness = harness(10).await;
         assert_eq!(harness.call("ListNotes", 10).await, "14");
         assert_eq!(harness.calls(), MAX_ATTEMPTS);
+    }
+
+    #[tokio::test]
+    async fn a_create_with_a_request_id_is_retried_and_one_without_is_not() {
+        use prost::Message as _;
+        let create = |request_id: &str| {
+            let message = proto::notes::CreateNoteRequest {
+                note: Some(proto::notes::Note {
+                    title: "t".into(),
+                    content: "c".repeat(100),
+                    ..Default::default()
+                }),
+                request_id: request_id.into(),
+            }
+            .encode_to_vec();
+            let mut frame = vec![0u8];
+            frame.extend_from_slice(&u32::try_from(message.len()).expect("small").to_be_bytes());
+            frame.extend_from_slice(&message);
+            frame
+        };
+        assert!(carries_request_id(&create(
+            "0f8c2a4e-3b1d-4e5f-9a6b-7c8d9e0f1a2b"
+        )));
+        assert!(!carries_request_id(&create("")));
+        assert!(!carries_request_id(&[1, 0, 0, 0, 0]), "compressed: unknown");
+        assert!(
+            !carries_request_id(&[0, 0, 0, 0, 3, 0x12, 0x05, b'a']),
+            "truncated"
+        );
+
+        let with_id = harness(1).await;
+        let frame = create("0f8c2a4e-3b1d-4e5f-9a6b-7c8d9e0f1a2b");
+        assert_eq!(with_id.send("CreateNote", frame).await, "0");
+        assert_eq!(with_id.calls(), 2, "retried once");
+        let without = harness(1).await;
+        assert_eq!(without.send("CreateNote", create("")).await, "14");
+        assert_eq!(without.calls(), 1, "not retried");
     }
 
     #[tokio::test]

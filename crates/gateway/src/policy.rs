@@ -32,8 +32,8 @@ pub(crate) enum DefaultDeadline {
 pub(crate) enum Idempotency {
     /// Sending it twice has the effect of sending it once (reads, credential checks).
     Always,
-    /// Only when the request carries a `request_id` (CreateNote). The forwarder does not
-    /// decode requests, so it treats these as not idempotent; clients retry them safely.
+    /// Only when the request carries a `request_id` (CreateNote): the forwarder reads that one
+    /// field off the wire, without decoding the note.
     WithRequestId,
     /// A second delivery could answer differently or act twice (updates, deletes, sign-up).
     Never,
@@ -121,8 +121,10 @@ impl MethodPolicy {
         }
     }
 
-    /// Whether an answer of UNAVAILABLE (the backend did not act) may be retried.
-    pub(crate) fn retries_unavailable(&self) -> bool {
+    /// Whether any call of this method may be sent again (the forwarder also retries a
+    /// CreateNote that carries a request id).
+    #[cfg(test)]
+    fn retries_unavailable(&self) -> bool {
         self.shape == Shape::Unary && self.idempotency == Idempotency::Always
     }
 
