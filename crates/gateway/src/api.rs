@@ -35,9 +35,9 @@ pub(crate) struct GatewayApi {
 }
 
 impl GatewayApi {
-    /// The call's deadline: the client's, or the default the policy table gives `method`.
-    fn deadline(&self, metadata: &MetadataMap, method: &str) -> Deadline {
-        let default = policy::lookup(&format!("/{}/{method}", crate::SERVICE_NAME))
+    /// The call's deadline: the client's, or the default the policy table gives `path`.
+    fn deadline(&self, metadata: &MetadataMap, path: &str) -> Deadline {
+        let default = policy::lookup(path)
             .and_then(|policy| policy.default_deadline(self.default_deadline))
             .unwrap_or(self.default_deadline);
         Deadline::from_grpc_timeout(
@@ -96,7 +96,10 @@ impl GatewayService for GatewayApi {
         &self,
         request: Request<SignUpRequest>,
     ) -> Result<Response<SignUpResponse>, Status> {
-        let deadline = self.deadline(request.metadata(), "SignUp");
+        let deadline = self.deadline(
+            request.metadata(),
+            "/notesuite.gateway.v1.GatewayService/SignUp",
+        );
         let SignUpRequest {
             email,
             display_name,
@@ -130,7 +133,10 @@ impl GatewayService for GatewayApi {
         &self,
         request: Request<LoginRequest>,
     ) -> Result<Response<LoginResponse>, Status> {
-        let deadline = self.deadline(request.metadata(), "Login");
+        let deadline = self.deadline(
+            request.metadata(),
+            "/notesuite.gateway.v1.GatewayService/Login",
+        );
         let LoginRequest { email, password } = request.into_inner();
         let verify = Self::backend_request(
             VerifyCredentialsRequest { email, password },
@@ -155,7 +161,10 @@ impl GatewayService for GatewayApi {
         &self,
         request: Request<GetProfileRequest>,
     ) -> Result<Response<GetProfileResponse>, Status> {
-        let deadline = self.deadline(request.metadata(), "GetProfile");
+        let deadline = self.deadline(
+            request.metadata(),
+            "/notesuite.gateway.v1.GatewayService/GetProfile",
+        );
         let user_id = match request.extensions().get::<token::Principal>() {
             Some(token::Principal::User { user_id }) => user_id.clone(),
             Some(token::Principal::Service { .. }) => {

@@ -33,7 +33,7 @@ use tower::retry::budget::{Budget as _, TpsBudget};
 use crate::Backend;
 use crate::deadline::{Deadline, GRPC_TIMEOUT};
 use crate::policy::{self, Access, Idempotency, MethodPolicy, Shape};
-use crate::relay::{RelayPolicy, relay};
+use crate::relay::{RelayPolicy, backend_broke, relay, trailers};
 use shell::error_status;
 
 /// A backend service whose methods the gateway forwards.
@@ -400,12 +400,7 @@ impl Call {
                 )
                 .into_http()
             }
-            Attempt::DeadlineExceeded => error_status(
-                Code::DeadlineExceeded,
-                "DEADLINE_EXCEEDED",
-                format!("{} did not answer before the deadline", self.service),
-            )
-            .into_http(),
+            Attempt::DeadlineExceeded => shell::deadline_exceeded().into_http(),
         }
     }
 }
@@ -445,22 +440,10 @@ impl Call {
                     }
                     continue;
                 }
-                Err(_) => error_status(
-                    Code::DeadlineExceeded,
-                    "DEADLINE_EXCEEDED",
-                    format!("{} did not answer before the deadline", self.service),
-                ),
-                // A gRPC answer ends with trailers: without them it broke off.
-                Ok(None | Some(Err(_))) => error_status(
-                    Code::Unavailable,
-                    "BACKEND_UNAVAILABLE",
-                    format!("{} went away mid-call; retry shortly", self.service),
-                ),
+                Err(_) => shell::deadline_exceeded(),
+                Ok(None | Some(Err(_))) => backend_broke(self.service),
             };
-            let mut trailers = http::HeaderMap::new();
-            if status.add_header(&mut trailers).is_ok() {
-                read.push(http_body::Frame::trailers(trailers));
-            }
+            read.extend(trailers(&status));
             return Body::new(Buffered(read.into()));
         }
     }

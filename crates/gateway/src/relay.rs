@@ -96,18 +96,18 @@ async fn pump(
                 frame = upstream.frame() => frame,
                 // The client left: returning drops `upstream`, which cancels the backend call.
                 () = frames.closed() => return None,
-                () = &mut deadline => return Some(deadline_exceeded(&policy)),
+                () = &mut deadline => return Some(shell::deadline_exceeded()),
             },
         };
         let frame = match frame {
             None => {
                 // A gRPC answer ends with trailers; one without them did not finish.
-                return Some(backend_broke(&policy));
+                return Some(backend_broke(policy.backend));
             }
             Some(Ok(frame)) => frame,
             Some(Err(error)) => {
                 tracing::warn!(backend = policy.backend, %error, "backend stream broke");
-                return Some(backend_broke(&policy));
+                return Some(backend_broke(policy.backend));
             }
         };
         let last = frame.is_trailers();
@@ -122,7 +122,7 @@ async fn pump(
                     Ok(Err(_)) => return None,
                     Err(elapsed) => Err(elapsed),
                 },
-                () = &mut deadline => return Some(deadline_exceeded(&policy)),
+                () = &mut deadline => return Some(shell::deadline_exceeded()),
             },
         };
         match room {
@@ -150,23 +150,20 @@ async fn pump(
     }
 }
 
-fn backend_broke(policy: &RelayPolicy) -> Status {
+/// The answer's end when `backend` broke off mid-answer (a gRPC answer ends with trailers).
+pub(crate) fn backend_broke(backend: &str) -> Status {
     error_status(
         Code::Unavailable,
         "BACKEND_UNAVAILABLE",
-        format!(
-            "{} went away mid-call; retry (a stream resumes from its last revision)",
-            policy.backend
-        ),
+        format!("{backend} went away mid-call; retry (a stream resumes from its last revision)"),
     )
 }
 
-fn deadline_exceeded(policy: &RelayPolicy) -> Status {
-    error_status(
-        Code::DeadlineExceeded,
-        "DEADLINE_EXCEEDED",
-        format!("{} did not finish before the deadline", policy.backend),
-    )
+/// `status` as the trailers frame that ends an answer.
+pub(crate) fn trailers(status: &Status) -> Option<Frame<Bytes>> {
+    let mut trailers = http::HeaderMap::new();
+    status.add_header(&mut trailers).ok()?;
+    Some(Frame::trailers(trailers))
 }
 
 /// The client's side of a relay: the frames relayed, then the status the relay still owed
@@ -192,15 +189,8 @@ impl http_body::Body for RelayBody {
         };
         let status = ready!(Pin::new(last).poll(cx));
         self.last = None;
-        let Ok(status) = status else {
-            // The answer ended with its own trailers.
-            return Poll::Ready(None);
-        };
-        let mut trailers = http::HeaderMap::new();
-        if status.add_header(&mut trailers).is_err() {
-            return Poll::Ready(None);
-        }
-        Poll::Ready(Some(Ok(Frame::trailers(trailers))))
+        // An error: the answer ended with its own trailers.
+        Poll::Ready(status.ok().as_ref().and_then(trailers).map(Ok))
     }
 }
 

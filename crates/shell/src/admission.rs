@@ -16,8 +16,7 @@ use std::time::Duration;
 
 use std::collections::HashSet;
 
-use bytes::Bytes;
-use http_body::Frame;
+use http_body_util::BodyExt as _;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::body::Body;
 use tonic::{Code, Status};
@@ -143,11 +142,13 @@ where
             AdmissionFutureProjection::Admitted { inner, permit } => {
                 let response = ready!(inner.poll(cx))?;
                 Poll::Ready(Ok(match permit.take() {
+                    // The permit lives in the body, and goes when the stream ends or its
+                    // client leaves.
                     Some((permit, Held::UntilStreamEnds)) => response.map(|body| {
-                        Body::new(PermitBody {
-                            inner: body,
-                            _permit: permit,
-                        })
+                        Body::new(body.map_frame(move |frame| {
+                            let _held = &permit;
+                            frame
+                        }))
                     }),
                     _ => response,
                 }))
@@ -162,33 +163,6 @@ where
 pub(crate) enum Held {
     UntilAnswered,
     UntilStreamEnds,
-}
-
-/// A streaming response body that holds its call's permit until the stream ends (or the
-/// client leaves and the body is dropped).
-struct PermitBody {
-    inner: Body,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl http_body::Body for PermitBody {
-    type Data = Bytes;
-    type Error = Status;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
 }
 
 fn overloaded() -> Status {

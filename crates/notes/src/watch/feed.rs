@@ -203,10 +203,9 @@ impl OwnerFeed {
         after: Revision,
     ) -> Result<Vec<Arc<Change>>, Error> {
         let reading = loop {
-            // Listen before looking, so that a read ending in between is not missed.
+            // Listen before looking, so that a read ending in between is not missed: a
+            // `Notified` hears every `notify_waiters` made after its creation.
             let read_done = self.read_done.notified();
-            tokio::pin!(read_done);
-            read_done.as_mut().enable();
             if let Some(changes) = lock(&self.ring).after(after) {
                 return Ok(changes);
             }

@@ -2,6 +2,7 @@
 //! process's memory does not follow the stream's length, a second run creates nothing, and a
 //! client that leaves mid-import leaves whole batches only.
 
+use futures_util::StreamExt as _;
 use proto::gateway::SignUpRequest;
 use proto::gateway::gateway_service_client::GatewayServiceClient;
 use proto::notes::notes_service_client::NotesServiceClient;
@@ -132,21 +133,38 @@ async fn a_hundred_thousand_note_import_takes_bounded_memory_and_runs_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_leaves_mid_import_leaves_whole_batches() {
+    // Three whole batches of 256 (the server's batch for small items) and 232 items of a
+    // fourth; then the client sends nothing more and leaves.
+    const SENT: usize = 1000;
+    const WHOLE_BATCHES: i32 = 3 * 256;
     let up = Up::start(&[]).await;
     let channel = up.channel().await;
     let token = sign_up(channel.clone(), "leaver@example.com").await;
-    // Items go out until the client gives up: the call is dropped mid-stream.
-    let items = futures_util::stream::iter((0..ITEMS).map(|n| item(n, "0002")));
+    let items = futures_util::stream::iter((0..SENT).map(|n| item(n, "0002")))
+        .chain(futures_util::stream::pending());
     let mut client = NotesServiceClient::new(channel.clone());
-    let call = client.import_notes(authorized(items, &token));
-    let _ = tokio::time::timeout(std::time::Duration::from_millis(1500), call).await;
-    // What was written is whole batches of 256 (the server's batch size for small items):
-    // the batch being read when the client left is not written.
-    let imported = tokio::time::timeout(PATIENCE, async {
+    let call = {
+        let token = token.clone();
+        tokio::spawn(async move { client.import_notes(authorized(items, &token)).await })
+    };
+    let written = tokio::time::timeout(PATIENCE, async {
         loop {
             let counted = count(channel.clone(), &token).await;
-            // Reading again once the server has noticed the client left (its batch is
-            // rolled back or was committed whole): the count no longer changes.
+            if counted >= WHOLE_BATCHES {
+                return counted;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the whole batches are written while the fourth waits for its items");
+    assert_eq!(written, WHOLE_BATCHES);
+    call.abort();
+    // Once the server has seen the client leave, the count stays put: the fourth batch,
+    // read in part, is never written.
+    let settled = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let counted = count(channel.clone(), &token).await;
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             if count(channel.clone(), &token).await == counted {
                 return counted;
@@ -155,13 +173,5 @@ async fn a_client_that_leaves_mid_import_leaves_whole_batches() {
     })
     .await
     .expect("the count settles");
-    assert!(
-        imported > 0,
-        "some batches were written before the client left"
-    );
-    assert!(
-        (imported as usize) < ITEMS,
-        "the client left before the end"
-    );
-    assert_eq!(imported % 256, 0, "{imported} notes: a batch was cut");
+    assert_eq!(settled, WHOLE_BATCHES, "a batch was cut or written in part");
 }

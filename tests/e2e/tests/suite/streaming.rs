@@ -29,7 +29,7 @@ fn note(title: String, content: String) -> Option<Note> {
 async fn create(notes: &mut NotesServiceClient<Channel>, user: &User, title: String, size: usize) {
     let mut request = user.request(CreateNoteRequest {
         note: note(title, "x".repeat(size)),
-        request_id: uuid_like(),
+        request_id: new_request_id(),
     });
     // A bound on this call, not a measurement: before the relay kept backpressure per call,
     // calls like this one waited for as long as the stalled clients stayed.
@@ -37,7 +37,7 @@ async fn create(notes: &mut NotesServiceClient<Channel>, user: &User, title: Str
     notes.create_note(request).await.expect("create");
 }
 
-fn uuid_like() -> String {
+fn new_request_id() -> String {
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let count = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     format!(
@@ -213,7 +213,7 @@ async fn streams_are_not_cut_by_the_default_deadline(backend: Backend) {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let item = ImportNotesRequest {
             note: note(format!("imported {n}"), String::new()),
-            request_id: uuid_like(),
+            request_id: new_request_id(),
         };
         Some((item, n + 1))
     });
