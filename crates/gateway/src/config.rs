@@ -11,12 +11,14 @@ pub struct GatewayConfig {
     #[arg(long, env = "NOTESUITE_LISTEN", default_value = "0.0.0.0:50050")]
     pub listen: SocketAddr,
 
-    /// URL of the users service.
-    #[arg(long, env = "NOTESUITE_USERS_URL", default_value = "http://127.0.0.1:50051", value_parser = parse_backend_url)]
+    /// The users service: `http://HOST:PORT`, or several separated by commas. A host name is
+    /// looked up again and again and every address it resolves to gets calls (a Kubernetes
+    /// headless Service).
+    #[arg(long, env = "NOTESUITE_USERS_URL", default_value = "http://127.0.0.1:50051", value_parser = parse_backend_urls)]
     pub users_url: String,
 
-    /// URL of the notes service.
-    #[arg(long, env = "NOTESUITE_NOTES_URL", default_value = "http://127.0.0.1:50052", value_parser = parse_backend_url)]
+    /// The notes service, as `--users-url`.
+    #[arg(long, env = "NOTESUITE_NOTES_URL", default_value = "http://127.0.0.1:50052", value_parser = parse_backend_urls)]
     pub notes_url: String,
 
     /// Ed25519 private key (PKCS#8 PEM) that signs access tokens, e.g. from
@@ -39,18 +41,53 @@ pub struct GatewayConfig {
     pub stream_stall_timeout: Duration,
 
     #[command(flatten)]
+    pub backends: BackendOptions,
+
+    #[command(flatten)]
     pub serve: ServeConfig,
 }
 
-fn parse_backend_url(raw: &str) -> Result<String, String> {
-    let uri: http::Uri = raw.parse().map_err(|error| format!("{error}"))?;
-    match (uri.scheme_str(), uri.authority()) {
-        (Some("http"), Some(_)) => Ok(raw.to_owned()),
-        (Some("https"), _) => {
-            Err("TLS to backends is not supported yet; use http://HOST:PORT".into())
+/// How the gateway finds and watches its backends' replicas.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BackendOptions {
+    /// How often backend host names are looked up again (also at once when a connection to a
+    /// replica fails): a replica added to or removed from the answer gets or stops getting
+    /// calls within this.
+    #[arg(long, env = "NOTESUITE_RESOLVE_INTERVAL", default_value = "5s", value_parser = parse_interval)]
+    pub resolve_interval: Duration,
+
+    /// HTTP/2 PING interval on backend connections, and how long an unanswered PING waits: a
+    /// replica that stopped answering (hung, or its host gone) is left within twice this.
+    #[arg(long, env = "NOTESUITE_BACKEND_KEEPALIVE", default_value = "10s", value_parser = parse_interval)]
+    pub backend_keepalive: Duration,
+
+    /// DNS server (IP:PORT) to look backend host names up with, instead of the system's
+    /// (`/etc/resolv.conf`, `/etc/hosts`).
+    #[arg(long, env = "NOTESUITE_DNS_SERVER")]
+    pub dns_server: Option<SocketAddr>,
+}
+
+impl Default for BackendOptions {
+    fn default() -> Self {
+        Self {
+            resolve_interval: Duration::from_secs(5),
+            backend_keepalive: Duration::from_secs(10),
+            dns_server: None,
         }
-        _ => Err("must look like http://HOST:PORT".into()),
     }
+}
+
+fn parse_backend_urls(raw: &str) -> Result<String, String> {
+    crate::upstream::Target::parse_list(raw)?;
+    Ok(raw.to_owned())
+}
+
+fn parse_interval(raw: &str) -> Result<Duration, String> {
+    let interval = humantime::parse_duration(raw).map_err(|error| error.to_string())?;
+    if interval < Duration::from_millis(100) || interval > Duration::from_secs(600) {
+        return Err("must be between 100ms and 10m".into());
+    }
+    Ok(interval)
 }
 
 fn parse_token_ttl(raw: &str) -> Result<Duration, String> {

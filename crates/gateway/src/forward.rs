@@ -8,32 +8,33 @@
 //! remaining budget. Payloads are never decoded.
 //!
 //! A unary request is read whole first (it is bounded by the method's size limit), so that it
-//! can be sent again: to another connection when the first one refused it before the backend
-//! saw it (connection refused, GOAWAY, REFUSED_STREAM), and after an UNAVAILABLE answer when
-//! the table says the method is idempotent. Retries back off with jitter, never outlast the
+//! can be sent again, to another replica ([`crate::upstream`]): whatever the method when the
+//! first one refused it before the backend saw it (no replica reachable, GOAWAY,
+//! REFUSED_STREAM), and after an UNAVAILABLE answer or a lost connection when the table says
+//! the method is idempotent. Retries back off with jitter, never outlast the
 //! caller's deadline, and draw on a budget so that they cannot multiply an outage. Streams go
 //! through as they come, both ways, with their backpressure.
 
 use std::convert::Infallible;
 use std::marker::PhantomData;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use http_body_util::{BodyExt as _, Full, Limited};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::body::Body;
 use tonic::server::NamedService;
 use tonic::{Code, Status};
+use tower::Layer as _;
 use tower::ServiceExt as _;
 use tower::retry::budget::{Budget as _, TpsBudget};
 
-use crate::Backend;
 use crate::deadline::{Deadline, GRPC_TIMEOUT};
 use crate::policy::{self, Access, Idempotency, MethodPolicy, Shape};
 use crate::relay::{RelayPolicy, backend_broke, relay, trailers};
+use crate::upstream::{NoLease, SendError, Upstream};
 use shell::error_status;
 
 /// A backend service whose methods the gateway forwards.
@@ -90,66 +91,35 @@ impl ForwardSettings {
     }
 }
 
-/// Connections for relayed streams, each carrying a bounded number of them.
-#[derive(Debug, Clone)]
-pub(crate) struct StreamPool {
-    connections: Arc<[(Backend, Arc<Semaphore>)]>,
-    next: Arc<AtomicUsize>,
-}
-
-impl StreamPool {
-    pub(crate) fn new(backends: Vec<Backend>, streams_per_connection: usize) -> Self {
-        Self {
-            connections: backends
-                .into_iter()
-                .map(|backend| (backend, Arc::new(Semaphore::new(streams_per_connection))))
-                .collect(),
-            next: Arc::new(AtomicUsize::new(0)),
-        }
-    }
-
-    /// A connection with a free stream slot, and the slot; none when every one is full.
-    fn take(&self) -> Option<(Backend, OwnedSemaphorePermit)> {
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let count = self.connections.len();
-        (0..count).find_map(|offset| {
-            let (backend, slots) = &self.connections[(start + offset) % count];
-            let slot = slots.clone().try_acquire_owned().ok()?;
-            Some((backend.clone(), slot))
-        })
-    }
-}
-
-/// The tonic service that forwards every call of route `R` to `backend`.
+/// The tonic service that forwards every call of route `R` to its backend's replicas.
 pub(crate) struct Forward<R> {
-    backend: Backend,
-    streams: Option<StreamPool>,
+    upstream: Upstream,
+    /// Traces and measures each attempt as a client call.
+    telemetry: telemetry::ClientLayer,
     settings: Arc<ForwardSettings>,
     _route: PhantomData<fn() -> R>,
 }
 
 impl<R> Forward<R> {
-    pub(crate) fn new(backend: Backend, settings: Arc<ForwardSettings>) -> Self {
+    pub(crate) fn new(
+        upstream: Upstream,
+        telemetry: telemetry::ClientLayer,
+        settings: Arc<ForwardSettings>,
+    ) -> Self {
         Self {
-            backend,
-            streams: None,
+            upstream,
+            telemetry,
             settings,
             _route: PhantomData,
         }
-    }
-
-    /// Relays this route's streams on `streams` instead of the unary calls' connection.
-    pub(crate) fn with_streams(mut self, streams: StreamPool) -> Self {
-        self.streams = Some(streams);
-        self
     }
 }
 
 impl<R> Clone for Forward<R> {
     fn clone(&self) -> Self {
         Self {
-            backend: self.backend.clone(),
-            streams: self.streams.clone(),
+            upstream: self.upstream.clone(),
+            telemetry: self.telemetry.clone(),
             settings: self.settings.clone(),
             _route: PhantomData,
         }
@@ -191,16 +161,9 @@ impl<R: Route> tower_service::Service<http::Request<Body>> for Forward<R> {
         }
         // `host` is HTTP/1 only; the channel sets the backend's `:authority`.
         request.headers_mut().remove(http::header::HOST);
-        let (backend, slot) = match (method.shape, &self.streams) {
-            (Shape::Stream, Some(streams)) => match streams.take() {
-                Some((backend, slot)) => (backend, Some(slot)),
-                None => return Box::pin(std::future::ready(Ok(too_many_streams().into_http()))),
-            },
-            _ => (self.backend.clone(), None),
-        };
         let call = Call {
-            backend,
-            slot,
+            upstream: self.upstream.clone(),
+            telemetry: self.telemetry.clone(),
             settings: self.settings.clone(),
             method,
             deadline,
@@ -250,9 +213,8 @@ impl<R: Route> Forward<R> {
 
 /// One forwarded call.
 struct Call {
-    backend: Backend,
-    /// A relayed stream's place on its connection, held until the relay ends.
-    slot: Option<OwnedSemaphorePermit>,
+    upstream: Upstream,
+    telemetry: telemetry::ClientLayer,
     settings: Arc<ForwardSettings>,
     method: &'static MethodPolicy,
     deadline: Option<Deadline>,
@@ -263,8 +225,11 @@ struct Call {
 enum Attempt {
     Answered(http::Response<Body>),
     /// The backend never saw the request: safe to send again, whatever the method.
-    Refused(tonic::transport::Error),
-    Failed(tonic::transport::Error),
+    Refused(SendError),
+    /// Lost with its connection: the backend may have acted.
+    Failed(SendError),
+    /// Every connection is full of streams.
+    Saturated,
     DeadlineExceeded,
 }
 
@@ -274,7 +239,7 @@ impl Call {
         if let Some(deadline) = self.deadline {
             deadline.apply_to(request.headers_mut());
         }
-        let attempt = self.attempt(request).await;
+        let (attempt, _) = self.attempt(request, None).await;
         self.answer(attempt).await
     }
 
@@ -315,6 +280,7 @@ impl Call {
             Idempotency::Never => false,
         };
         let mut attempts = 0;
+        let mut avoid = None;
         loop {
             attempts += 1;
             let mut request =
@@ -322,15 +288,17 @@ impl Call {
             if let Some(deadline) = self.deadline {
                 deadline.apply_to(request.headers_mut());
             }
-            let attempt = self.attempt(request).await;
+            let (attempt, endpoint) = self.attempt(request, avoid).await;
             let retry = match &attempt {
                 Attempt::Refused(_) => true,
                 Attempt::Answered(response) => idempotent && is_unavailable(response),
                 // Lost with its connection: the backend may have acted, which only an
                 // idempotent call can shrug off.
                 Attempt::Failed(_) => idempotent,
-                Attempt::DeadlineExceeded => false,
+                Attempt::Saturated | Attempt::DeadlineExceeded => false,
             };
+            // The next attempt goes to another replica, if there is one.
+            avoid = endpoint;
             if !retry || attempts >= MAX_ATTEMPTS {
                 return self.answer(attempt).await;
             }
@@ -352,30 +320,47 @@ impl Call {
         }
     }
 
-    async fn attempt(&self, request: http::Request<Body>) -> Attempt {
-        let call = self.backend.clone().oneshot(request);
-        let result = match self.deadline {
-            Some(deadline) => match tokio::time::timeout_at(deadline.instant(), call).await {
+    /// Sends `request` to a replica other than `avoid` (when there is one); how it went, and
+    /// the replica it went to.
+    async fn attempt(
+        &self,
+        request: http::Request<Body>,
+        avoid: Option<SocketAddr>,
+    ) -> (Attempt, Option<SocketAddr>) {
+        let stream = self.method.shape == Shape::Stream;
+        let deadline = self.deadline.map(Deadline::instant);
+        let lease = match self.upstream.lease(stream, avoid, deadline).await {
+            Ok(lease) => lease,
+            Err(NoLease::Saturated) => return (Attempt::Saturated, None),
+            Err(NoLease::Unavailable) if self.deadline_passed() => {
+                return (Attempt::DeadlineExceeded, None);
+            }
+            Err(refusal @ NoLease::Unavailable) => return (Attempt::Refused(refusal.into()), None),
+        };
+        let endpoint = Some(lease.address());
+        let call = self.telemetry.layer(lease.into_service()).oneshot(request);
+        let result = match deadline {
+            Some(deadline) => match tokio::time::timeout_at(deadline, call).await {
                 Ok(result) => result,
-                Err(_) => return Attempt::DeadlineExceeded,
+                Err(_) => return (Attempt::DeadlineExceeded, endpoint),
             },
             None => call.await,
         };
-        match result {
+        let attempt = match result {
             Ok(response) => Attempt::Answered(response),
             // The backend reset the call because its deadline passed: that is the deadline's
             // answer, not an outage (a client retrying on UNAVAILABLE would retry a call that
             // already timed out).
-            Err(_)
-                if self
-                    .deadline
-                    .is_some_and(|deadline| deadline.remaining().is_zero()) =>
-            {
-                Attempt::DeadlineExceeded
-            }
-            Err(error) if never_reached_the_backend(&error) => Attempt::Refused(error),
+            Err(_) if self.deadline_passed() => Attempt::DeadlineExceeded,
+            Err(error) if error.refused => Attempt::Refused(error),
             Err(error) => Attempt::Failed(error),
-        }
+        };
+        (attempt, endpoint)
+    }
+
+    fn deadline_passed(&self) -> bool {
+        self.deadline
+            .is_some_and(|deadline| deadline.remaining().is_zero())
     }
 
     async fn answer(&mut self, attempt: Attempt) -> http::Response<Body> {
@@ -387,7 +372,7 @@ impl Call {
                 let (parts, body) = response.into_parts();
                 let body = match self.method.shape {
                     Shape::Unary => self.read_answer(body).await,
-                    Shape::Stream => relay(body, Vec::new(), self.relay_policy(), self.slot.take()),
+                    Shape::Stream => relay(body, Vec::new(), self.relay_policy()),
                 };
                 http::Response::from_parts(parts, body)
             }
@@ -400,6 +385,7 @@ impl Call {
                 )
                 .into_http()
             }
+            Attempt::Saturated => too_many_streams().into_http(),
             Attempt::DeadlineExceeded => shell::deadline_exceeded().into_http(),
         }
     }
@@ -436,7 +422,7 @@ impl Call {
                         return Body::new(Buffered(read.into()));
                     }
                     if bytes > READ_AHEAD_BYTES {
-                        return relay(body, read, self.relay_policy(), None);
+                        return relay(body, read, self.relay_policy());
                     }
                     continue;
                 }
@@ -471,7 +457,7 @@ impl http_body::Body for Buffered {
     }
 }
 
-/// The answer when every stream connection is full.
+/// The answer when every connection to the backend is full of streams.
 fn too_many_streams() -> Status {
     let mut details = tonic_types::ErrorDetails::with_retry_info(Some(Duration::from_secs(1)));
     details.set_error_info("TOO_MANY_STREAMS", shell::ERROR_DOMAIN, []);
@@ -528,39 +514,6 @@ fn is_unavailable(response: &http::Response<Body>) -> bool {
         .is_some_and(|status| status.as_bytes() == b"14")
 }
 
-/// Whether `error` says the request never reached the backend's handler: the connection was
-/// refused or could not be made, or HTTP/2 refused the stream (REFUSED_STREAM, or a GOAWAY
-/// whose last stream id excluded it) — the cases HTTP/2 itself says are safe to retry. A
-/// stream the backend had accepted and lost with its connection fails otherwise (h2 reports
-/// a broken pipe), and is not retried unless the method is idempotent.
-fn never_reached_the_backend(error: &tonic::transport::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(error) = source {
-        if let Some(io) = error.downcast_ref::<std::io::Error>()
-            && matches!(
-                io.kind(),
-                std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotConnected
-            )
-        {
-            return true;
-        }
-        if let Some(h2) = error.downcast_ref::<h2::Error>()
-            && (h2.reason() == Some(h2::Reason::REFUSED_STREAM)
-                || h2.is_go_away() && h2.is_remote())
-        {
-            return true;
-        }
-        if let Some(hyper) = error.downcast_ref::<hyper::Error>()
-            && hyper.is_canceled()
-        {
-            // hyper cancels requests queued on a connection that closed before sending them.
-            return true;
-        }
-        source = error.source();
-    }
-    false
-}
-
 /// Full jitter below an exponentially growing ceiling.
 fn backoff(attempts: u32) -> Duration {
     let ceiling = FIRST_BACKOFF * 2u32.saturating_pow(attempts.saturating_sub(1));
@@ -570,8 +523,6 @@ fn backoff(attempts: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
-
-    use tower::Layer as _;
 
     use super::*;
 
@@ -606,6 +557,23 @@ mod tests {
         }
     }
 
+    fn telemetry_layer(url: &str) -> telemetry::ClientLayer {
+        let methods = telemetry::MethodTable::from_descriptor_sets(&[proto::FILE_DESCRIPTOR_SET])
+            .expect("descriptors");
+        telemetry::ClientLayer::new(&methods).for_server(url)
+    }
+
+    fn test_upstream(url: &str) -> Upstream {
+        Upstream::new(crate::upstream::UpstreamConfig {
+            service: NOTES_SERVICE,
+            targets: crate::upstream::Target::parse_list(url).expect("url"),
+            connect_timeout: Duration::from_secs(5),
+            resolve_interval: Duration::from_secs(5),
+            keepalive: Duration::from_secs(10),
+            dns_server: None,
+        })
+    }
+
     struct Harness {
         forward: Forward<NotesRoute>,
         calls: Arc<AtomicU32>,
@@ -622,19 +590,17 @@ mod tests {
             calls: calls.clone(),
             failures,
         };
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_service_status(NOTES_SERVICE, tonic_health::ServingStatus::Serving)
+            .await;
         tokio::spawn(
             tonic::transport::Server::builder()
+                .add_service(health_service)
                 .add_service(backend)
                 .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
         );
-        let methods = telemetry::MethodTable::from_descriptor_sets(&[proto::FILE_DESCRIPTOR_SET])
-            .expect("descriptors");
-        let channel = tonic::transport::Endpoint::from_shared(url.clone())
-            .expect("url")
-            .connect_lazy();
-        let backend = telemetry::ClientLayer::new(&methods)
-            .for_server(&url)
-            .layer(channel);
+        let upstream = test_upstream(&url);
         let key = token::SigningKey::generate().expect("key");
         let settings = Arc::new(ForwardSettings::new(
             Arc::new(token::Verifier::new(&key.verifying_key())),
@@ -646,7 +612,7 @@ mod tests {
             .expect("token")
             .token;
         Harness {
-            forward: Forward::new(backend, settings),
+            forward: Forward::new(upstream, telemetry_layer(&url), settings),
             calls,
             token,
         }
@@ -756,39 +722,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_refused_connection_is_known_never_to_have_reached_the_backend() {
+    async fn a_backend_nobody_listens_at_is_unavailable_at_once_and_never_called() {
         let closed = std::net::TcpListener::bind("127.0.0.1:0")
             .expect("bind")
             .local_addr()
             .expect("address");
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{closed}"))
-            .expect("url")
-            .connect_lazy();
-        let request = http::Request::post("/notesuite.notes.v1.NotesService/GetNote")
-            .body(Body::empty())
-            .expect("request");
-        let error = channel.oneshot(request).await.expect_err("nothing listens");
-        assert!(never_reached_the_backend(&error), "{error:?}");
-    }
-
-    #[tokio::test]
-    async fn streams_take_a_free_slot_on_any_connection_and_none_when_all_are_full() {
-        let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
-        let methods = telemetry::MethodTable::from_descriptor_sets(&[proto::FILE_DESCRIPTOR_SET])
-            .expect("descriptors");
-        let backend = telemetry::ClientLayer::new(&methods)
-            .for_server("http://127.0.0.1:9")
-            .layer(channel);
-        let pool = StreamPool::new(vec![backend.clone(), backend], 1);
-        let first = pool.take().expect("a slot");
-        let second = pool.take().expect("a slot on the other connection");
-        assert!(pool.take().is_none(), "every connection is full");
-        drop(first);
-        assert!(
-            pool.take().is_some(),
-            "an ended stream's slot is free again"
-        );
-        drop(second);
+        let upstream = test_upstream(&format!("http://{closed}"));
+        let refused = upstream.lease(false, None, None).await.err();
+        assert_eq!(refused, Some(NoLease::Unavailable));
     }
 
     #[test]

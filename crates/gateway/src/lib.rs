@@ -9,6 +9,7 @@ pub mod error;
 mod forward;
 mod policy;
 mod relay;
+mod upstream;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,39 +20,27 @@ use proto::users::users_service_client::UsersServiceClient;
 use shell::ServiceDefinition;
 use tonic::codec::CompressionEncoding;
 use tonic::service::Routes;
-use tonic::transport::{Channel, Endpoint};
 use tower::Layer as _;
 
 pub use config::GatewayConfig;
 pub use error::Error;
 
 use crate::api::GatewayApi;
-use crate::forward::{Forward, ForwardSettings, NotesRoute, StreamPool, UsersRoute};
+use crate::forward::{Forward, ForwardSettings, NotesRoute, UsersRoute};
+use crate::upstream::{Upstream, UpstreamConfig};
 
 /// Full name of the gateway's own service: its health name.
 pub const SERVICE_NAME: &str = "notesuite.gateway.v1.GatewayService";
 
-/// A channel to a backend: every call on it is traced and measured.
-pub(crate) type Backend = telemetry::ClientTelemetry<Channel>;
+/// A backend's replicas, for the gateway's own calls: every call on it is traced and measured.
+pub(crate) type Backend = telemetry::ClientTelemetry<Upstream>;
 
-/// Flow-control window of each forwarded call on a backend connection: what the backend may
-/// send that the gateway's client has not read yet.
-const BACKEND_STREAM_WINDOW: u32 = 64 * 1024;
+/// How long connecting to a replica (TCP, HTTP/2 and a health check) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Calls one backend connection carries at once: the backends' `--max-concurrent-streams`
-/// default, which they announce in their HTTP/2 settings.
-const BACKEND_STREAMS: u32 = 1024;
-
-/// Connections to notes for relayed streams, apart from the one unary calls share.
-const STREAM_CONNECTIONS: usize = 4;
-
-/// Streams relayed on one of those at once: below the backend's limit, so that a stream is
-/// never queued by HTTP/2 waiting for a slot (a watch would wait for hours); past it, a new
-/// stream is refused at once with RESOURCE_EXHAUSTED.
-const STREAMS_PER_CONNECTION: usize = 1000;
-
-/// Assembles the gateway, ready for [`shell::serve`]. Backends are connected lazily, so the
-/// gateway starts (and reports ready) while they come up; calls meanwhile get UNAVAILABLE.
+/// Assembles the gateway, ready for [`shell::serve`]; must be called within a Tokio runtime.
+/// Backends are found and connected in the background, so the gateway starts (and reports
+/// ready) while they come up; calls meanwhile wait for a replica, then get UNAVAILABLE.
 pub fn build(
     config: &GatewayConfig,
     signing_key: &token::SigningKey,
@@ -59,27 +48,32 @@ pub fn build(
     let methods = telemetry::MethodTable::from_descriptor_sets(&[proto::FILE_DESCRIPTOR_SET])
         .map_err(|error| Error::Descriptor(error.to_string()))?;
     let client_telemetry = telemetry::ClientLayer::new(&methods);
-    let users_channel = client_telemetry
-        .for_server(&config.users_url)
-        .layer(backend(&config.users_url, "--users-url")?);
-    let notes_channel = client_telemetry
-        .for_server(&config.notes_url)
-        .layer(backend(&config.notes_url, "--notes-url")?);
-    // Streams (watches, imports) get connections of their own: open for hours, they would
-    // otherwise take the stream slots unary calls need on the shared connection.
-    let notes_streams = (0..STREAM_CONNECTIONS)
-        .map(|_| {
-            backend(&config.notes_url, "--notes-url").map(|channel| {
-                client_telemetry
-                    .for_server(&config.notes_url)
-                    .layer(channel)
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let upstream = |service: &'static str, url: &str, flag: &'static str| {
+        let targets = upstream::Target::parse_list(url).map_err(|_| Error::BackendUrl {
+            flag,
+            url: url.to_owned(),
+        })?;
+        let options = &config.backends;
+        // Client telemetry names the first target as the server: the replica differs per call.
+        let telemetry = client_telemetry.for_server(&targets[0].to_string());
+        let upstream = Upstream::new(UpstreamConfig {
+            service,
+            targets,
+            connect_timeout: CONNECT_TIMEOUT,
+            resolve_interval: options.resolve_interval,
+            keepalive: options.backend_keepalive,
+            dns_server: options.dns_server,
+        });
+        Ok::<_, Error>((upstream, telemetry))
+    };
+    let (users, users_telemetry) =
+        upstream(forward::USERS_SERVICE, &config.users_url, "--users-url")?;
+    let (notes, notes_telemetry) =
+        upstream(forward::NOTES_SERVICE, &config.notes_url, "--notes-url")?;
     let verifier = Arc::new(token::Verifier::new(&signing_key.verifying_key()));
     let api = GatewayApi {
-        users: UsersServiceClient::new(users_channel.clone()),
-        notes: NotesServiceClient::new(notes_channel.clone()),
+        users: UsersServiceClient::new(users_telemetry.layer(users.clone())),
+        notes: NotesServiceClient::new(notes_telemetry.layer(notes.clone())),
         issuer: token::Issuer::new(signing_key, config.access_token_ttl),
         default_deadline: config.default_deadline,
     };
@@ -95,11 +89,12 @@ pub fn build(
         config.stream_stall_timeout,
     ));
     let routes = Routes::new(token::authenticated(gateway, verifier, anonymous))
-        .add_service(Forward::<UsersRoute>::new(users_channel, forward.clone()))
-        .add_service(
-            Forward::<NotesRoute>::new(notes_channel, forward)
-                .with_streams(StreamPool::new(notes_streams, STREAMS_PER_CONNECTION)),
-        );
+        .add_service(Forward::<UsersRoute>::new(
+            users,
+            users_telemetry,
+            forward.clone(),
+        ))
+        .add_service(Forward::<NotesRoute>::new(notes, notes_telemetry, forward));
     Ok(ServiceDefinition {
         name: SERVICE_NAME,
         routes,
@@ -109,23 +104,4 @@ pub fn build(
         // as UNAVAILABLE answers, not as the gateway leaving the load balancer.
         readiness: None,
     })
-}
-
-fn backend(url: &str, flag: &'static str) -> Result<Channel, Error> {
-    let endpoint = Endpoint::from_shared(url.to_owned()).map_err(|_| Error::BackendUrl {
-        flag,
-        url: url.to_owned(),
-    })?;
-    Ok(endpoint
-        .connect_timeout(Duration::from_secs(2))
-        // Every forwarded call shares this connection, and unread bytes hold its window: with
-        // room for every stream's full window, clients that stop reading can never use up the
-        // window the others need (6 stalled ~1 MiB ListNotes used to freeze every user). The
-        // window is a bound, not an allocation: bytes are held only while a client stalls.
-        .initial_stream_window_size(BACKEND_STREAM_WINDOW)
-        .initial_connection_window_size(BACKEND_STREAM_WINDOW * BACKEND_STREAMS)
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_while_idle(true)
-        .connect_lazy())
 }

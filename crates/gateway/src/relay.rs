@@ -27,7 +27,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::Frame;
 use http_body_util::BodyExt as _;
-use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tonic::body::Body;
 use tonic::{Code, Status};
@@ -50,16 +50,10 @@ pub(crate) struct RelayPolicy {
 /// Starts relaying `upstream`, after `read` (frames of it already taken); the returned body
 /// is what the client reads.
 /// `held` (a stream's place on its connection) is let go when the relay ends.
-pub(crate) fn relay(
-    upstream: Body,
-    read: Vec<Frame<Bytes>>,
-    policy: RelayPolicy,
-    held: Option<OwnedSemaphorePermit>,
-) -> Body {
+pub(crate) fn relay(upstream: Body, read: Vec<Frame<Bytes>>, policy: RelayPolicy) -> Body {
     let (frames, receiver) = mpsc::channel(1);
     let (last, last_receiver) = oneshot::channel();
     tokio::spawn(async move {
-        let _held = held;
         // `pump` owns the upstream body: once it returns, the backend call is over (or
         // cancelled), whether or not the client ever reads the status below.
         if let Some(status) = pump(upstream, read, frames, policy).await {
@@ -249,7 +243,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_client_that_stops_reading_ends_the_upstream_call_and_learns_why() {
         let (frames, body) = upstream();
-        let relayed = relay(body, Vec::new(), policy(None), None);
+        let relayed = relay(body, Vec::new(), policy(None));
         for text in ["one", "two", "three"] {
             frames.send(data(text)).await.expect("upstream open");
         }
@@ -271,7 +265,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_client_that_reads_is_never_cut_however_idle_the_stream() {
         let (frames, body) = upstream();
-        let relayed = relay(body, Vec::new(), policy(None), None);
+        let relayed = relay(body, Vec::new(), policy(None));
         let reader = tokio::spawn(read_all(relayed));
         for text in ["one", "two"] {
             frames.send(data(text)).await.expect("upstream open");
@@ -297,7 +291,6 @@ mod tests {
             body,
             Vec::new(),
             policy(Some(Instant::now() + Duration::from_secs(2))),
-            None,
         );
         frames.send(data("one")).await.expect("upstream open");
         let (data, status) = read_all(relayed).await;
@@ -311,7 +304,7 @@ mod tests {
     #[tokio::test]
     async fn a_backend_that_breaks_mid_stream_is_unavailable_not_a_reset() {
         let (frames, body) = upstream();
-        let relayed = relay(body, Vec::new(), policy(None), None);
+        let relayed = relay(body, Vec::new(), policy(None));
         frames.send(data("one")).await.expect("upstream open");
         frames
             .send(Err(Status::internal("connection reset")))
@@ -331,7 +324,6 @@ mod tests {
             body,
             Vec::new(),
             policy(Some(Instant::now() + Duration::from_secs(2))),
-            None,
         );
         for text in ["one", "two", "three"] {
             frames.send(data(text)).await.expect("upstream open");
@@ -351,7 +343,6 @@ mod tests {
             body,
             vec![Frame::data(Bytes::from_static(b"read"))],
             policy(None),
-            None,
         );
         frames.send(data("one")).await.expect("upstream open");
         drop(frames);
@@ -364,29 +355,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_streams_slot_is_held_until_its_relay_ends() {
-        let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(1));
-        let (frames, body) = upstream();
-        let slot = slots.clone().try_acquire_owned().expect("free");
-        let relayed = relay(body, Vec::new(), policy(None), Some(slot));
-        frames.send(data("one")).await.expect("open");
-        assert_eq!(
-            slots.available_permits(),
-            0,
-            "held while the stream is open"
-        );
-        drop(relayed);
-        let given_back = tokio::time::timeout(Duration::from_secs(10), slots.acquire())
-            .await
-            .expect("given back when the client leaves")
-            .expect("open semaphore");
-        drop(given_back);
-    }
-
-    #[tokio::test]
     async fn a_client_that_leaves_cancels_the_upstream_call() {
         let (frames, body) = upstream();
-        let relayed = relay(body, Vec::new(), policy(None), None);
+        let relayed = relay(body, Vec::new(), policy(None));
         drop(relayed);
         tokio::time::timeout(Duration::from_secs(10), frames.closed())
             .await

@@ -86,6 +86,7 @@ impl Suite {
             access_token_ttl: std::time::Duration::from_secs(15 * 60),
             default_deadline: std::time::Duration::from_secs(10),
             stream_stall_timeout: std::time::Duration::from_secs(10),
+            backends: Default::default(),
             serve: serve_config.clone(),
         };
         let gateway_definition = gateway::build(&gateway_config, &signing_key)?;

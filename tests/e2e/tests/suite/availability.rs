@@ -23,6 +23,7 @@ async fn gateway_without_backends() -> (shell::Spawned, token::Issuer) {
         access_token_ttl: Duration::from_secs(900),
         default_deadline: Duration::from_secs(5),
         stream_stall_timeout: Duration::from_secs(10),
+        backends: Default::default(),
         serve: shell::ServeConfig::default(),
     };
     let definition = gateway::build(&config, &key).expect("gateway builds");

@@ -180,6 +180,7 @@ async fn impatient_gateway(suite: &TestSuite, key: &token::SigningKey) -> shell:
         access_token_ttl: Duration::from_secs(900),
         default_deadline: Duration::from_millis(300),
         stream_stall_timeout: Duration::from_millis(300),
+        backends: Default::default(),
         serve: shell::ServeConfig::default(),
     };
     let definition = gateway::build(&config, key).expect("gateway builds");
