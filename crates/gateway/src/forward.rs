@@ -29,11 +29,12 @@ use tonic::server::NamedService;
 use tonic::{Code, Status};
 use tower::Layer as _;
 use tower::ServiceExt as _;
-use tower::retry::budget::{Budget as _, TpsBudget};
+use tower::retry::budget::Budget as _;
 
 use crate::deadline::{Deadline, GRPC_TIMEOUT};
 use crate::policy::{self, Access, Idempotency, MethodPolicy, Shape};
 use crate::relay::{RelayPolicy, backend_broke, relay, trailers};
+use crate::upstream::retry::{MAX_ATTEMPTS, backoff, is_unavailable};
 use crate::upstream::{NoLease, SendError, Upstream};
 use shell::error_status;
 
@@ -59,21 +60,12 @@ impl Route for NotesRoute {
     const NAME: &'static str = NOTES_SERVICE;
 }
 
-/// Attempts of one call at most: the first and two retries.
-const MAX_ATTEMPTS: u32 = 3;
-/// The first retry's backoff ceiling; each later one doubles it (full jitter below it).
-const FIRST_BACKOFF: Duration = Duration::from_millis(10);
-
 /// What forwarding needs besides the backend: shared by every clone of the service.
 #[derive(Debug)]
 pub(crate) struct ForwardSettings {
     pub(crate) verifier: Arc<token::Verifier>,
     pub(crate) default_deadline: Duration,
     pub(crate) stall_timeout: Duration,
-    /// Retries may add at most 20% to the calls sent (plus a trickle of 10 a second), over
-    /// the last 10 seconds: when a backend is down for everyone, retrying every call would
-    /// only double the load on whatever is left.
-    pub(crate) retry_budget: TpsBudget,
 }
 
 impl ForwardSettings {
@@ -86,7 +78,6 @@ impl ForwardSettings {
             verifier,
             default_deadline,
             stall_timeout,
-            retry_budget: TpsBudget::new(Duration::from_secs(10), 10, 0.2),
         }
     }
 }
@@ -272,7 +263,7 @@ impl Call {
             // The client went away or broke the stream: nobody reads this answer.
             Err(_) => return Status::cancelled("the request did not arrive whole").into_http(),
         };
-        self.settings.retry_budget.deposit();
+        self.upstream.retry_budget().deposit();
         let idempotent = match self.method.idempotency {
             Idempotency::Always => true,
             // A create with a request id answers a retry with its first result (AIP-155).
@@ -306,7 +297,7 @@ impl Call {
             let in_time = self
                 .deadline
                 .is_none_or(|deadline| deadline.remaining() > backoff);
-            if !in_time || !self.settings.retry_budget.withdraw() {
+            if !in_time || !self.upstream.retry_budget().withdraw() {
                 return self.answer(attempt).await;
             }
             tracing::debug!(
@@ -504,20 +495,6 @@ fn carries_request_id(frame: &[u8]) -> bool {
         }
     }
     carries
-}
-
-/// A trailers-only answer of UNAVAILABLE: the backend did not act on the call.
-fn is_unavailable(response: &http::Response<Body>) -> bool {
-    response
-        .headers()
-        .get("grpc-status")
-        .is_some_and(|status| status.as_bytes() == b"14")
-}
-
-/// Full jitter below an exponentially growing ceiling.
-fn backoff(attempts: u32) -> Duration {
-    let ceiling = FIRST_BACKOFF * 2u32.saturating_pow(attempts.saturating_sub(1));
-    ceiling.mul_f64(fastrand::f64())
 }
 
 #[cfg(test)]
@@ -730,15 +707,5 @@ mod tests {
         let upstream = test_upstream(&format!("http://{closed}"));
         let refused = upstream.lease(false, None, None).await.err();
         assert_eq!(refused, Some(NoLease::Unavailable));
-    }
-
-    #[test]
-    fn backoff_stays_under_its_doubling_ceiling() {
-        for attempts in 1..=3 {
-            let ceiling = FIRST_BACKOFF * 2u32.pow(attempts - 1);
-            for _ in 0..100 {
-                assert!(backoff(attempts) <= ceiling);
-            }
-        }
     }
 }

@@ -99,6 +99,12 @@ impl MethodPolicy {
         Self::unary(path, Access::Internal, Idempotency::Never, RateClass::Write)
     }
 
+    /// Marks an internal method as a read: the gateway's own calls of it are retried.
+    const fn read_only(mut self) -> Self {
+        self.idempotency = Idempotency::Always;
+        self
+    }
+
     const fn max_request_bytes(mut self, bytes: usize) -> Self {
         self.max_request_bytes = bytes;
         self
@@ -190,9 +196,9 @@ pub(crate) static TABLE: &[MethodPolicy] = {
             Write,
         ),
         MethodPolicy::internal("/notesuite.users.v1.UsersService/CreateUser"),
-        MethodPolicy::internal("/notesuite.users.v1.UsersService/BatchGetUsers"),
-        MethodPolicy::internal("/notesuite.users.v1.UsersService/ListUsers"),
-        MethodPolicy::internal("/notesuite.users.v1.UsersService/VerifyCredentials"),
+        MethodPolicy::internal("/notesuite.users.v1.UsersService/BatchGetUsers").read_only(),
+        MethodPolicy::internal("/notesuite.users.v1.UsersService/ListUsers").read_only(),
+        MethodPolicy::internal("/notesuite.users.v1.UsersService/VerifyCredentials").read_only(),
         // notes: the caller's own notes.
         MethodPolicy::unary(
             "/notesuite.notes.v1.NotesService/CreateNote",
@@ -302,7 +308,16 @@ mod tests {
             .collect();
         assert_eq!(
             retried,
-            ["Login", "GetProfile", "GetUser", "GetNote", "ListNotes"]
+            [
+                "Login",
+                "GetProfile",
+                "GetUser",
+                "BatchGetUsers",
+                "ListUsers",
+                "VerifyCredentials",
+                "GetNote",
+                "ListNotes"
+            ]
         );
     }
 }

@@ -23,6 +23,7 @@
 
 mod discovery;
 mod endpoint;
+pub(crate) mod retry;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -66,6 +67,7 @@ struct Settings {
 
 struct Shared {
     settings: Arc<Settings>,
+    retry_budget: tower::retry::budget::TpsBudget,
     endpoints: RwLock<Arc<[Arc<Endpoint>]>>,
     /// Whether discovery has answered once: until then, calls wait for it.
     discovered: std::sync::atomic::AtomicBool,
@@ -121,6 +123,7 @@ impl Upstream {
                 changed: tokio::sync::Notify::new(),
                 resolve_now: resolve_now.clone(),
             }),
+            retry_budget: retry::budget(),
             endpoints: RwLock::new(Arc::from(Vec::new())),
             discovered: std::sync::atomic::AtomicBool::new(false),
             resolve_now,
@@ -133,6 +136,11 @@ impl Upstream {
             config.dns_server,
         ));
         Self { shared }
+    }
+
+    /// The budget every retry to this backend draws on.
+    pub(crate) fn retry_budget(&self) -> &tower::retry::budget::TpsBudget {
+        &self.shared.retry_budget
     }
 
     /// A replica and connection for one call, waiting (until `deadline`, or the connect
@@ -426,17 +434,13 @@ impl tower_service::Service<http::Request<Body>> for Upstream {
         Poll::Ready(Ok(()))
     }
 
-    /// One attempt, on the least busy of two replicas. The gateway's own calls (GetProfile's
-    /// fan-out, sign-up and login) go this way; their deadlines come from tonic's client.
+    /// The gateway's own calls (GetProfile's fan-out, sign-up, login): sent to the least busy
+    /// of two replicas, and again to another when refused, or when lost or answered
+    /// UNAVAILABLE if the policy table says the method is idempotent. Their deadlines come
+    /// from the gateway's API, which sets them on every call.
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let upstream = self.clone();
-        Box::pin(async move {
-            let lease = upstream
-                .lease(false, None, None)
-                .await
-                .map_err(SendError::from)?;
-            Ok(lease.send(request).await?)
-        })
+        Box::pin(async move { upstream.call_with_retries(request).await })
     }
 }
 
@@ -461,7 +465,287 @@ impl tower_service::Service<http::Request<Body>> for LeasedCall {
     }
 }
 
+impl Upstream {
+    async fn call_with_retries(
+        &self,
+        request: http::Request<Body>,
+    ) -> Result<http::Response<Body>, Box<dyn std::error::Error + Send + Sync>> {
+        use http_body_util::BodyExt as _;
+        use tower::retry::budget::Budget as _;
+        let idempotent = crate::policy::lookup(request.uri().path())
+            .is_some_and(|method| method.idempotency == crate::policy::Idempotency::Always);
+        let (parts, body) = request.into_parts();
+        // The gateway's own requests are small messages it encoded itself.
+        let bytes = body.collect().await?.to_bytes();
+        self.retry_budget().deposit();
+        let mut avoid = None;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let last = attempts >= retry::MAX_ATTEMPTS;
+            let request = http::Request::from_parts(
+                parts.clone(),
+                Body::new(http_body_util::Full::new(bytes.clone())),
+            );
+            let sent = match self.lease(false, avoid, None).await {
+                Ok(lease) => {
+                    avoid = Some(lease.address());
+                    lease.send(request).await
+                }
+                Err(refusal) => Err(SendError::from(refusal)),
+            };
+            let retry = match &sent {
+                Ok(response) => idempotent && retry::is_unavailable(response),
+                Err(error) => error.refused || idempotent,
+            };
+            if !retry || last || !self.retry_budget().withdraw() {
+                return Ok(sent?);
+            }
+            tokio::time::sleep(retry::backoff(attempts)).await;
+        }
+    }
+}
+
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     lock.read()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU32;
+
+    use tonic::server::NamedService;
+
+    use super::*;
+
+    const SERVICE: &str = "notesuite.notes.v1.NotesService";
+
+    /// A replica answering OK to everything, counting the calls.
+    #[derive(Clone)]
+    struct Replica {
+        calls: Arc<AtomicU32>,
+    }
+
+    impl NamedService for Replica {
+        const NAME: &'static str = SERVICE;
+    }
+
+    impl tower_service::Service<http::Request<Body>> for Replica {
+        type Response = http::Response<Body>;
+        type Error = std::convert::Infallible;
+        type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _request: http::Request<Body>) -> Self::Future {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            std::future::ready(Ok(tonic::Status::new(tonic::Code::Ok, "").into_http()))
+        }
+    }
+
+    struct Running {
+        address: SocketAddr,
+        calls: Arc<AtomicU32>,
+        stop: Option<tokio::sync::oneshot::Sender<()>>,
+        server: tokio::task::JoinHandle<()>,
+    }
+
+    impl Running {
+        fn calls(&self) -> u32 {
+            self.calls.load(Ordering::SeqCst)
+        }
+
+        /// Drains as a replica does on SIGTERM: GOAWAY, then the calls under way finish.
+        async fn drain(mut self) {
+            if let Some(stop) = self.stop.take() {
+                let _ = stop.send(());
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(10), self.server).await;
+        }
+    }
+
+    async fn replica() -> Running {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        let calls = Arc::new(AtomicU32::new(0));
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_service_status(SERVICE, tonic_health::ServingStatus::Serving)
+            .await;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn({
+            let calls = calls.clone();
+            async move {
+                let _ = tonic::transport::Server::builder()
+                    .add_service(health_service)
+                    .add_service(Replica { calls })
+                    .serve_with_incoming_shutdown(
+                        tonic::transport::server::TcpIncoming::from(listener),
+                        async {
+                            let _ = stopped.await;
+                        },
+                    )
+                    .await;
+            }
+        });
+        Running {
+            address,
+            calls,
+            stop: Some(stop),
+            server,
+        }
+    }
+
+    fn upstream(addresses: &[SocketAddr]) -> Upstream {
+        let list = addresses
+            .iter()
+            .map(|address| format!("http://{address}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        Upstream::new(UpstreamConfig {
+            service: SERVICE,
+            targets: Target::parse_list(&list).expect("targets"),
+            connect_timeout: Duration::from_secs(5),
+            resolve_interval: Duration::from_secs(5),
+            keepalive: Duration::from_secs(10),
+            dns_server: None,
+        })
+    }
+
+    fn request() -> http::Request<Body> {
+        http::Request::post(format!("/{SERVICE}/GetNote"))
+            .header("content-type", "application/grpc")
+            .body(Body::empty())
+            .expect("request")
+    }
+
+    /// One call, as the forwarder makes it: retried on another replica when refused.
+    async fn call(upstream: &Upstream) -> Result<(), String> {
+        let mut avoid = None;
+        for _ in 0..3 {
+            let lease = upstream
+                .lease(false, avoid, None)
+                .await
+                .map_err(|refusal| refusal.to_string())?;
+            avoid = Some(lease.address());
+            match lease.send(request()).await {
+                Ok(response) => {
+                    let status = response.headers().get("grpc-status").cloned();
+                    return match status {
+                        Some(status) if status == "0" => Ok(()),
+                        other => Err(format!("grpc-status {other:?}")),
+                    };
+                }
+                Err(error) if error.refused => {}
+                Err(error) => return Err(error.to_string()),
+            }
+        }
+        Err("refused three times".into())
+    }
+
+    #[tokio::test]
+    async fn calls_are_spread_over_every_replica() {
+        let (a, b) = (replica().await, replica().await);
+        let upstream = upstream(&[a.address, b.address]);
+        for _ in 0..200 {
+            call(&upstream).await.expect("answered");
+        }
+        assert_eq!(a.calls() + b.calls(), 200);
+        assert!(
+            a.calls() >= 40 && b.calls() >= 40,
+            "{} and {}",
+            a.calls(),
+            b.calls()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_draining_replica_gets_no_new_calls_and_none_fails() {
+        let (a, b) = (replica().await, replica().await);
+        let upstream = upstream(&[a.address, b.address]);
+        for _ in 0..20 {
+            call(&upstream).await.expect("answered");
+        }
+        let b_calls = b.calls();
+        a.drain().await;
+        for _ in 0..100 {
+            call(&upstream)
+                .await
+                .expect("answered by the other replica");
+        }
+        assert_eq!(b.calls(), b_calls + 100);
+    }
+
+    #[tokio::test]
+    async fn a_replica_that_accepts_connections_but_never_answers_gets_no_call() {
+        let hole = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let hole_address = hole.local_addr().expect("address");
+        // Accepts, holds the connections, never reads or writes.
+        let held = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = hole.accept().await {
+                held.push(socket);
+            }
+        });
+        let good = replica().await;
+        let upstream = upstream(&[hole_address, good.address]);
+        for _ in 0..50 {
+            tokio::time::timeout(Duration::from_secs(10), call(&upstream))
+                .await
+                .expect("not held by the black hole")
+                .expect("answered");
+        }
+        assert_eq!(good.calls(), 50);
+        held.abort();
+    }
+
+    #[tokio::test]
+    async fn a_replica_that_went_away_is_ejected_and_probed_back() {
+        let (a, b) = (replica().await, replica().await);
+        let a_address = a.address;
+        let upstream = upstream(&[a.address, b.address]);
+        call(&upstream).await.expect("answered");
+        a.drain().await;
+        for _ in 0..50 {
+            call(&upstream)
+                .await
+                .expect("answered by the other replica");
+        }
+        // The replica comes back at the same address: it is probed and gets calls again.
+        let listener = loop {
+            if let Ok(listener) = tokio::net::TcpListener::bind(a_address).await {
+                break listener;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let calls = Arc::new(AtomicU32::new(0));
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_service_status(SERVICE, tonic_health::ServingStatus::Serving)
+            .await;
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(health_service)
+                .add_service(Replica {
+                    calls: calls.clone(),
+                })
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+        );
+        let back = tokio::time::timeout(Duration::from_secs(60), async {
+            while calls.load(Ordering::SeqCst) == 0 {
+                call(&upstream).await.expect("answered");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        assert!(back.is_ok(), "the replica never got a call again");
+        drop(b);
+    }
 }

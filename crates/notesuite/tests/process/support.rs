@@ -296,6 +296,14 @@ impl Service {
         format!("http://{}", self.address)
     }
 
+    /// Waits for the process to exit (after a signal).
+    pub(crate) async fn exited(mut self) -> ExitStatus {
+        tokio::time::timeout(PATIENCE, self._child.wait())
+            .await
+            .expect("the process exits")
+            .expect("wait")
+    }
+
     pub(crate) async fn channel(&self) -> Channel {
         Channel::from_shared(self.url())
             .expect("uri")
