@@ -487,7 +487,7 @@ async fn drive(
             ))
             .await;
         record(listed.map(drop), "ListNotes");
-        if n % 4 == 0 {
+        if n.is_multiple_of(4) {
             let profile = gateway
                 .get_profile(authorized(
                     GetProfileRequest {
