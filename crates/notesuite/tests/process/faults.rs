@@ -153,6 +153,8 @@ struct Replicas {
     metrics_port: u16,
     database: TestDatabase,
     public_key: String,
+    /// Flags every replica starts with besides the common ones.
+    extra: Vec<&'static str>,
     running: Vec<Option<Replica>>,
 }
 
@@ -168,6 +170,7 @@ impl Replicas {
             metrics_port,
             database: TestDatabase::postgres().await,
             public_key: public_key.to_owned(),
+            extra: Vec::new(),
             running,
         }
     }
@@ -176,20 +179,22 @@ impl Replicas {
         let listen = SocketAddr::from((self.ips[index], self.port)).to_string();
         let metrics = SocketAddr::from((self.ips[index], self.metrics_port));
         let metrics_listen = metrics.to_string();
+        let mut args = vec![
+            self.kind,
+            "--listen",
+            &listen,
+            "--metrics-listen",
+            &metrics_listen,
+            "--jwt-public-key",
+            &self.public_key,
+            "--drain-delay",
+            "300ms",
+            "--shutdown-grace",
+            "5s",
+        ];
+        args.extend(&self.extra);
         let service = Service::start(
-            &[
-                self.kind,
-                "--listen",
-                &listen,
-                "--metrics-listen",
-                &metrics_listen,
-                "--jwt-public-key",
-                &self.public_key,
-                "--drain-delay",
-                "300ms",
-                "--shutdown-grace",
-                "5s",
-            ],
+            &args,
             &[("NOTESUITE_DATABASE_URL", self.database.url().to_owned())],
         )
         .await;
@@ -229,6 +234,11 @@ struct Cluster {
 impl Cluster {
     /// Two users and `notes_replicas` notes replicas, every one started and in the DNS answer.
     async fn start(notes_replicas: u8) -> Self {
+        Self::start_with(notes_replicas, &[]).await
+    }
+
+    /// The same, every backend replica started with `extra` flags too.
+    async fn start_with(notes_replicas: u8, extra: &[&'static str]) -> Self {
         let keys = tempfile::tempdir().expect("temp dir");
         let (private_key, public_key) = keygen(keys.path());
         let dns = FakeDns::start().await;
@@ -239,6 +249,8 @@ impl Cluster {
             &public_key,
         )
         .await;
+        users.extra = extra.to_vec();
+        notes.extra = extra.to_vec();
         for index in 0..users.ips.len() {
             users.start(index).await;
         }
@@ -693,4 +705,30 @@ fn signal(pid: u32, signal: &str) {
         .status()
         .expect("kill");
     assert!(status.success());
+}
+
+#[tokio::test]
+async fn backend_connections_closed_by_their_age_limit_fail_no_call() {
+    // Every backend connection gets a GOAWAY after half a second: the gateway opens another
+    // (to whichever replica) while the calls under way finish on the old one.
+    let cluster = Cluster::start_with(2, &["--max-connection-age", "500ms"]).await;
+    let load = Load::start(&cluster, 4, false).await;
+    load.wait_for_calls(1500).await;
+    let seen = load.stop().await;
+    assert!(
+        seen.failures.is_empty(),
+        "{} of {} calls failed: {:#?}",
+        seen.failures.len(),
+        seen.calls,
+        seen.failures
+    );
+    for index in 0..2 {
+        assert!(
+            cluster
+                .notes
+                .replica(index)
+                .answered("notesuite.notes.v1.NotesService", "ListNotes")
+                > 0.0
+        );
+    }
 }
