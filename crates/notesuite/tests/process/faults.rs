@@ -317,6 +317,9 @@ struct Seen {
     calls: u64,
     /// Calls made, per client.
     per_client: HashMap<usize, u64>,
+    /// Creates sent again by the client after a failure, and when the last one was.
+    create_retries: u64,
+    last_retry: Option<std::time::Instant>,
     /// Request ids of the creates acknowledged, per user token.
     created: HashMap<String, Vec<String>>,
 }
@@ -462,6 +465,11 @@ async fn drive(
             let mut attempts = 1;
             while let Err(status) = &created {
                 assert!(attempts < 50, "create never succeeded: {status:?}");
+                {
+                    let mut seen = seen.lock().expect("seen");
+                    seen.create_retries += 1;
+                    seen.last_retry = Some(std::time::Instant::now());
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 attempts += 1;
                 created = notes.create_note(create()).await;
@@ -542,19 +550,25 @@ async fn all_notes(channel: Channel, token: &str) -> Vec<String> {
 /// Checks that every acknowledged create is stored exactly once, and nothing else is.
 async fn assert_nothing_lost_or_doubled(cluster: &Cluster, seen: &Seen) {
     let channel = cluster.channel().await;
-    let mut acknowledged = 0;
+    let (mut acknowledged, mut stored, mut doubled) = (0, 0, 0);
     for (token, request_ids) in &seen.created {
         let titles = all_notes(channel.clone(), token).await;
         let unique: HashSet<&String> = titles.iter().collect();
-        assert_eq!(unique.len(), titles.len(), "a note was stored twice");
-        assert_eq!(
-            titles.len(),
-            request_ids.len(),
-            "notes stored vs creates acknowledged"
-        );
+        doubled += titles.len() - unique.len();
+        stored += unique.len();
         acknowledged += request_ids.len();
     }
+    let lost = acknowledged.saturating_sub(stored);
+    println!(
+        "{} calls, {} failed; {acknowledged} creates acknowledged, {stored} stored: {lost} lost, \
+         {doubled} duplicated ({} creates retried by the client)",
+        seen.calls,
+        seen.failures.len(),
+        seen.create_retries
+    );
     assert!(acknowledged > 0, "the load created notes");
+    assert_eq!(doubled, 0, "a note was stored twice");
+    assert_eq!(stored, acknowledged, "notes stored vs creates acknowledged");
 }
 
 #[tokio::test]
@@ -602,9 +616,17 @@ async fn a_notes_replica_killed_under_writes_loses_and_doubles_nothing() {
     let mut cluster = Cluster::start(2).await;
     let load = Load::start(&cluster, 6, true).await;
     load.wait_for_calls(100).await;
+    let killed = std::time::Instant::now();
     cluster.notes.kill(0);
     load.wait_for_calls(300).await;
     let seen = load.stop().await;
+    match seen.last_retry {
+        Some(last) => println!(
+            "kill -9: the last create retried {:?} after the kill",
+            last - killed
+        ),
+        None => println!("kill -9: no create needed a retry"),
+    }
     // Creates were retried until acknowledged; reads are idempotent and retried by the
     // gateway: none of them may fail.
     let failed_reads: Vec<&String> = seen
@@ -635,6 +657,7 @@ async fn a_replica_added_to_the_dns_answer_gets_calls_and_a_removed_one_stops() 
 
     // Scale out: the third replica joins the answer and gets calls.
     cluster.dns.set("notes.test", &[first, third]);
+    let added = std::time::Instant::now();
     tokio::time::timeout(PATIENCE, async {
         while listed(&cluster, 2) == third_before {
             load.wait_for_calls(10).await;
@@ -642,6 +665,11 @@ async fn a_replica_added_to_the_dns_answer_gets_calls_and_a_removed_one_stops() 
     })
     .await
     .expect("the added replica gets calls");
+    println!(
+        "scale out: the added replica got calls {:?} after it joined the DNS answer (re-resolve \
+         interval {RESOLVE_INTERVAL})",
+        added.elapsed()
+    );
 
     // Scale in: the first leaves the answer and stops getting calls.
     cluster.dns.set("notes.test", &[third]);
@@ -655,6 +683,11 @@ async fn a_replica_added_to_the_dns_answer_gets_calls_and_a_removed_one_stops() 
         "a replica out of the answer gets no calls"
     );
     let seen = load.stop().await;
+    println!(
+        "scale in: the removed replica got no call in the last 100; {} calls, {} failed",
+        seen.calls,
+        seen.failures.len()
+    );
     assert!(seen.failures.is_empty(), "{:#?}", seen.failures);
     cluster.notes.stop(0).await;
 }
@@ -688,6 +721,11 @@ async fn a_replica_that_never_answers_is_routed_around_and_a_hung_one_is_found()
     signal(hung, "-CONT");
     load.wait_for_calls(50).await;
     let seen = load.stop().await;
+    println!(
+        "black hole in the answer and a replica hung (SIGSTOP): {} calls, {} failed",
+        seen.calls,
+        seen.failures.len()
+    );
     assert!(
         seen.failures.is_empty(),
         "{} of {} calls failed: {:#?}",
@@ -731,4 +769,164 @@ async fn backend_connections_closed_by_their_age_limit_fail_no_call() {
                 > 0.0
         );
     }
+}
+
+/// `VmRSS` and `VmHWM` (peak) of `pid`, in KiB.
+fn memory_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|kib| kib.parse().ok())
+            .expect("field")
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// What one overload client saw.
+#[derive(Default)]
+struct Overload {
+    answered: Vec<Duration>,
+    shed: Vec<Duration>,
+    shed_without_retry_info: u64,
+    failures: Vec<String>,
+}
+
+#[tokio::test]
+async fn overload_is_shed_at_once_with_a_retry_delay_and_latency_recovers() {
+    use tonic_types::StatusExt as _;
+    // Each notes replica serves 16 calls at once: 96 clients are 3× what the two can serve.
+    const CAPACITY: usize = 2 * 16;
+    let cluster = Cluster::start_with(2, &["--max-concurrent-calls", "16"]).await;
+    let channel = cluster.channel().await;
+    let token = GatewayServiceClient::new(channel.clone())
+        .sign_up(SignUpRequest {
+            email: format!("overload-{}@example.com", uuid::Uuid::now_v7().simple()),
+            display_name: "Overload".into(),
+            password: "correct horse battery".into(),
+        })
+        .await
+        .expect("sign up")
+        .into_inner()
+        .access_token;
+    let list = |channel: Channel, token: String| async move {
+        let started = std::time::Instant::now();
+        let result = NotesServiceClient::new(channel)
+            .list_notes(authorized(
+                ListNotesRequest {
+                    page_size: 20,
+                    ..ListNotesRequest::default()
+                },
+                &token,
+            ))
+            .await;
+        (result.map(drop), started.elapsed())
+    };
+    // Unloaded latency first, for "normal" afterwards.
+    let mut unloaded = Vec::new();
+    for _ in 0..20 {
+        let (result, took) = list(channel.clone(), token.clone()).await;
+        result.expect("unloaded call");
+        unloaded.push(took);
+    }
+    unloaded.sort();
+    let normal = unloaded[unloaded.len() / 2];
+    let pids: Vec<u32> = (0..2)
+        .map(|index| cluster.notes.replica(index).service.pid())
+        .chain([cluster.gateway.pid()])
+        .collect();
+    let before: Vec<u64> = pids.iter().map(|pid| memory_kib(*pid).0).collect();
+
+    let stop = std::time::Instant::now() + Duration::from_secs(4);
+    let clients: Vec<_> = (0..3 * CAPACITY)
+        .map(|_| {
+            let (channel, token) = (channel.clone(), token.clone());
+            tokio::spawn(async move {
+                let mut seen = Overload::default();
+                while std::time::Instant::now() < stop {
+                    let (result, took) = list(channel.clone(), token.clone()).await;
+                    match result {
+                        Ok(()) => seen.answered.push(took),
+                        Err(status) if status.code() == tonic::Code::ResourceExhausted => {
+                            if status.get_details_retry_info().is_none() {
+                                seen.shed_without_retry_info += 1;
+                            }
+                            seen.shed.push(took);
+                        }
+                        Err(status) => seen.failures.push(format!("{status:?}")),
+                    }
+                }
+                seen
+            })
+        })
+        .collect();
+    let mut all = Overload::default();
+    for client in clients {
+        let seen = client.await.expect("client");
+        all.answered.extend(seen.answered);
+        all.shed.extend(seen.shed);
+        all.shed_without_retry_info += seen.shed_without_retry_info;
+        all.failures.extend(seen.failures);
+    }
+    let stopped = std::time::Instant::now();
+    let peaks: Vec<(u64, u64)> = pids.iter().map(|pid| memory_kib(*pid)).collect();
+
+    // Normal latency back: the first of 5 calls in a row each no slower than twice the
+    // unloaded median (and 20 ms, for a noisy machine).
+    let bound = (normal * 2).max(Duration::from_millis(20));
+    let mut in_a_row = 0;
+    let recovered = loop {
+        let (result, took) = list(channel.clone(), token.clone()).await;
+        if result.is_ok() && took <= bound {
+            in_a_row += 1;
+            if in_a_row == 5 {
+                break stopped.elapsed();
+            }
+        } else {
+            in_a_row = 0;
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(30),
+            "latency never came back"
+        );
+    };
+
+    let percentile = |durations: &mut Vec<Duration>, p: f64| {
+        durations.sort();
+        durations
+            .get(((durations.len() as f64 - 1.0) * p) as usize)
+            .copied()
+            .unwrap_or_default()
+    };
+    let (answered, shed) = (all.answered.len(), all.shed.len());
+    let answered_p99 = percentile(&mut all.answered, 0.99);
+    let shed_p99 = percentile(&mut all.shed, 0.99);
+    println!(
+        "overload at {} clients ({}x capacity) for 4 s: {answered} answered (p99 {answered_p99:?}, \
+         unloaded median {normal:?}), {shed} shed with RESOURCE_EXHAUSTED (p99 {shed_p99:?}), \
+         {} other failures; normal latency back {recovered:?} after the load stopped",
+        3 * CAPACITY,
+        3,
+        all.failures.len()
+    );
+    for ((pid, before), (after, peak)) in pids.iter().zip(&before).zip(&peaks) {
+        println!("  pid {pid}: RSS before {before} KiB, peak {peak} KiB, after {after} KiB");
+        assert!(
+            peak.saturating_sub(*before) < 100 * 1024,
+            "memory stays bounded under overload"
+        );
+    }
+    assert!(all.failures.is_empty(), "{:#?}", all.failures);
+    assert!(shed > 0, "the overload was shed");
+    assert_eq!(
+        all.shed_without_retry_info, 0,
+        "every shed call says when to retry"
+    );
+    assert!(answered > 0, "admitted calls were answered");
+    assert!(
+        recovered < Duration::from_secs(5),
+        "normal latency back within 5 s: {recovered:?}"
+    );
 }
