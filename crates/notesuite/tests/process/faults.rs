@@ -3,6 +3,11 @@
 //! that finds them through a DNS name (a DNS server the test controls), and clients driving a
 //! mixed load through the gateway while replicas restart, crash, join, leave or hang.
 
+#![allow(
+    clippy::print_stdout,
+    reason = "the figures measured (failed calls, lost and doubled writes, recovery, RSS) are part of these tests' report"
+)]
+
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
