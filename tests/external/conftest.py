@@ -227,6 +227,12 @@ class _CallDetails(
 ANY_FREE_PORTS = ("--gateway-port", "0", "--users-port", "0", "--notes-port", "0", "--metrics-listen", "127.0.0.1:0")
 BANNER_ADDRESS = re.compile(r"^\s+(gateway|users|notes)\s+(\S+:\d+)", re.MULTILINE)
 BANNER_LAST_LINE = "Ctrl-C stops the suite."
+# The suites sign many accounts up from one address and drive one user hard; the gateway's rate
+# limits have tests of their own (a test's own `env` or flags still set one).
+NO_RATE_LIMITS = {
+    f"NOTESUITE_RATE_LIMIT_{name}": "off"
+    for name in ("READ", "WRITE", "STREAM", "LOGIN_ADDRESS", "LOGIN_ACCOUNT", "SIGN_UP_ADDRESS")
+}
 
 
 def start_suite(data_dir: Path, *extra_args: str, env: dict[str, str] | None = None) -> Suite:
@@ -248,7 +254,7 @@ def start_suite(data_dir: Path, *extra_args: str, env: dict[str, str] | None = N
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,
-            env={**os.environ, "NOTESUITE_LOG_FORMAT": "json", **(env or {})},
+            env={**os.environ, "NOTESUITE_LOG_FORMAT": "json", **NO_RATE_LIMITS, **(env or {})},
         )
     try:
         banner = _read_banner(process)

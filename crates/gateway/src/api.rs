@@ -31,6 +31,7 @@ pub(crate) struct GatewayApi {
     pub(crate) users: UsersServiceClient<Backend>,
     pub(crate) notes: NotesServiceClient<Backend>,
     pub(crate) issuer: token::Issuer,
+    pub(crate) limits: std::sync::Arc<crate::limits::RateLimits>,
     pub(crate) default_deadline: Duration,
 }
 
@@ -100,6 +101,8 @@ impl GatewayService for GatewayApi {
             request.metadata(),
             "/notesuite.gateway.v1.GatewayService/SignUp",
         );
+        self.limits
+            .check_sign_up(request.remote_addr().map(|address| address.ip()))?;
         let SignUpRequest {
             email,
             display_name,
@@ -137,7 +140,9 @@ impl GatewayService for GatewayApi {
             request.metadata(),
             "/notesuite.gateway.v1.GatewayService/Login",
         );
+        let address = request.remote_addr().map(|address| address.ip());
         let LoginRequest { email, password } = request.into_inner();
+        self.limits.check_login(address, &email)?;
         let verify = Self::backend_request(
             VerifyCredentialsRequest { email, password },
             self.service_authorization()?,
@@ -172,6 +177,8 @@ impl GatewayService for GatewayApi {
             }
             None => return Err(Error::Unauthenticated.into()),
         };
+        self.limits
+            .check_user(crate::policy::RateClass::Read, &user_id)?;
         // The caller's own token goes to both backends: they check it themselves.
         let authorization = request
             .metadata()

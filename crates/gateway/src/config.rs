@@ -44,6 +44,9 @@ pub struct GatewayConfig {
     pub backends: BackendOptions,
 
     #[command(flatten)]
+    pub rate_limits: crate::limits::RateLimitConfig,
+
+    #[command(flatten)]
     pub serve: ServeConfig,
 }
 

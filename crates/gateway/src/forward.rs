@@ -66,6 +66,7 @@ pub(crate) struct ForwardSettings {
     pub(crate) verifier: Arc<token::Verifier>,
     pub(crate) default_deadline: Duration,
     pub(crate) stall_timeout: Duration,
+    pub(crate) limits: Arc<crate::limits::RateLimits>,
 }
 
 impl ForwardSettings {
@@ -73,11 +74,13 @@ impl ForwardSettings {
         verifier: Arc<token::Verifier>,
         default_deadline: Duration,
         stall_timeout: Duration,
+        limits: Arc<crate::limits::RateLimits>,
     ) -> Self {
         Self {
             verifier,
             default_deadline,
             stall_timeout,
+            limits,
         }
     }
 }
@@ -190,7 +193,12 @@ impl<R: Route> Forward<R> {
             // Forwarded methods all act for a user; the anonymous ones are the gateway's own.
             Access::User | Access::Anonymous => {
                 match self.settings.verifier.authenticate(request.headers())? {
-                    token::Principal::User { .. } => Ok(method),
+                    token::Principal::User { user_id } => {
+                        self.settings
+                            .limits
+                            .check_user(method.rate_class, &user_id)?;
+                        Ok(method)
+                    }
                     token::Principal::Service { .. } => Err(error_status(
                         Code::PermissionDenied,
                         "USER_CREDENTIAL_REQUIRED",
@@ -583,6 +591,7 @@ mod tests {
             Arc::new(token::Verifier::new(&key.verifying_key())),
             Duration::from_secs(5),
             Duration::from_secs(10),
+            crate::limits::RateLimits::start(&crate::limits::RateLimitConfig::default()),
         ));
         let token = token::Issuer::new(&key, Duration::from_secs(60))
             .user_token("01900000-0000-7000-8000-000000000001")

@@ -7,6 +7,7 @@ pub mod config;
 mod deadline;
 pub mod error;
 mod forward;
+mod limits;
 mod policy;
 mod relay;
 mod upstream;
@@ -24,6 +25,7 @@ use tower::Layer as _;
 
 pub use config::GatewayConfig;
 pub use error::Error;
+pub use limits::RateLimitConfig;
 
 use crate::api::GatewayApi;
 use crate::forward::{Forward, ForwardSettings, NotesRoute, UsersRoute};
@@ -71,7 +73,9 @@ pub fn build(
     let (notes, notes_telemetry) =
         upstream(forward::NOTES_SERVICE, &config.notes_url, "--notes-url")?;
     let verifier = Arc::new(token::Verifier::new(&signing_key.verifying_key()));
+    let limits = limits::RateLimits::start(&config.rate_limits);
     let api = GatewayApi {
+        limits: limits.clone(),
         users: UsersServiceClient::new(users_telemetry.layer(users.clone())),
         notes: NotesServiceClient::new(notes_telemetry.layer(notes.clone())),
         issuer: token::Issuer::new(signing_key, config.access_token_ttl),
@@ -87,6 +91,7 @@ pub fn build(
         verifier.clone(),
         config.default_deadline,
         config.stream_stall_timeout,
+        limits,
     ));
     let routes = Routes::new(token::authenticated(gateway, verifier, anonymous))
         .add_service(Forward::<UsersRoute>::new(

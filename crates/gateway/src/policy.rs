@@ -67,10 +67,6 @@ pub(crate) struct MethodPolicy {
     pub(crate) idempotency: Idempotency,
     /// Largest request message (the gRPC frame's length) accepted.
     pub(crate) max_request_bytes: usize,
-    #[expect(
-        dead_code,
-        reason = "the per-user rate limiter (issue 13) is its reader"
-    )]
     pub(crate) rate_class: RateClass,
     /// The reason a client that stops reading the answer is told.
     pub(crate) stalled_reason: &'static str,

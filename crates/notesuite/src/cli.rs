@@ -150,6 +150,10 @@ pub struct UpConfig {
     /// How long in-flight calls get to finish once the listeners are closed.
     #[arg(long, env = "NOTESUITE_SHUTDOWN_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
+
+    /// The gateway's rate limits, as in `notesuite gateway`.
+    #[command(flatten)]
+    pub rate_limits: gateway::RateLimitConfig,
 }
 
 #[derive(Debug, Clone, clap::Args)]

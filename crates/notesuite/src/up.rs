@@ -87,6 +87,7 @@ impl Suite {
             default_deadline: std::time::Duration::from_secs(10),
             stream_stall_timeout: std::time::Duration::from_secs(10),
             backends: Default::default(),
+            rate_limits: config.rate_limits,
             serve: serve_config.clone(),
         };
         let gateway_definition = gateway::build(&gateway_config, &signing_key)?;

@@ -76,8 +76,23 @@ impl Lines {
     }
 }
 
+/// The environment variables of the gateway's rate limits.
+const RATE_LIMITS: [&str; 6] = [
+    "NOTESUITE_RATE_LIMIT_READ",
+    "NOTESUITE_RATE_LIMIT_WRITE",
+    "NOTESUITE_RATE_LIMIT_STREAM",
+    "NOTESUITE_RATE_LIMIT_LOGIN_ADDRESS",
+    "NOTESUITE_RATE_LIMIT_LOGIN_ACCOUNT",
+    "NOTESUITE_RATE_LIMIT_SIGN_UP_ADDRESS",
+];
+
 /// Spawns `command` with stdout and stderr captured; the child is killed on drop.
-fn spawn(command: Command) -> (tokio::process::Child, Lines, Lines) {
+fn spawn(mut command: Command) -> (tokio::process::Child, Lines, Lines) {
+    // These tests sign many accounts up from one address and drive one user hard: the rate
+    // limits have tests of their own (a flag in a test's command still sets one).
+    for limit in RATE_LIMITS {
+        command.env(limit, "off");
+    }
     let (stdout, stdout_writer) = std::io::pipe().expect("pipe");
     let (stderr, stderr_writer) = std::io::pipe().expect("pipe");
     let mut command = tokio::process::Command::from(command);

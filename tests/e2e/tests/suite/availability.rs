@@ -24,6 +24,7 @@ async fn gateway_without_backends() -> (shell::Spawned, token::Issuer) {
         default_deadline: Duration::from_secs(5),
         stream_stall_timeout: Duration::from_secs(10),
         backends: Default::default(),
+        rate_limits: gateway::RateLimitConfig::off(),
         serve: shell::ServeConfig::default(),
     };
     let definition = gateway::build(&config, &key).expect("gateway builds");

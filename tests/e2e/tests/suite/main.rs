@@ -4,5 +4,6 @@ mod availability;
 mod deadlines;
 mod discovery;
 mod flow;
+mod limits;
 mod streaming;
 mod trust;

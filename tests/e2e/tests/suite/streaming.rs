@@ -181,6 +181,7 @@ async fn impatient_gateway(suite: &TestSuite, key: &token::SigningKey) -> shell:
         default_deadline: Duration::from_millis(300),
         stream_stall_timeout: Duration::from_millis(300),
         backends: Default::default(),
+        rate_limits: gateway::RateLimitConfig::off(),
         serve: shell::ServeConfig::default(),
     };
     let definition = gateway::build(&config, key).expect("gateway builds");

@@ -1,0 +1,388 @@
+//! Rate limits at the gateway, by the policy table's class of each method.
+//!
+//! - **Read, Write, Stream** (every call acting for a user): per user, so that one user's
+//!   flood leaves everyone else's calls alone. Not per address: the gateway's clients are
+//!   services calling for many users from one address.
+//! - **Credentials** (Login, SignUp: each one costs the users service a password hash): per
+//!   client address, and Login also per account (email), across addresses. An account's
+//!   budget is larger than one address's, so a single attacker cannot spend it and lock the
+//!   owner out; a botnet brute-forcing one account gets the account's budget, shared by all.
+//!
+//! A call over its limit is answered RESOURCE_EXHAUSTED, reason `RATE_LIMITED`, with a
+//! `RetryInfo` giving the real wait until one more call is allowed. GCRA via `governor`.
+//!
+//! Memory is bounded whatever the number of distinct keys: keys are hashed (with a per-process
+//! random seed) into a fixed number of buckets, each limiter holding at most [`BUCKETS`] small
+//! states (16 bytes each); keys sharing a bucket share its budget, which only makes a limit
+//! stricter, never looser. Idle buckets are dropped every minute.
+
+use std::hash::{BuildHasher, Hash, RandomState};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use governor::clock::Clock;
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::DashMapStateStore;
+use governor::{Quota, RateLimiter};
+use tonic::{Code, Status};
+
+use crate::policy::RateClass;
+
+/// Buckets per limiter: the most keys one limiter tracks.
+const BUCKETS: u64 = 16_384;
+const CLEANUP_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Settings of the limits, each as `N/s`, `N/m` or `N/h` (N calls per period, and a burst of
+/// N), or `off`.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct RateLimitConfig {
+    /// Reads per user (GetNote, ListNotes, GetUser, GetProfile).
+    #[arg(long, env = "NOTESUITE_RATE_LIMIT_READ", default_value = "200/s", value_parser = parse_rate)]
+    pub rate_limit_read: Rate,
+
+    /// Writes per user (CreateNote, UpdateNote, DeleteNote, UpdateUser, DeleteUser).
+    #[arg(long, env = "NOTESUITE_RATE_LIMIT_WRITE", default_value = "50/s", value_parser = parse_rate)]
+    pub rate_limit_write: Rate,
+
+    /// Streams opened per user (WatchNotes, ImportNotes).
+    #[arg(long, env = "NOTESUITE_RATE_LIMIT_STREAM", default_value = "5/s", value_parser = parse_rate)]
+    pub rate_limit_stream: Rate,
+
+    /// Logins per client address.
+    #[arg(long, env = "NOTESUITE_RATE_LIMIT_LOGIN_ADDRESS", default_value = "10/m", value_parser = parse_rate)]
+    pub rate_limit_login_address: Rate,
+
+    /// Logins per account (email), from all addresses together: keep it above the per-address
+    /// limit, so that one address cannot use it up.
+    #[arg(long, env = "NOTESUITE_RATE_LIMIT_LOGIN_ACCOUNT", default_value = "30/m", value_parser = parse_rate)]
+    pub rate_limit_login_account: Rate,
+
+    /// Sign-ups per client address.
+    #[arg(long, env = "NOTESUITE_RATE_LIMIT_SIGN_UP_ADDRESS", default_value = "5/m", value_parser = parse_rate)]
+    pub rate_limit_sign_up_address: Rate,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        let rate = |raw| parse_rate(raw).unwrap_or(Rate(None));
+        Self {
+            rate_limit_read: rate("200/s"),
+            rate_limit_write: rate("50/s"),
+            rate_limit_stream: rate("5/s"),
+            rate_limit_login_address: rate("10/m"),
+            rate_limit_login_account: rate("30/m"),
+            rate_limit_sign_up_address: rate("5/m"),
+        }
+    }
+}
+
+impl RateLimitConfig {
+    /// No limit at all: for test harnesses that sign many accounts up from one address.
+    pub fn off() -> Self {
+        let off = Rate(None);
+        Self {
+            rate_limit_read: off,
+            rate_limit_write: off,
+            rate_limit_stream: off,
+            rate_limit_login_address: off,
+            rate_limit_login_account: off,
+            rate_limit_sign_up_address: off,
+        }
+    }
+}
+
+/// A limit: calls per period, with a burst of as many; `None` is no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate(Option<Quota>);
+
+fn parse_rate(raw: &str) -> Result<Rate, String> {
+    if raw == "off" {
+        return Ok(Rate(None));
+    }
+    let usage = "must be N/s, N/m, N/h (N from 1) or off";
+    let (count, period) = raw.split_once('/').ok_or(usage)?;
+    let count: NonZeroU32 = count.trim().parse().map_err(|_| usage)?;
+    let period = match period.trim() {
+        "s" => Duration::from_secs(1),
+        "m" => Duration::from_secs(60),
+        "h" => Duration::from_secs(3600),
+        _ => return Err(usage.into()),
+    };
+    let quota = Quota::with_period(period / count.get())
+        .ok_or(usage)?
+        .allow_burst(count);
+    Ok(Rate(Some(quota)))
+}
+
+/// governor's clock on Tokio's time, so that tests can pause and advance it.
+#[derive(Debug, Clone, Copy, Default)]
+struct TokioClock;
+
+impl Clock for TokioClock {
+    type Instant = std::time::Instant;
+
+    fn now(&self) -> Self::Instant {
+        tokio::time::Instant::now().into_std()
+    }
+}
+
+type Buckets =
+    RateLimiter<u64, DashMapStateStore<u64>, TokioClock, NoOpMiddleware<std::time::Instant>>;
+
+/// One limit over hashed keys.
+#[derive(Debug)]
+struct Limiter(Option<Buckets>);
+
+impl Limiter {
+    fn new(rate: Rate) -> Self {
+        Self(
+            rate.0
+                .map(|quota| RateLimiter::dashmap_with_clock(quota, TokioClock)),
+        )
+    }
+
+    /// The wait until a call is allowed, or `None` if it is allowed now (and counted).
+    fn check(&self, seed: &RandomState, key: impl Hash) -> Option<Duration> {
+        let limiter = self.0.as_ref()?;
+        let bucket = seed.hash_one(key) % BUCKETS;
+        limiter
+            .check_key(&bucket)
+            .err()
+            .map(|not_until| not_until.wait_time_from(TokioClock.now()))
+    }
+
+    fn forget_idle(&self) {
+        if let Some(limiter) = &self.0 {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+    }
+}
+
+/// Every limit of the gateway.
+#[derive(Debug)]
+pub(crate) struct RateLimits {
+    seed: RandomState,
+    read: Limiter,
+    write: Limiter,
+    stream: Limiter,
+    login_address: Limiter,
+    login_account: Limiter,
+    sign_up_address: Limiter,
+}
+
+impl RateLimits {
+    /// The limits, and a task that forgets idle keys; must be called within a Tokio runtime.
+    pub(crate) fn start(config: &RateLimitConfig) -> Arc<Self> {
+        let limits = Arc::new(Self {
+            seed: RandomState::new(),
+            read: Limiter::new(config.rate_limit_read),
+            write: Limiter::new(config.rate_limit_write),
+            stream: Limiter::new(config.rate_limit_stream),
+            login_address: Limiter::new(config.rate_limit_login_address),
+            login_account: Limiter::new(config.rate_limit_login_account),
+            sign_up_address: Limiter::new(config.rate_limit_sign_up_address),
+        });
+        let weak = Arc::downgrade(&limits);
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(CLEANUP_INTERVAL);
+            loop {
+                interval.tick().await;
+                let Some(limits) = weak.upgrade() else { return };
+                for limiter in limits.all() {
+                    limiter.forget_idle();
+                }
+            }
+        });
+        limits
+    }
+
+    fn all(&self) -> [&Limiter; 6] {
+        [
+            &self.read,
+            &self.write,
+            &self.stream,
+            &self.login_address,
+            &self.login_account,
+            &self.sign_up_address,
+        ]
+    }
+
+    /// Counts a call of class `class` made for `user_id`.
+    pub(crate) fn check_user(&self, class: RateClass, user_id: &str) -> Result<(), Status> {
+        let limiter = match class {
+            RateClass::Read => &self.read,
+            RateClass::Write => &self.write,
+            RateClass::Stream => &self.stream,
+            // Password checks come anonymous, and are counted by `check_login`/`check_sign_up`.
+            RateClass::Credentials => return Ok(()),
+        };
+        limited(limiter.check(&self.seed, user_id), "calls for this user")
+    }
+
+    /// Counts a Login for `email` from `address`: the address's budget first, so that calls
+    /// refused for it do not spend the account's.
+    pub(crate) fn check_login(
+        &self,
+        address: Option<std::net::IpAddr>,
+        email: &str,
+    ) -> Result<(), Status> {
+        limited(
+            self.login_address.check(&self.seed, ("login", address)),
+            "logins from this address",
+        )?;
+        let account = email.trim().to_lowercase();
+        limited(
+            self.login_account.check(&self.seed, ("login", account)),
+            "logins to this account",
+        )
+    }
+
+    /// Counts a SignUp from `address`.
+    pub(crate) fn check_sign_up(&self, address: Option<std::net::IpAddr>) -> Result<(), Status> {
+        limited(
+            self.sign_up_address.check(&self.seed, ("sign-up", address)),
+            "sign-ups from this address",
+        )
+    }
+}
+
+fn limited(wait: Option<Duration>, what: &str) -> Result<(), Status> {
+    let Some(wait) = wait else { return Ok(()) };
+    // Whole milliseconds, rounded up: a client retrying after the delay given is allowed.
+    let wait = Duration::from_millis(
+        u64::try_from(wait.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX),
+    );
+    let mut details = tonic_types::ErrorDetails::with_retry_info(Some(wait));
+    details.set_error_info("RATE_LIMITED", shell::ERROR_DOMAIN, []);
+    Err(<Status as tonic_types::StatusExt>::with_error_details(
+        Code::ResourceExhausted,
+        format!("too many {what}: retry after {} ms", wait.as_millis()),
+        details,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic_types::StatusExt as _;
+
+    use super::*;
+
+    fn limits(config: RateLimitConfig) -> Arc<RateLimits> {
+        RateLimits::start(&config)
+    }
+
+    fn rate(raw: &str) -> Rate {
+        parse_rate(raw).expect("valid rate")
+    }
+
+    fn retry_after(result: Result<(), Status>) -> Duration {
+        let status = result.expect_err("limited");
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        let details = status.get_error_details();
+        assert_eq!(
+            details.error_info().map(|info| info.reason.as_str()),
+            Some("RATE_LIMITED")
+        );
+        details
+            .retry_info()
+            .and_then(|info| info.retry_delay)
+            .expect("a retry delay")
+    }
+
+    #[test]
+    fn rates_read_as_calls_per_period() {
+        assert_eq!(rate("off"), Rate(None));
+        assert!(rate("10/s").0.is_some());
+        for bad in ["", "10", "0/s", "-1/s", "10/d", "x/s", "10/"] {
+            assert!(parse_rate(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_user_over_the_limit_is_told_the_real_wait_and_others_are_not_limited() {
+        let limits = limits(RateLimitConfig {
+            rate_limit_read: rate("2/s"),
+            ..RateLimitConfig::default()
+        });
+        limits.check_user(RateClass::Read, "ada").expect("first");
+        limits.check_user(RateClass::Read, "ada").expect("second");
+        let wait = retry_after(limits.check_user(RateClass::Read, "ada"));
+        assert_eq!(wait, Duration::from_millis(500), "one call every 500 ms");
+        // Others, and other classes, are untouched.
+        limits
+            .check_user(RateClass::Read, "grace")
+            .expect("another user");
+        limits
+            .check_user(RateClass::Write, "ada")
+            .expect("another class");
+        tokio::time::advance(Duration::from_millis(499)).await;
+        assert!(
+            limits.check_user(RateClass::Read, "ada").is_err(),
+            "not yet"
+        );
+        tokio::time::advance(Duration::from_millis(1)).await;
+        limits
+            .check_user(RateClass::Read, "ada")
+            .expect("after the wait given");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_address_cannot_use_up_an_accounts_logins() {
+        let limits = limits(RateLimitConfig {
+            rate_limit_login_address: rate("10/m"),
+            rate_limit_login_account: rate("30/m"),
+            ..RateLimitConfig::default()
+        });
+        let attacker = Some("203.0.113.9".parse().expect("ip"));
+        let owner = Some("198.51.100.7".parse().expect("ip"));
+        // The attacker tries once a second for ten minutes: the burst of 10, then one every
+        // 6 s; each refusal says how long to wait.
+        let mut allowed = 0;
+        for _ in 0..600 {
+            match limits.check_login(attacker, "ada@example.com") {
+                Ok(()) => allowed += 1,
+                Err(status) => assert!(retry_after(Err(status)) <= Duration::from_secs(6)),
+            }
+            tokio::time::advance(Duration::from_secs(1)).await;
+        }
+        assert!((100..=10 + 600 / 6).contains(&allowed), "{allowed}");
+        // The owner, from their own address, is never locked out.
+        limits
+            .check_login(owner, "ADA@example.com ")
+            .expect("the owner logs in");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn many_addresses_share_one_accounts_budget() {
+        let limits = limits(RateLimitConfig {
+            rate_limit_login_account: rate("30/m"),
+            ..RateLimitConfig::default()
+        });
+        let mut allowed = 0;
+        for n in 0..1000u32 {
+            let address = Some(std::net::IpAddr::from(n.to_be_bytes()));
+            if limits.check_login(address, "ada@example.com").is_ok() {
+                allowed += 1;
+            }
+        }
+        assert_eq!(allowed, 30, "a botnet gets the account's burst, no more");
+        limits
+            .check_login(Some("192.0.2.1".parse().expect("ip")), "grace@example.com")
+            .expect("other accounts are untouched");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flood_of_distinct_keys_holds_at_most_the_buckets() {
+        let limits = limits(RateLimitConfig {
+            rate_limit_read: rate("1/h"),
+            ..RateLimitConfig::default()
+        });
+        for n in 0..100_000 {
+            let _ = limits.check_user(RateClass::Read, &format!("user-{n}"));
+        }
+        let tracked = limits.read.0.as_ref().map_or(0, RateLimiter::len);
+        assert!(tracked as u64 <= BUCKETS, "{tracked}");
+    }
+}

@@ -1,0 +1,134 @@
+//! The gateway's rate limits, end to end: a gateway beside the suite's, with low limits, called
+//! as an attacker and as bystanders would.
+
+use std::time::Duration;
+
+use database::testing::Backend;
+use e2e::{TestSuite, assert_error, spawn_suite_signed_with};
+use proto::gateway::LoginRequest;
+use proto::gateway::gateway_service_client::GatewayServiceClient;
+use proto::notes::ListNotesRequest;
+use proto::notes::notes_service_client::NotesServiceClient;
+use tonic::Code;
+use tonic_types::StatusExt as _;
+
+/// A suite, and a gateway beside it over the same backends with `limits`.
+async fn suite_and_limited_gateway(
+    backend: Backend,
+    limits: gateway::RateLimitConfig,
+) -> (TestSuite, shell::Spawned, tempfile::TempDir) {
+    let keys = tempfile::tempdir().expect("temp dir");
+    let key = token::SigningKey::generate().expect("key");
+    let key_path = keys.path().join("jwt.pem");
+    std::fs::write(&key_path, key.to_pkcs8_pem().expect("pem")).expect("write key");
+    let suite = spawn_suite_signed_with(backend, Some(key_path)).await;
+    let config = gateway::GatewayConfig {
+        listen: "127.0.0.1:0".parse().expect("address"),
+        users_url: format!("http://{}", suite.users_addr),
+        notes_url: format!("http://{}", suite.notes_addr),
+        jwt_private_key: Default::default(),
+        access_token_ttl: Duration::from_secs(900),
+        default_deadline: Duration::from_secs(10),
+        stream_stall_timeout: Duration::from_secs(10),
+        backends: Default::default(),
+        rate_limits: limits,
+        serve: shell::ServeConfig::default(),
+    };
+    let definition = gateway::build(&config, &key).expect("gateway builds");
+    let limited = shell::spawn(definition, shell::ServeConfig::default())
+        .await
+        .expect("serve");
+    (suite, limited, keys)
+}
+
+fn limits(args: &[&str]) -> gateway::RateLimitConfig {
+    #[derive(clap::Parser)]
+    struct Limits {
+        #[command(flatten)]
+        limits: gateway::RateLimitConfig,
+    }
+    let mut argv = vec!["limits"];
+    argv.extend(args);
+    <Limits as clap::Parser>::parse_from(argv).limits
+}
+
+/// The `RetryInfo` delay of a RATE_LIMITED answer.
+fn retry_delay(status: &tonic::Status) -> Duration {
+    assert_error(status, Code::ResourceExhausted, "RATE_LIMITED");
+    status
+        .get_details_retry_info()
+        .and_then(|info| info.retry_delay)
+        .expect("a retry delay")
+}
+
+async fn a_login_flood_is_limited_and_says_when_to_retry(backend: Backend) {
+    let (suite, limited, _keys) = suite_and_limited_gateway(
+        backend,
+        limits(&[
+            "--rate-limit-login-address",
+            "5/m",
+            "--rate-limit-login-account",
+            "8/m",
+        ]),
+    )
+    .await;
+    let victim = suite.sign_up().await;
+    let mut gateway = GatewayServiceClient::new(e2e::channel(limited.address).await);
+    let mut refused = 0;
+    for _ in 0..12 {
+        let answer = gateway
+            .login(LoginRequest {
+                email: victim.email.clone(),
+                password: "not the password".into(),
+            })
+            .await
+            .expect_err("wrong password");
+        if answer.code() == Code::ResourceExhausted {
+            let delay = retry_delay(&answer);
+            assert!(
+                delay > Duration::ZERO && delay <= Duration::from_secs(12),
+                "{delay:?}"
+            );
+            refused += 1;
+        } else {
+            assert_eq!(answer.code(), Code::Unauthenticated, "{answer:?}");
+        }
+    }
+    assert_eq!(refused, 12 - 5, "5 a minute from one address");
+    // A bystander's calls through the same gateway are not limited by the flood.
+    let bystander = suite.sign_up().await;
+    let mut notes = NotesServiceClient::new(e2e::channel(limited.address).await);
+    for _ in 0..20 {
+        notes
+            .list_notes(bystander.request(ListNotesRequest::default()))
+            .await
+            .expect("the bystander is served");
+    }
+}
+
+async fn a_users_calls_are_limited_per_user(backend: Backend) {
+    let (suite, limited, _keys) =
+        suite_and_limited_gateway(backend, limits(&["--rate-limit-read", "5/m"])).await;
+    let (busy, other) = (suite.sign_up().await, suite.sign_up().await);
+    let mut notes = NotesServiceClient::new(e2e::channel(limited.address).await);
+    for _ in 0..5 {
+        notes
+            .list_notes(busy.request(ListNotesRequest::default()))
+            .await
+            .expect("within the burst");
+    }
+    let over = notes
+        .list_notes(busy.request(ListNotesRequest::default()))
+        .await
+        .expect_err("over the limit");
+    assert!(retry_delay(&over) <= Duration::from_secs(12));
+    notes
+        .list_notes(other.request(ListNotesRequest::default()))
+        .await
+        .expect("another user is not limited");
+}
+
+database::backend_tests!(
+    a_login_flood_is_limited_and_says_when_to_retry,
+    a_users_calls_are_limited_per_user,
+);
