@@ -22,9 +22,16 @@ pub struct GatewayConfig {
     pub notes_url: String,
 
     /// Ed25519 private key (PKCS#8 PEM) that signs access tokens, e.g. from
-    /// `openssl genpkey -algorithm ed25519`.
+    /// `openssl genpkey -algorithm ed25519` or `notesuite keygen`; or a directory of such
+    /// `.pem` files: the newest signs (latest modification time, then greatest name), and
+    /// tokens of every one are accepted. Read again every `--key-reload-interval`.
     #[arg(long, env = "NOTESUITE_JWT_PRIVATE_KEY")]
     pub jwt_private_key: PathBuf,
+
+    /// More public keys (SPKI PEM file, or directory) whose tokens the gateway accepts besides
+    /// its own keys': during a rotation, the keys other gateway replicas may already sign with.
+    #[arg(long, env = "NOTESUITE_JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<PathBuf>,
 
     /// Lifetime of the access tokens SignUp and Login hand out.
     #[arg(long, env = "NOTESUITE_ACCESS_TOKEN_TTL", default_value = "15m", value_parser = parse_token_ttl)]

@@ -47,6 +47,20 @@ pub fn build(
     config: &GatewayConfig,
     signing_key: &token::SigningKey,
 ) -> Result<ServiceDefinition, Error> {
+    build_with_keys(
+        config,
+        signing_key.into(),
+        (&signing_key.verifying_key()).into(),
+    )
+}
+
+/// [`build`] with keys read from files (and reloaded): it signs with `signing`'s newest key
+/// and accepts tokens of every key in `verifying`.
+pub fn build_with_keys(
+    config: &GatewayConfig,
+    signing: token::SigningKeys,
+    verifying: token::VerifyingKeys,
+) -> Result<ServiceDefinition, Error> {
     let methods = telemetry::MethodTable::from_descriptor_sets(&[proto::FILE_DESCRIPTOR_SET])
         .map_err(|error| Error::Descriptor(error.to_string()))?;
     let client_telemetry = telemetry::ClientLayer::new(&methods);
@@ -72,13 +86,13 @@ pub fn build(
         upstream(forward::USERS_SERVICE, &config.users_url, "--users-url")?;
     let (notes, notes_telemetry) =
         upstream(forward::NOTES_SERVICE, &config.notes_url, "--notes-url")?;
-    let verifier = Arc::new(token::Verifier::new(&signing_key.verifying_key()));
+    let verifier = Arc::new(token::Verifier::new(verifying));
     let limits = limits::RateLimits::start(&config.rate_limits);
     let api = GatewayApi {
         limits: limits.clone(),
         users: UsersServiceClient::new(users_telemetry.layer(users.clone())),
         notes: NotesServiceClient::new(notes_telemetry.layer(notes.clone())),
-        issuer: token::Issuer::new(signing_key, config.access_token_ttl),
+        issuer: token::Issuer::new(signing, config.access_token_ttl),
         default_deadline: config.default_deadline,
     };
     let gateway = GatewayServiceServer::new(api)

@@ -37,21 +37,21 @@ pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
 /// port is bound.
 pub async fn build(
     config: &NotesConfig,
-    token_key: &token::VerifyingKey,
+    token_keys: impl Into<token::VerifyingKeys>,
 ) -> Result<ServiceDefinition, Error> {
     Ok(match &config.database_url {
         DatabaseUrl::Sqlite(url) => definition_with(
             SqliteNoteStore::open(url, &config.database_pool)
                 .await?
                 .with_log_retention(config.watch.watch_log_retention),
-            token_key,
+            token_keys,
             &config.watch,
         ),
         DatabaseUrl::Postgres(url) => definition_with(
             PostgresNoteStore::open(url, &config.database_pool)
                 .await?
                 .with_log_retention(config.watch.watch_log_retention),
-            token_key,
+            token_keys,
             &config.watch,
         ),
     })
@@ -59,19 +59,22 @@ pub async fn build(
 
 /// The service over any store with default watch settings (tests use it to run the same
 /// suite on every backend).
-pub fn definition<S: NoteStore>(store: S, token_key: &token::VerifyingKey) -> ServiceDefinition {
-    definition_with(store, token_key, &WatchConfig::default())
+pub fn definition<S: NoteStore>(
+    store: S,
+    token_keys: impl Into<token::VerifyingKeys>,
+) -> ServiceDefinition {
+    definition_with(store, token_keys, &WatchConfig::default())
 }
 
 /// The service over any store. On PostgreSQL it also starts the change feed between
 /// replicas, which stops when the service is dropped.
 pub fn definition_with<S: NoteStore>(
     store: S,
-    token_key: &token::VerifyingKey,
+    token_keys: impl Into<token::VerifyingKeys>,
     watch: &WatchConfig,
 ) -> ServiceDefinition {
     let probe_store = store.clone();
-    let verifier = Arc::new(token::Verifier::new(token_key));
+    let verifier = Arc::new(token::Verifier::new(token_keys));
     let hub = ChangeHub::new(watch.max_watches, watch.max_watches_per_user);
     let feed = tokio_util::sync::CancellationToken::new();
     store.start_change_feed(&hub, &feed);

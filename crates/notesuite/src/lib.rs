@@ -39,9 +39,10 @@ pub async fn run(cli: Cli, registry: prometheus::Registry) -> anyhow::Result<()>
             if let Some(path) = &config.database_url_file {
                 config.database_url = read_database_url(path)?;
             }
-            let key = token::VerifyingKey::read_pem_file(&config.jwt_public_key)
+            let keys = token::VerifyingKeys::read(&[config.jwt_public_key.clone()], &[])
                 .context("--jwt-public-key")?;
-            let definition = users::build(&config, &key)
+            keys.reload_every(config.serve.key_reload_interval);
+            let definition = users::build(&config, keys)
                 .await
                 .context("--database-url")?;
             serve_metrics(metrics).await?;
@@ -51,18 +52,26 @@ pub async fn run(cli: Cli, registry: prometheus::Registry) -> anyhow::Result<()>
             if let Some(path) = &config.database_url_file {
                 config.database_url = read_database_url(path)?;
             }
-            let key = token::VerifyingKey::read_pem_file(&config.jwt_public_key)
+            let keys = token::VerifyingKeys::read(&[config.jwt_public_key.clone()], &[])
                 .context("--jwt-public-key")?;
-            let definition = notes::build(&config, &key)
+            keys.reload_every(config.serve.key_reload_interval);
+            let definition = notes::build(&config, keys)
                 .await
                 .context("--database-url")?;
             serve_metrics(metrics).await?;
             serve_one(config.listen, definition, &config.serve).await
         }
         Command::Gateway(config) => {
-            let key = token::SigningKey::read_pem_file(&config.jwt_private_key)
-                .context("--jwt-private-key")?;
-            let definition = gateway::build(&config, &key)?;
+            let signing =
+                token::SigningKeys::read(&config.jwt_private_key).context("--jwt-private-key")?;
+            let verifying = token::VerifyingKeys::read(
+                config.jwt_public_key.as_slice(),
+                std::slice::from_ref(&config.jwt_private_key),
+            )
+            .context("--jwt-private-key, --jwt-public-key")?;
+            signing.reload_every(config.serve.key_reload_interval);
+            verifying.reload_every(config.serve.key_reload_interval);
+            let definition = gateway::build_with_keys(&config, signing, verifying)?;
             serve_metrics(metrics).await?;
             serve_one(config.listen, definition, &config.serve).await
         }

@@ -83,6 +83,7 @@ impl Suite {
             users_url: format!("http://{}", connectable(users_addr)),
             notes_url: format!("http://{}", connectable(notes_addr)),
             jwt_private_key: Default::default(),
+            jwt_public_key: None,
             access_token_ttl: std::time::Duration::from_secs(15 * 60),
             default_deadline: std::time::Duration::from_secs(10),
             stream_stall_timeout: std::time::Duration::from_secs(10),

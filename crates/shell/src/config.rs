@@ -49,6 +49,11 @@ pub struct ServeConfig {
     /// A database outage turns readiness NOT_SERVING within about this long.
     #[arg(long, env = "NOTESUITE_READINESS_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
     pub readiness_interval: Duration,
+
+    /// How often token key files are read again: keys added or removed take effect within
+    /// this, with no restart (key rotation).
+    #[arg(long, env = "NOTESUITE_KEY_RELOAD_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub key_reload_interval: Duration,
 }
 
 impl Default for ServeConfig {
@@ -64,6 +69,7 @@ impl Default for ServeConfig {
             http2_keepalive_interval: Duration::from_secs(60),
             http2_keepalive_timeout: Duration::from_secs(20),
             readiness_interval: Duration::from_secs(2),
+            key_reload_interval: Duration::from_secs(10),
         }
     }
 }

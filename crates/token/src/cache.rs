@@ -41,6 +41,12 @@ impl VerifiedTokens {
             .is_ok_and(|entries| entries.contains_key(token))
     }
 
+    pub(crate) fn clear(&self) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.clear();
+        }
+    }
+
     pub(crate) fn insert(&self, token: &str, principal: &Principal, expires_at: u64) {
         let Ok(mut entries) = self.entries.lock() else {
             return;

@@ -18,6 +18,8 @@ pub enum KeyError {
         path: String,
         expected: &'static str,
     },
+    #[error("no key found in {paths} (a key file, or a directory of .pem key files)")]
+    NoKeys { paths: String },
     #[error("cannot encode the key as PEM")]
     Encode,
     #[error("the system random number generator failed: {0}")]
@@ -99,6 +101,20 @@ impl VerifyingKey {
         self.0
             .to_public_key_pem(LineEnding::LF)
             .map_err(|_| KeyError::Encode)
+    }
+
+    /// The key from its 32 raw bytes (RFC 8032), as in a JWK's `x`.
+    pub fn from_bytes(bytes: &[u8; 32]) -> Result<Self, KeyError> {
+        ed25519_dalek::VerifyingKey::from_bytes(bytes)
+            .map(Self)
+            .map_err(|_| KeyError::Parse {
+                path: "raw bytes".into(),
+                expected: "public key",
+            })
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8; 32] {
+        self.0.as_bytes()
     }
 
     pub(crate) fn decoding_key(&self) -> DecodingKey {

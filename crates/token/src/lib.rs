@@ -7,19 +7,22 @@
 //! the calling service) for gateway-only methods such as verifying credentials.
 //!
 //! The algorithm is pinned to EdDSA: a token whose header names anything else is rejected
-//! before any signature check.
+//! before any signature check. Tokens name their key (`kid`); keys rotate without a restart
+//! ([`keyset`]).
 
 mod auth;
 mod cache;
 mod crypto;
 mod keys;
+pub mod keyset;
 
 pub use auth::{AuthError, Authenticated, Principal, authenticated};
 pub use keys::{KeyError, SigningKey, VerifyingKey};
+pub use keyset::{SigningKeys, VerifyingKeys};
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 /// Issuer of every notesuite token.
@@ -59,7 +62,7 @@ pub struct SignError(#[from] jsonwebtoken::errors::Error);
 /// Signs tokens. Only the gateway holds one.
 #[derive(Clone)]
 pub struct Issuer {
-    key: EncodingKey,
+    keys: SigningKeys,
     user_token_ttl: Duration,
 }
 
@@ -72,10 +75,12 @@ impl std::fmt::Debug for Issuer {
 }
 
 impl Issuer {
-    pub fn new(key: &SigningKey, user_token_ttl: Duration) -> Self {
+    /// Signs with `keys` (one [`SigningKey`], or [`SigningKeys`] read from files): always
+    /// with the one in force when a token is made.
+    pub fn new(keys: impl Into<SigningKeys>, user_token_ttl: Duration) -> Self {
         crypto::install();
         Self {
-            key: key.encoding_key(),
+            keys: keys.into(),
             user_token_ttl,
         }
     }
@@ -92,11 +97,10 @@ impl Issuer {
 
     /// Signs arbitrary claims (tests use it for expired or mis-addressed tokens).
     pub fn sign(&self, claims: &Claims) -> Result<String, SignError> {
-        Ok(jsonwebtoken::encode(
-            &Header::new(Algorithm::EdDSA),
-            claims,
-            &self.key,
-        )?)
+        let signing = self.keys.current();
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(signing.kid.clone());
+        Ok(jsonwebtoken::encode(&header, claims, &signing.key)?)
     }
 
     fn issue(
@@ -121,11 +125,14 @@ impl Issuer {
     }
 }
 
-/// Checks tokens. Every service holds one, built from the public key alone.
+/// Checks tokens. Every service holds one, built from public keys alone.
 pub struct Verifier {
-    key: DecodingKey,
+    keys: VerifyingKeys,
     validation: Validation,
     verified: cache::VerifiedTokens,
+    /// The key set's generation the cache was filled under: a change empties it, so that a
+    /// token signed with a removed key is refused at once.
+    cached_generation: std::sync::atomic::AtomicU64,
     /// Seconds since the Unix epoch. The system clock, except in tests that move time on.
     /// Both paths read expiry against it: a token served from the cache and one checked anew
     /// expire at the same moment.
@@ -139,11 +146,16 @@ impl std::fmt::Debug for Verifier {
 }
 
 impl Verifier {
-    pub fn new(key: &VerifyingKey) -> Self {
-        Self::with_clock(key, || unix_seconds(SystemTime::now()))
+    /// Accepts tokens signed with `keys` (one [`VerifyingKey`], or [`VerifyingKeys`] read
+    /// from files and reloaded).
+    pub fn new(keys: impl Into<VerifyingKeys>) -> Self {
+        Self::with_clock(keys, || unix_seconds(SystemTime::now()))
     }
 
-    fn with_clock(key: &VerifyingKey, clock: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
+    fn with_clock(
+        keys: impl Into<VerifyingKeys>,
+        clock: impl Fn() -> u64 + Send + Sync + 'static,
+    ) -> Self {
         crypto::install();
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_issuer(&[ISSUER]);
@@ -151,8 +163,10 @@ impl Verifier {
         validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
         // `exp` is checked in `verify`, against `clock`: jsonwebtoken reads the system clock.
         validation.validate_exp = false;
+        let keys = keys.into();
         Self {
-            key: key.decoding_key(),
+            cached_generation: std::sync::atomic::AtomicU64::new(keys.generation()),
+            keys,
             validation,
             verified: cache::VerifiedTokens::default(),
             clock: Box::new(clock),
@@ -162,6 +176,14 @@ impl Verifier {
     /// Verifies a compact JWT and says whom it acts for.
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
         let now = (self.clock)();
+        let generation = self.keys.generation();
+        if self
+            .cached_generation
+            .swap(generation, std::sync::atomic::Ordering::AcqRel)
+            != generation
+        {
+            self.verified.clear();
+        }
         if let Some(principal) = self.verified.get(token, now) {
             return Ok(principal);
         }
@@ -175,16 +197,33 @@ impl Verifier {
 
     fn verify_signature(&self, token: &str) -> Result<(Principal, u64), AuthError> {
         use jsonwebtoken::errors::ErrorKind;
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
-            |error| match error.kind() {
-                ErrorKind::ExpiredSignature => AuthError::Expired,
-                ErrorKind::InvalidToken
-                | ErrorKind::Base64(_)
-                | ErrorKind::Json(_)
-                | ErrorKind::Utf8(_) => AuthError::Malformed,
-                _ => AuthError::Invalid,
-            },
-        )?;
+        let classify = |error: jsonwebtoken::errors::Error| match error.kind() {
+            ErrorKind::ExpiredSignature => AuthError::Expired,
+            ErrorKind::InvalidToken
+            | ErrorKind::Base64(_)
+            | ErrorKind::Json(_)
+            | ErrorKind::Utf8(_) => AuthError::Malformed,
+            _ => AuthError::Invalid,
+        };
+        let header = jsonwebtoken::decode_header(token).map_err(classify)?;
+        let keys = self.keys.snapshot();
+        let decode =
+            |key: &DecodingKey| jsonwebtoken::decode::<Claims>(token, key, &self.validation);
+        let data = match header.kid {
+            // The key it names, and no other: a key not (or no longer) accepted fails.
+            Some(kid) => decode(keys.get(&kid).ok_or(AuthError::Invalid)?).map_err(classify)?,
+            // Tokens from before keys had ids: each key in turn (a set holds a few).
+            None => {
+                let mut outcome = Err(AuthError::Invalid);
+                for key in keys.all() {
+                    outcome = decode(key).map_err(classify);
+                    if outcome.is_ok() {
+                        break;
+                    }
+                }
+                outcome?
+            }
+        };
         let claims = data.claims;
         if claims.sub.is_empty() {
             return Err(AuthError::Invalid);

@@ -26,7 +26,9 @@ pub struct UsersConfig {
     #[command(flatten)]
     pub database_pool: PoolConfig,
 
-    /// Ed25519 public key (SPKI PEM) that verifies access tokens.
+    /// Ed25519 public key (SPKI PEM) that verifies access tokens, or a directory of such
+    /// `.pem` files: tokens signed with any of them are accepted (key rotation). Read again
+    /// every `--key-reload-interval`.
     #[arg(long, env = "NOTESUITE_JWT_PUBLIC_KEY")]
     pub jwt_public_key: PathBuf,
 

@@ -36,19 +36,19 @@ const MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// port is bound.
 pub async fn build(
     config: &UsersConfig,
-    token_key: &token::VerifyingKey,
+    token_keys: impl Into<token::VerifyingKeys>,
 ) -> Result<ServiceDefinition, Error> {
     let passwords = PasswordHasher::new(config.password_hash_concurrency as usize);
     Ok(match &config.database_url {
         DatabaseUrl::Sqlite(url) => definition(
             SqliteUserStore::open(url, &config.database_pool).await?,
             passwords,
-            token_key,
+            token_keys,
         ),
         DatabaseUrl::Postgres(url) => definition(
             PostgresUserStore::open(url, &config.database_pool).await?,
             passwords,
-            token_key,
+            token_keys,
         ),
     })
 }
@@ -57,10 +57,10 @@ pub async fn build(
 pub fn definition<S: UserStore>(
     store: S,
     passwords: PasswordHasher,
-    token_key: &token::VerifyingKey,
+    token_keys: impl Into<token::VerifyingKeys>,
 ) -> ServiceDefinition {
     let probe_store = store.clone();
-    let verifier = Arc::new(token::Verifier::new(token_key));
+    let verifier = Arc::new(token::Verifier::new(token_keys));
     let server = UsersServiceServer::new(UsersGrpc::new(Users::new(store, passwords)))
         .max_decoding_message_size(MAX_REQUEST_BYTES)
         .accept_compressed(CompressionEncoding::Gzip)

@@ -4,6 +4,7 @@ mod client_tools;
 mod faults;
 mod import;
 mod lifecycle;
+mod rotation;
 mod support;
 mod telemetry;
 mod watch;

@@ -269,6 +269,8 @@ pub(crate) fn run(args: &[&str]) -> (Option<i32>, String) {
 pub(crate) struct Service {
     _child: tokio::process::Child,
     pub(crate) address: SocketAddr,
+    /// Its log lines (JSON), as it writes them.
+    pub(crate) logs: Lines,
 }
 
 impl Service {
@@ -304,6 +306,7 @@ impl Service {
         Self {
             _child: child,
             address: address.parse().expect("socket address"),
+            logs,
         }
     }
 

@@ -20,6 +20,7 @@ async fn gateway_without_backends() -> (shell::Spawned, token::Issuer) {
         users_url: format!("http://{closed}"),
         notes_url: format!("http://{closed}"),
         jwt_private_key: Default::default(),
+        jwt_public_key: None,
         access_token_ttl: Duration::from_secs(900),
         default_deadline: Duration::from_secs(5),
         stream_stall_timeout: Duration::from_secs(10),

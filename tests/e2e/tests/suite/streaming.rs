@@ -177,6 +177,7 @@ async fn impatient_gateway(suite: &TestSuite, key: &token::SigningKey) -> shell:
         users_url: format!("http://{}", suite.users_addr),
         notes_url: format!("http://{}", suite.notes_addr),
         jwt_private_key: Default::default(),
+        jwt_public_key: None,
         access_token_ttl: Duration::from_secs(900),
         default_deadline: Duration::from_millis(300),
         stream_stall_timeout: Duration::from_millis(300),
