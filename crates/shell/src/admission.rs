@@ -3,6 +3,10 @@
 //! latency for everyone. Health checks are exempt, so that an overloaded but healthy process
 //! is not restarted by its orchestrator.
 //!
+//! The bound on unary calls adapts to what the process really serves (see `crate::limit`),
+//! with `--max-concurrent-calls` as its ceiling: a fixed bound above capacity queues calls
+//! below it (in the database pool) instead of shedding them.
+//!
 //! Streaming calls have a budget of their own, held until the stream ends: a unary call's
 //! permit goes back when its answer is ready, which would let open streams (a watch lasts
 //! hours) escape the bound, while counting them against the unary bound would let idle
@@ -18,6 +22,9 @@ use std::collections::HashSet;
 
 use http_body_util::BodyExt as _;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::ConcurrencyLimit;
+use crate::limit::{AdaptiveLimit, Slot};
 use tonic::body::Body;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -27,8 +34,7 @@ const RETRY_DELAY: Duration = Duration::from_millis(50);
 
 #[derive(Debug, Clone)]
 pub(crate) struct AdmissionLayer {
-    permits: Arc<Semaphore>,
-    capacity: usize,
+    unary: Arc<AdaptiveLimit>,
     stream_permits: Arc<Semaphore>,
     stream_capacity: usize,
     streaming_paths: Arc<HashSet<String>>,
@@ -37,13 +43,15 @@ pub(crate) struct AdmissionLayer {
 impl AdmissionLayer {
     pub(crate) fn new(
         max_concurrent_calls: u32,
+        concurrency_limit: ConcurrencyLimit,
         max_open_streams: u32,
         streaming_paths: Arc<HashSet<String>>,
     ) -> Self {
-        let capacity = max_concurrent_calls as usize;
         Self {
-            permits: Arc::new(Semaphore::new(capacity)),
-            capacity,
+            unary: match concurrency_limit {
+                ConcurrencyLimit::Adaptive => AdaptiveLimit::new(max_concurrent_calls as usize),
+                ConcurrencyLimit::Fixed => AdaptiveLimit::fixed(max_concurrent_calls as usize),
+            },
             stream_permits: Arc::new(Semaphore::new(max_open_streams as usize)),
             stream_capacity: max_open_streams as usize,
             streaming_paths,
@@ -54,6 +62,12 @@ impl AdmissionLayer {
         InFlight {
             layer: self.clone(),
         }
+    }
+
+    /// The unary calls' current limit, for the metrics.
+    pub(crate) fn unary_limit(&self) -> impl Fn() -> usize + Send + Sync + 'static {
+        let unary = self.unary.clone();
+        move || unary.limit()
     }
 }
 
@@ -66,8 +80,7 @@ pub(crate) struct InFlight {
 impl InFlight {
     pub(crate) fn get(&self) -> usize {
         let layer = &self.layer;
-        (layer.capacity - layer.permits.available_permits())
-            + (layer.stream_capacity - layer.stream_permits.available_permits())
+        layer.unary.in_flight() + (layer.stream_capacity - layer.stream_permits.available_permits())
     }
 }
 
@@ -108,17 +121,22 @@ where
                 permit: None,
             };
         }
-        let (permits, held) = if self.layer.streaming_paths.contains(path) {
-            (&self.layer.stream_permits, Held::UntilStreamEnds)
+        let permit = if self.layer.streaming_paths.contains(path) {
+            self.layer
+                .stream_permits
+                .clone()
+                .try_acquire_owned()
+                .ok()
+                .map(Permit::UntilStreamEnds)
         } else {
-            (&self.layer.permits, Held::UntilAnswered)
+            self.layer.unary.try_acquire().map(Permit::UntilAnswered)
         };
-        match permits.clone().try_acquire_owned() {
-            Ok(permit) => AdmissionFuture::Admitted {
+        match permit {
+            Some(permit) => AdmissionFuture::Admitted {
                 inner: self.inner.call(request),
-                permit: Some((permit, held)),
+                permit: Some(permit),
             },
-            Err(_) => AdmissionFuture::Shed,
+            None => AdmissionFuture::Shed,
         }
     }
 }
@@ -126,7 +144,7 @@ where
 pin_project_lite::pin_project! {
     #[project = AdmissionFutureProjection]
     pub(crate) enum AdmissionFuture<F> {
-        Admitted { #[pin] inner: F, permit: Option<(OwnedSemaphorePermit, Held)> },
+        Admitted { #[pin] inner: F, permit: Option<Permit> },
         Shed,
     }
 }
@@ -144,13 +162,17 @@ where
                 Poll::Ready(Ok(match permit.take() {
                     // The permit lives in the body, and goes when the stream ends or its
                     // client leaves.
-                    Some((permit, Held::UntilStreamEnds)) => response.map(|body| {
+                    Some(Permit::UntilStreamEnds(permit)) => response.map(|body| {
                         Body::new(body.map_frame(move |frame| {
                             let _held = &permit;
                             frame
                         }))
                     }),
-                    _ => response,
+                    Some(Permit::UntilAnswered(slot)) => {
+                        slot.answered();
+                        response
+                    }
+                    None => response,
                 }))
             }
             AdmissionFutureProjection::Shed => Poll::Ready(Ok(overloaded().into_http())),
@@ -158,11 +180,12 @@ where
     }
 }
 
-/// How long an admitted call holds its permit.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Held {
-    UntilAnswered,
-    UntilStreamEnds,
+/// An admitted call's place, and how long it holds it.
+#[derive(Debug)]
+pub(crate) enum Permit {
+    /// A unary call's, under the adaptive limit: its answer's latency feeds the limit.
+    UntilAnswered(Slot),
+    UntilStreamEnds(OwnedSemaphorePermit),
 }
 
 fn overloaded() -> Status {
