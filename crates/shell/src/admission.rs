@@ -15,6 +15,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -35,6 +36,9 @@ const RETRY_DELAY: Duration = Duration::from_millis(50);
 #[derive(Debug, Clone)]
 pub(crate) struct AdmissionLayer {
     unary: Arc<AdaptiveLimit>,
+    /// Unary calls admitted whose answer has not been sent whole: a call leaves the limit
+    /// when its answer is ready, but the drain must still count it until its body is out.
+    unary_unfinished: Arc<AtomicUsize>,
     stream_permits: Arc<Semaphore>,
     stream_capacity: usize,
     streaming_paths: Arc<HashSet<String>>,
@@ -52,6 +56,7 @@ impl AdmissionLayer {
                 ConcurrencyLimit::Adaptive => AdaptiveLimit::new(max_concurrent_calls as usize),
                 ConcurrencyLimit::Fixed => AdaptiveLimit::fixed(max_concurrent_calls as usize),
             },
+            unary_unfinished: Arc::new(AtomicUsize::new(0)),
             stream_permits: Arc::new(Semaphore::new(max_open_streams as usize)),
             stream_capacity: max_open_streams as usize,
             streaming_paths,
@@ -71,7 +76,8 @@ impl AdmissionLayer {
     }
 }
 
-/// Calls admitted and not yet answered, and streams still open.
+/// Calls admitted whose answer is not yet sent whole (or whose client has not yet left), and
+/// streams still open: what a drain that gives up abandons.
 #[derive(Debug, Clone)]
 pub(crate) struct InFlight {
     layer: AdmissionLayer,
@@ -80,7 +86,8 @@ pub(crate) struct InFlight {
 impl InFlight {
     pub(crate) fn get(&self) -> usize {
         let layer = &self.layer;
-        layer.unary.in_flight() + (layer.stream_capacity - layer.stream_permits.available_permits())
+        layer.unary_unfinished.load(Ordering::Relaxed)
+            + (layer.stream_capacity - layer.stream_permits.available_permits())
     }
 }
 
@@ -129,7 +136,9 @@ where
                 .ok()
                 .map(Permit::UntilStreamEnds)
         } else {
-            self.layer.unary.try_acquire().map(Permit::UntilAnswered)
+            self.layer.unary.try_acquire().map(|slot| {
+                Permit::UntilAnswered(slot, Unfinished::new(&self.layer.unary_unfinished))
+            })
         };
         match permit {
             Some(permit) => AdmissionFuture::Admitted {
@@ -168,9 +177,16 @@ where
                             frame
                         }))
                     }),
-                    Some(Permit::UntilAnswered(slot)) => {
+                    Some(Permit::UntilAnswered(slot, unfinished)) => {
                         slot.answered();
-                        response
+                        // Counted until the body is sent whole or dropped: an answer stuck
+                        // behind a client that does not read is still a call in flight.
+                        response.map(|body| {
+                            Body::new(body.map_frame(move |frame| {
+                                let _unfinished = &unfinished;
+                                frame
+                            }))
+                        })
                     }
                     None => response,
                 }))
@@ -184,8 +200,25 @@ where
 #[derive(Debug)]
 pub(crate) enum Permit {
     /// A unary call's, under the adaptive limit: its answer's latency feeds the limit.
-    UntilAnswered(Slot),
+    UntilAnswered(Slot, Unfinished),
     UntilStreamEnds(OwnedSemaphorePermit),
+}
+
+/// One unary call counted in `AdmissionLayer::unary_unfinished` while it lives.
+#[derive(Debug)]
+pub(crate) struct Unfinished(Arc<AtomicUsize>);
+
+impl Unfinished {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count.clone())
+    }
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 fn overloaded() -> Status {
@@ -196,4 +229,56 @@ fn overloaded() -> Status {
         "server is at its concurrent call limit; retry after the given delay",
         details,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::future::Ready;
+
+    use super::*;
+    use tower_layer::Layer as _;
+    use tower_service::Service as _;
+
+    /// Answers every call at once with a body that never ends: an answer whose body is still
+    /// being sent (its client does not read).
+    #[derive(Clone)]
+    struct EndlessAnswer;
+
+    impl tower_service::Service<http::Request<Body>> for EndlessAnswer {
+        type Response = http::Response<Body>;
+        type Error = Infallible;
+        type Future = Ready<Result<Self::Response, Self::Error>>;
+
+        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _request: http::Request<Body>) -> Self::Future {
+            let never =
+                futures_util::stream::pending::<Result<http_body::Frame<bytes::Bytes>, Status>>();
+            std::future::ready(Ok(http::Response::new(Body::new(
+                http_body_util::StreamBody::new(never),
+            ))))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_unary_call_counts_as_in_flight_until_its_answer_is_sent_whole() {
+        let layer = AdmissionLayer::new(8, ConcurrencyLimit::Adaptive, 8, Arc::new(HashSet::new()));
+        let in_flight = layer.in_flight_counter();
+        let mut service = layer.layer(EndlessAnswer);
+        let request = http::Request::builder()
+            .uri("/a.B/C")
+            .body(Body::empty())
+            .expect("request");
+        let response = service.call(request).await.expect("answer");
+        assert_eq!(
+            in_flight.get(),
+            1,
+            "the answer is ready, its body is not sent"
+        );
+        drop(response);
+        assert_eq!(in_flight.get(), 0, "a dropped body ends the call");
+    }
 }

@@ -166,6 +166,7 @@ impl AdaptiveLimit {
     }
 
     /// Calls admitted whose answer is not ready yet.
+    #[cfg(test)]
     pub(crate) fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
     }
