@@ -23,7 +23,7 @@ from . import budgets, pg, plots, report, validity
 from .context import Context, Progress
 from .measure import NotRun, Run, Runner
 from .processes import LOAD_CORE, SERVER_CORE, pin_this_thread
-from .scenarios import footprint, health, hop, postgres, streaming, telemetry
+from .scenarios import footprint, health, hop, overload, postgres, streaming, telemetry
 from .services import Notesuite, Peers
 from .stubs import Stubs
 
@@ -35,6 +35,7 @@ MEASURED = {
     footprint.NAME: footprint.run,
     postgres.NAME: postgres.run,
     streaming.NAME: streaming.run,
+    overload.NAME: overload.run,
 }
 SCENARIOS = tuple(MEASURED)
 # Per measured h2load run, on top of warm-up and duration: settling, reading /proc and
@@ -281,6 +282,7 @@ def _planned_runs(args: argparse.Namespace, with_peers: bool) -> int:
         footprint.NAME: footprint.planned_runs(args.rounds, with_peers),
         postgres.NAME: postgres.planned_runs(args.rounds),
         streaming.NAME: streaming.planned_runs(args.rounds, with_peers),
+        overload.NAME: overload.planned_runs(args.rounds),
     }
     return sum(planned.get(name, 0) for name in args.scenarios)
 
@@ -294,6 +296,7 @@ def _estimate_s(args: argparse.Namespace, with_peers: bool) -> float:
             (hop.NAME, hop.planned_runs(args.rounds)),
             (telemetry.NAME, telemetry.planned_runs(args.rounds)),
             (postgres.NAME, postgres.planned_runs(args.rounds)),
+            (overload.NAME, overload.planned_runs(args.rounds)),
         )
         if name in args.scenarios
     )
@@ -376,6 +379,8 @@ def _settings(args: argparse.Namespace) -> dict[str, str]:
         "notesuite processes": "one per service, `--runtime auto` (current_thread under `taskset -c 1`), "
         "all production layers and /metrics on, OTLP export off (except the telemetry scenario's "
         "exporting variant), `--drain-delay 0s`",
+        "admission": "`NOTESUITE_CONCURRENCY_LIMIT=fixed` except in the overload scenario: the limit stays at "
+        "--max-concurrent-calls instead of following latency",
         "--max-concurrent-calls": "default (1024), not raised: health checks are exempt, the 1,000-in-flight "
         "hop runs stay under it, and a shed call (RESOURCE_EXHAUSTED) would make its run INVALID",
         "grpc-go peer": "GOMAXPROCS=1",

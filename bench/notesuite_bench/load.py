@@ -90,9 +90,11 @@ class H2load:
         return run_calls(self.target, self.load, calls, expected_s, log_file)
 
 
-def run_for(target: Target, load: Load, duration_s: float) -> H2loadResult:
-    """Calls for `duration_s`; the calls in flight at the end are abandoned."""
-    return _run(target, load, ["-D", f"{round(duration_s * 1000)}ms"], duration_s)
+def run_for(target: Target, load: Load, duration_s: float, rps_per_client: int | None = None) -> H2loadResult:
+    """Calls for `duration_s`; the calls in flight at the end are abandoned. With
+    `rps_per_client`, each connection starts at most that many calls per second."""
+    paced = [f"--rps={rps_per_client}"] if rps_per_client else []
+    return _run(target, load, ["-D", f"{round(duration_s * 1000)}ms", *paced], duration_s)
 
 
 def run_calls(target: Target, load: Load, calls: int, expected_s: float, log_file: Path) -> H2loadResult:

@@ -9,7 +9,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from .measure import Run
-from .scenarios import footprint, health, hop, postgres, streaming, telemetry
+from .scenarios import footprint, health, hop, overload, postgres, streaming, telemetry
 from .services import PEER_KINDS
 from .stats import Selection, stat
 
@@ -34,6 +34,7 @@ def write_all(runs: list[Run], scenarios: list[str], out_dir: Path) -> list[Path
         (footprint.NAME, _footprint),
         (postgres.NAME, _postgres),
         (streaming.NAME, _streaming),
+        (overload.NAME, _overload),
     ):
         if name in scenarios and any(run.scenario == name for run in runs):
             path = out_dir / f"{name}.png"
@@ -77,6 +78,21 @@ def _save(figure: Figure, path: Path, title: str) -> None:
     figure.suptitle(title)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
+
+
+def _overload(runs: list[Run], path: Path) -> None:
+    selections = [
+        Selection(overload.NAME, overload.series_name(method, crowd), load.in_flight)
+        for crowd in overload.CROWDS
+        for method in overload.METHODS
+        for load in overload.LOADS
+    ]
+    figure = Figure(figsize=(16, 5))
+    axes = figure.subplots(1, 3)
+    _bars(axes[0], runs, selections, Panel("goodput (OK answers/s)", "goodput"), with_load=True)
+    _bars(axes[1], runs, selections, Panel("p99 of OK calls (ms)", "ok_p99_ms"), with_load=True)
+    _bars(axes[2], runs, selections, Panel("shed calls/s", "shed_per_s"), with_load=True)
+    _save(figure, path, "Overload: notes at 1x, 3x, 10x its default admission limit")
 
 
 def _health(runs: list[Run], path: Path) -> None:

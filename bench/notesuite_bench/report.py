@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from .budgets import PASS, Budget
 from .imports import IMPORT_BATCH
 from .measure import NotRun, Run
-from .scenarios import footprint, health, hop, postgres, streaming, telemetry
+from .scenarios import footprint, health, hop, overload, postgres, streaming, telemetry
 from .services import PEER_KINDS
 from .stats import Selection, Stat, difference, paired, ratio, stat
 
@@ -44,6 +44,8 @@ def markdown(
         parts.append(_postgres(runs, (sections or {}).get(postgres.NAME)))
     if streaming.NAME in scenarios:
         parts.append(_streaming(runs))
+    if overload.NAME in scenarios:
+        parts.append(_overload(runs))
     parts += [_not_run(not_run), _invalid(runs), _warnings(runs), METHOD]
     return "\n\n".join(part.rstrip() for part in parts) + "\n"
 
@@ -184,6 +186,41 @@ def _hop(runs: list[Run]) -> str:
         "users, notes and the gateway share core 1; h2load on core 0. CPU per call is each "
         "process's utime+stime over the run divided by the calls h2load completed.\n\n"
         f"{calls}\n\nWhat the hop adds (round by round: via gateway − direct):\n\n{hop_table}"
+    )
+
+
+def _overload(runs: list[Run]) -> str:
+    rows = []
+    selections = [
+        Selection(overload.NAME, overload.series_name(method, crowd), load.in_flight)
+        for crowd in overload.CROWDS
+        for method in overload.METHODS
+        for load in overload.LOADS
+    ]
+    for selection in selections:
+        multiple = f"{selection.in_flight / overload.ADMITTED:g}x"
+        rows.append(
+            (
+                selection.series,
+                f"{selection.in_flight:,} ({multiple})",
+                cell(stat(runs, selection, "goodput"), 0),
+                cell(stat(runs, selection, "ok_p50_ms"), 1),
+                cell(stat(runs, selection, "ok_p99_ms"), 1),
+                cell(stat(runs, selection, "shed_per_s"), 0),
+                cell(stat(runs, selection, "shed_share"), 1, 100),
+                validity(runs, selection),
+            )
+        )
+    calls = table(("call", "in flight", "goodput (OK/s)", "OK p50 ms", "OK p99 ms", "shed/s", "shed %", "valid"), rows)
+    return (
+        "## Overload: goodput with more calls in flight than the process serves\n\n"
+        f"One notes process (SQLite) on core 1, h2load on core 0 keeping 1x, 3x and 10x the default "
+        f'admission limit ({overload.ADMITTED:,}) in flight; "at once": a shed call is retried at once; "paced": '
+        f"each connection starts at most {overload.PACED_RPS} calls/s, so the offered load is 1x, 3x, 10x "
+        "what the process serves. Counts and "
+        "the latency of OK calls are the server's (its call-duration histogram by status, p50/p99 "
+        "interpolated within a bucket).\n\n"
+        f"{calls}"
     )
 
 

@@ -14,6 +14,11 @@ from . import h2probe
 from .processes import SERVER_CORE, Process, ProcessGroup, free_port
 
 STARTUP_TIMEOUT_S = 30
+# The scenarios measure latency at a given number of calls in flight, so their servers admit
+# up to --max-concurrent-calls instead of adapting the limit to latency (which would shed
+# what they measure); the overload scenario measures the adaptive limit itself. An environment
+# variable rather than a flag, so that a binary from before the setting still starts.
+CONCURRENCY_LIMIT_ENV = "NOTESUITE_CONCURRENCY_LIMIT"
 SERVICE_NAMES = {
     "users": "notesuite.users.v1.UsersService",
     "notes": "notesuite.notes.v1.NotesService",
@@ -99,9 +104,14 @@ class Notesuite:
         backends: tuple[Server, Server] | None = None,
         database_url: str | None = None,
         extra_args: tuple[str, ...] = (),
+        adaptive: bool = False,
     ) -> Server:
-        """Starts `service` on free ports and returns once it answers SERVING."""
+        """Starts `service` on free ports and returns once it answers SERVING; its limit on
+        calls at once is fixed unless `adaptive`."""
         name = name or service
+        env = dict(env or {})
+        if not adaptive:
+            env.setdefault(CONCURRENCY_LIMIT_ENV, "fixed")
         # A port of our own rather than :0, so that the metrics address is known even when the
         # log line saying it is missing (notes on PostgreSQL at the default log level does not
         # print "serving metrics at /metrics").

@@ -3,6 +3,10 @@
 //! latency for everyone. Health checks are exempt, so that an overloaded but healthy process
 //! is not restarted by its orchestrator.
 //!
+//! The bound on unary calls adapts to what the process really serves (see `crate::limit`),
+//! with `--max-concurrent-calls` as its ceiling: a fixed bound above capacity queues calls
+//! below it (in the database pool) instead of shedding them.
+//!
 //! Streaming calls have a budget of their own, held until the stream ends: a unary call's
 //! permit goes back when its answer is ready, which would let open streams (a watch lasts
 //! hours) escape the bound, while counting them against the unary bound would let idle
@@ -11,6 +15,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -18,6 +23,9 @@ use std::collections::HashSet;
 
 use http_body_util::BodyExt as _;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::ConcurrencyLimit;
+use crate::limit::{AdaptiveLimit, Slot};
 use tonic::body::Body;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -27,8 +35,10 @@ const RETRY_DELAY: Duration = Duration::from_millis(50);
 
 #[derive(Debug, Clone)]
 pub(crate) struct AdmissionLayer {
-    permits: Arc<Semaphore>,
-    capacity: usize,
+    unary: Arc<AdaptiveLimit>,
+    /// Unary calls admitted whose answer has not been sent whole: a call leaves the limit
+    /// when its answer is ready, but the drain must still count it until its body is out.
+    unary_unfinished: Arc<AtomicUsize>,
     stream_permits: Arc<Semaphore>,
     stream_capacity: usize,
     streaming_paths: Arc<HashSet<String>>,
@@ -37,13 +47,16 @@ pub(crate) struct AdmissionLayer {
 impl AdmissionLayer {
     pub(crate) fn new(
         max_concurrent_calls: u32,
+        concurrency_limit: ConcurrencyLimit,
         max_open_streams: u32,
         streaming_paths: Arc<HashSet<String>>,
     ) -> Self {
-        let capacity = max_concurrent_calls as usize;
         Self {
-            permits: Arc::new(Semaphore::new(capacity)),
-            capacity,
+            unary: match concurrency_limit {
+                ConcurrencyLimit::Adaptive => AdaptiveLimit::new(max_concurrent_calls as usize),
+                ConcurrencyLimit::Fixed => AdaptiveLimit::fixed(max_concurrent_calls as usize),
+            },
+            unary_unfinished: Arc::new(AtomicUsize::new(0)),
             stream_permits: Arc::new(Semaphore::new(max_open_streams as usize)),
             stream_capacity: max_open_streams as usize,
             streaming_paths,
@@ -55,9 +68,16 @@ impl AdmissionLayer {
             layer: self.clone(),
         }
     }
+
+    /// The unary calls' current limit, for the metrics.
+    pub(crate) fn unary_limit(&self) -> impl Fn() -> usize + Send + Sync + 'static {
+        let unary = self.unary.clone();
+        move || unary.limit()
+    }
 }
 
-/// Calls admitted and not yet answered, and streams still open.
+/// Calls admitted whose answer is not yet sent whole (or whose client has not yet left), and
+/// streams still open: what a drain that gives up abandons.
 #[derive(Debug, Clone)]
 pub(crate) struct InFlight {
     layer: AdmissionLayer,
@@ -66,7 +86,7 @@ pub(crate) struct InFlight {
 impl InFlight {
     pub(crate) fn get(&self) -> usize {
         let layer = &self.layer;
-        (layer.capacity - layer.permits.available_permits())
+        layer.unary_unfinished.load(Ordering::Relaxed)
             + (layer.stream_capacity - layer.stream_permits.available_permits())
     }
 }
@@ -108,17 +128,24 @@ where
                 permit: None,
             };
         }
-        let (permits, held) = if self.layer.streaming_paths.contains(path) {
-            (&self.layer.stream_permits, Held::UntilStreamEnds)
+        let permit = if self.layer.streaming_paths.contains(path) {
+            self.layer
+                .stream_permits
+                .clone()
+                .try_acquire_owned()
+                .ok()
+                .map(Permit::UntilStreamEnds)
         } else {
-            (&self.layer.permits, Held::UntilAnswered)
+            self.layer.unary.try_acquire().map(|slot| {
+                Permit::UntilAnswered(slot, Unfinished::new(&self.layer.unary_unfinished))
+            })
         };
-        match permits.clone().try_acquire_owned() {
-            Ok(permit) => AdmissionFuture::Admitted {
+        match permit {
+            Some(permit) => AdmissionFuture::Admitted {
                 inner: self.inner.call(request),
-                permit: Some((permit, held)),
+                permit: Some(permit),
             },
-            Err(_) => AdmissionFuture::Shed,
+            None => AdmissionFuture::Shed,
         }
     }
 }
@@ -126,7 +153,7 @@ where
 pin_project_lite::pin_project! {
     #[project = AdmissionFutureProjection]
     pub(crate) enum AdmissionFuture<F> {
-        Admitted { #[pin] inner: F, permit: Option<(OwnedSemaphorePermit, Held)> },
+        Admitted { #[pin] inner: F, permit: Option<Permit> },
         Shed,
     }
 }
@@ -144,13 +171,24 @@ where
                 Poll::Ready(Ok(match permit.take() {
                     // The permit lives in the body, and goes when the stream ends or its
                     // client leaves.
-                    Some((permit, Held::UntilStreamEnds)) => response.map(|body| {
+                    Some(Permit::UntilStreamEnds(permit)) => response.map(|body| {
                         Body::new(body.map_frame(move |frame| {
                             let _held = &permit;
                             frame
                         }))
                     }),
-                    _ => response,
+                    Some(Permit::UntilAnswered(slot, unfinished)) => {
+                        slot.answered();
+                        // Counted until the body is sent whole or dropped: an answer stuck
+                        // behind a client that does not read is still a call in flight.
+                        response.map(|body| {
+                            Body::new(body.map_frame(move |frame| {
+                                let _unfinished = &unfinished;
+                                frame
+                            }))
+                        })
+                    }
+                    None => response,
                 }))
             }
             AdmissionFutureProjection::Shed => Poll::Ready(Ok(overloaded().into_http())),
@@ -158,11 +196,29 @@ where
     }
 }
 
-/// How long an admitted call holds its permit.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Held {
-    UntilAnswered,
-    UntilStreamEnds,
+/// An admitted call's place, and how long it holds it.
+#[derive(Debug)]
+pub(crate) enum Permit {
+    /// A unary call's, under the adaptive limit: its answer's latency feeds the limit.
+    UntilAnswered(Slot, Unfinished),
+    UntilStreamEnds(OwnedSemaphorePermit),
+}
+
+/// One unary call counted in `AdmissionLayer::unary_unfinished` while it lives.
+#[derive(Debug)]
+pub(crate) struct Unfinished(Arc<AtomicUsize>);
+
+impl Unfinished {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count.clone())
+    }
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 fn overloaded() -> Status {
@@ -173,4 +229,56 @@ fn overloaded() -> Status {
         "server is at its concurrent call limit; retry after the given delay",
         details,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::future::Ready;
+
+    use super::*;
+    use tower_layer::Layer as _;
+    use tower_service::Service as _;
+
+    /// Answers every call at once with a body that never ends: an answer whose body is still
+    /// being sent (its client does not read).
+    #[derive(Clone)]
+    struct EndlessAnswer;
+
+    impl tower_service::Service<http::Request<Body>> for EndlessAnswer {
+        type Response = http::Response<Body>;
+        type Error = Infallible;
+        type Future = Ready<Result<Self::Response, Self::Error>>;
+
+        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _request: http::Request<Body>) -> Self::Future {
+            let never =
+                futures_util::stream::pending::<Result<http_body::Frame<bytes::Bytes>, Status>>();
+            std::future::ready(Ok(http::Response::new(Body::new(
+                http_body_util::StreamBody::new(never),
+            ))))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_unary_call_counts_as_in_flight_until_its_answer_is_sent_whole() {
+        let layer = AdmissionLayer::new(8, ConcurrencyLimit::Adaptive, 8, Arc::new(HashSet::new()));
+        let in_flight = layer.in_flight_counter();
+        let mut service = layer.layer(EndlessAnswer);
+        let request = http::Request::builder()
+            .uri("/a.B/C")
+            .body(Body::empty())
+            .expect("request");
+        let response = service.call(request).await.expect("answer");
+        assert_eq!(
+            in_flight.get(),
+            1,
+            "the answer is ready, its body is not sent"
+        );
+        drop(response);
+        assert_eq!(in_flight.get(), 0, "a dropped body ends the call");
+    }
 }

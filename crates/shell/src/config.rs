@@ -22,10 +22,18 @@ pub struct ServeConfig {
     #[arg(long, env = "NOTESUITE_MAX_CONNECTION_AGE_GRACE", default_value = "1m", value_parser = humantime::parse_duration)]
     pub max_connection_age_grace: Duration,
 
-    /// Calls served at once (health checks excepted); more are shed at once with
-    /// RESOURCE_EXHAUSTED and a retry delay instead of queueing.
+    /// Most unary calls served at once (health checks excepted): the ceiling of the adaptive
+    /// limit, which follows latency between a few calls and this. Calls over the current
+    /// limit are shed at once with RESOURCE_EXHAUSTED and a retry delay instead of queueing.
     #[arg(long, env = "NOTESUITE_MAX_CONCURRENT_CALLS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_concurrent_calls: u32,
+
+    /// How the limit on unary calls is set: `adaptive` follows latency, between a few calls
+    /// and `--max-concurrent-calls`; `fixed` is `--max-concurrent-calls` itself, which queues
+    /// calls below it when it is above what the process serves (benchmarks that measure
+    /// latency at a given concurrency use it).
+    #[arg(long, env = "NOTESUITE_CONCURRENCY_LIMIT", value_enum, default_value_t = ConcurrencyLimit::Adaptive)]
+    pub concurrency_limit: ConcurrencyLimit,
 
     /// Streaming calls (watches, imports, reflection) open at once, health watches excepted;
     /// more are shed at once with RESOURCE_EXHAUSTED. Counted apart from
@@ -56,6 +64,13 @@ pub struct ServeConfig {
     pub key_reload_interval: Duration,
 }
 
+/// See [`ServeConfig::concurrency_limit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ConcurrencyLimit {
+    Adaptive,
+    Fixed,
+}
+
 impl Default for ServeConfig {
     fn default() -> Self {
         Self {
@@ -64,6 +79,7 @@ impl Default for ServeConfig {
             max_connection_age: Duration::from_secs(600),
             max_connection_age_grace: Duration::from_secs(60),
             max_concurrent_calls: 1024,
+            concurrency_limit: ConcurrencyLimit::Adaptive,
             max_open_streams: 16_384,
             max_concurrent_streams: 1024,
             http2_keepalive_interval: Duration::from_secs(60),

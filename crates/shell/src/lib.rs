@@ -13,6 +13,7 @@ mod health;
 #[cfg(feature = "testing")]
 mod in_memory;
 mod internal;
+mod limit;
 mod normalize;
 mod reflection;
 mod signal;
@@ -28,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
 
-pub use config::ServeConfig;
+pub use config::{ConcurrencyLimit, ServeConfig};
 pub use deadline::{deadline_exceeded, parse_grpc_timeout};
 pub use health::{LIVENESS, ReadinessProbe};
 #[cfg(feature = "testing")]
@@ -151,10 +152,12 @@ where
     let streaming_paths = std::sync::Arc::new(drain::streaming_paths(&methods));
     let admission = admission::AdmissionLayer::new(
         config.max_concurrent_calls,
+        config.concurrency_limit,
         config.max_open_streams,
         streaming_paths.clone(),
     );
     let in_flight = admission.in_flight_counter();
+    telemetry::observe_admission_limit(admission.unary_limit());
 
     let server = tonic::transport::Server::builder()
         .max_connection_age(config.max_connection_age)

@@ -9,6 +9,7 @@
 //! `OTEL_BSP_*` and `OTEL_METRIC_EXPORT_INTERVAL` tune the exporters. Without an endpoint
 //! nothing is exported, but every call still gets a trace id for its logs and errors.
 
+mod admission;
 mod grpc;
 mod logs;
 mod methods;
@@ -25,6 +26,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::filter::{EnvFilter, LevelFilter, Targets};
 use tracing_subscriber::{Layer as _, fmt, prelude::*};
 
+pub use admission::observe_admission_limit;
 pub use grpc::{
     ClientLayer, ClientTelemetry, RPC_TELEMETRY_ENV, ServerLayer, ServerTelemetry,
     TRACE_HEALTH_CHECKS_ENV,
