@@ -22,17 +22,18 @@ pub struct ServeConfig {
     #[arg(long, env = "NOTESUITE_MAX_CONNECTION_AGE_GRACE", default_value = "1m", value_parser = humantime::parse_duration)]
     pub max_connection_age_grace: Duration,
 
-    /// Most unary calls served at once (health checks excepted): the ceiling of the adaptive
-    /// limit, which follows latency between a few calls and this. Calls over the current
-    /// limit are shed at once with RESOURCE_EXHAUSTED and a retry delay instead of queueing.
+    /// Most unary calls served at once (health checks excepted), and the ceiling of the
+    /// adaptive limit. Calls over the current limit are shed at once with RESOURCE_EXHAUSTED
+    /// and a retry delay instead of queueing.
     #[arg(long, env = "NOTESUITE_MAX_CONCURRENT_CALLS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_concurrent_calls: u32,
 
-    /// How the limit on unary calls is set: `adaptive` follows latency, between a few calls
-    /// and `--max-concurrent-calls`; `fixed` is `--max-concurrent-calls` itself, which queues
-    /// calls below it when it is above what the process serves (benchmarks that measure
-    /// latency at a given concurrency use it).
-    #[arg(long, env = "NOTESUITE_CONCURRENCY_LIMIT", value_enum, default_value_t = ConcurrencyLimit::Adaptive)]
+    /// How the limit on unary calls is set: `fixed` is `--max-concurrent-calls` itself (calls
+    /// below it queue when it is above what the process serves); `adaptive` follows latency,
+    /// between 16 calls and `--max-concurrent-calls` (keeps admitted calls fast under paced
+    /// overload, but clients that retry shed calls at once can hold it near its floor: see
+    /// docs/benchmarks.md, "overload").
+    #[arg(long, env = "NOTESUITE_CONCURRENCY_LIMIT", value_enum, default_value_t = ConcurrencyLimit::Fixed)]
     pub concurrency_limit: ConcurrencyLimit,
 
     /// Streaming calls (watches, imports, reflection) open at once, health watches excepted;
@@ -79,7 +80,7 @@ impl Default for ServeConfig {
             max_connection_age: Duration::from_secs(600),
             max_connection_age_grace: Duration::from_secs(60),
             max_concurrent_calls: 1024,
-            concurrency_limit: ConcurrencyLimit::Adaptive,
+            concurrency_limit: ConcurrencyLimit::Fixed,
             max_open_streams: 16_384,
             max_concurrent_streams: 1024,
             http2_keepalive_interval: Duration::from_secs(60),
