@@ -791,3 +791,88 @@ async fn an_unreachable_exporter_neither_fails_calls_nor_grows_memory() {
         "resident memory grew from {warmed_up} KiB to {after} KiB"
     );
 }
+
+#[tokio::test]
+async fn calls_the_client_resets_count_as_cancelled_never_unknown() {
+    use futures_util::StreamExt as _;
+    let up = Up::start(&[]).await;
+    let metrics = up.metrics.expect("banner shows the metrics endpoint");
+    let channel = up.channel().await;
+    let token = GatewayServiceClient::new(channel.clone())
+        .sign_up(SignUpRequest {
+            email: format!("reset{}@example.com", std::process::id()),
+            display_name: "Resetter".into(),
+            password: "correct horse battery".into(),
+        })
+        .await
+        .expect("sign up")
+        .into_inner()
+        .access_token;
+    let mut notes = NotesServiceClient::new(channel.clone());
+    // Watches the client walks away from once they are under way: tonic resets the stream.
+    for _ in 0..3 {
+        let mut watch = notes
+            .watch_notes(authorized(
+                proto::notes::WatchNotesRequest {
+                    after_revision: 0,
+                    start_from_now: true,
+                },
+                &token,
+                None,
+            ))
+            .await
+            .expect("watch")
+            .into_inner();
+        notes
+            .create_note(authorized(
+                CreateNoteRequest {
+                    note: Some(Note {
+                        title: "seen".into(),
+                        ..Note::default()
+                    }),
+                    request_id: String::new(),
+                },
+                &token,
+                None,
+            ))
+            .await
+            .expect("create");
+        let first = tokio::time::timeout(PATIENCE, watch.next()).await;
+        assert!(matches!(first, Ok(Some(Ok(_)))), "{first:?}");
+        drop(watch);
+    }
+    // Unary calls abandoned at every moment of their life.
+    for wait in [0u64, 1, 2, 5, 10, 20] {
+        let call = notes.list_notes(authorized(ListNotesRequest::default(), &token, None));
+        let _ = tokio::time::timeout(std::time::Duration::from_micros(wait * 100), call).await;
+    }
+    // The server notices the resets asynchronously: wait until both hops counted them.
+    let watch_cancelled = |service_side: &str| {
+        count(
+            &scrape(metrics),
+            service_side,
+            &[
+                ("rpc_service", "notesuite.notes.v1.NotesService"),
+                ("rpc_method", "WatchNotes"),
+                ("rpc_grpc_status_code", "1"),
+            ],
+        )
+    };
+    tokio::time::timeout(PATIENCE, async {
+        // `up` serves the gateway and notes in one process: each reset counts at both.
+        while watch_cancelled("rpc_server_call_duration_seconds_count") < 6.0 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("every reset watch counted CANCELLED at the gateway and at notes");
+    let scrape = scrape(metrics);
+    let unknown: Vec<String> = scrape
+        .samples
+        .iter()
+        .filter(|sample| sample.metric.ends_with("_call_duration_seconds_count"))
+        .filter(|sample| sample.labels.get("rpc_grpc_status_code") == Some("2"))
+        .map(|sample| format!("{} {:?}", sample.metric, sample.labels))
+        .collect();
+    assert!(unknown.is_empty(), "calls counted UNKNOWN: {unknown:#?}");
+}
