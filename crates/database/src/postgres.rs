@@ -4,6 +4,26 @@ use std::time::Duration;
 use sqlx::migrate::{MigrateDatabase as _, Migrator};
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
+
+/// How often PostgreSQL checks, while a statement runs, that its client is still connected.
+const CLIENT_CHECK_INTERVAL: &str = "250ms";
+
+/// How long a connection given back to the pool may take to answer a ping before it counts
+/// as still running an abandoned statement.
+const RELEASE_CHECK: Duration = Duration::from_millis(200);
+
+/// Whether a connection given back to the pool may be used again. A call cancelled by its
+/// client (or past its deadline) drops its query mid-flight; sqlx would then wait for the
+/// statement to finish before reusing the connection, holding a pool slot for as long as the
+/// statement runs (up to the statement timeout). A connection that does not answer a ping at
+/// once is closed instead: the pool opens another, and PostgreSQL, which checks for a gone
+/// client every `CLIENT_CHECK_INTERVAL`, stops the statement.
+async fn usable_again(connection: &mut PgConnection) -> Result<bool, sqlx::Error> {
+    use sqlx::Connection as _;
+    Ok(tokio::time::timeout(RELEASE_CHECK, connection.ping())
+        .await
+        .is_ok_and(|pinged| pinged.is_ok()))
+}
 use sqlx::{Connection as _, PgPool, Postgres};
 
 use crate::config::{DatabaseUrl, PoolConfig};
@@ -35,7 +55,14 @@ impl PostgresDatabase {
         let options =
             crate::statement_logging(PgConnectOptions::from_str(url).map_err(connect_error)?)
                 .application_name(&format!("notesuite-{pool_name}"))
-                .options([("statement_timeout", statement_timeout.as_str())]);
+                .options([
+                    ("statement_timeout", statement_timeout.as_str()),
+                    // A call its client cancels drops its query, and sqlx then closes the
+                    // connection; PostgreSQL only notices a gone client when it next writes
+                    // to it, so a statement waiting on a lock would run on until the
+                    // statement timeout. Checking the socket while it runs stops it instead.
+                    ("client_connection_check_interval", CLIENT_CHECK_INTERVAL),
+                ]);
 
         // Replicas starting together all get here: the first takes the migrator's advisory
         // lock and migrates, the others wait for it and then find nothing to do. The lock is
@@ -79,6 +106,7 @@ impl PostgresDatabase {
             // followed within minutes, not at the next error.
             .max_lifetime(Duration::from_secs(30 * 60))
             .idle_timeout(Duration::from_secs(10 * 60))
+            .after_release(|connection, _| Box::pin(usable_again(connection)))
             .connect_lazy_with(options);
         let metrics = crate::pool_metrics(&pool, pool_name, config.max_connections);
         Ok(Self { pool, metrics })

@@ -1,5 +1,6 @@
 //! The notes service served for real on port 0 and called through generated stubs.
 
+mod cancellation;
 mod concurrency;
 mod healing;
 mod helpers;
