@@ -7,6 +7,7 @@
 
 mod admission;
 mod config;
+mod connections;
 mod deadline;
 mod drain;
 mod health;
@@ -110,7 +111,11 @@ pub async fn serve(
         .local_addr()
         .map(|address| address.to_string())
         .unwrap_or_default();
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = connections::Bounded::new(
+        TcpIncoming::from(listener).with_nodelay(Some(true)),
+        config.max_connections as usize,
+        config.handshake_timeout,
+    );
     serve_connections(incoming, &local_addr, definition, config, shutdown).await
 }
 

@@ -531,3 +531,103 @@ async fn open_streams_have_a_budget_of_their_own_held_until_they_end() {
     .expect("the ended stream's place is given back");
     drop((second, reopened));
 }
+
+/// Waits until the server closes `socket` (a read returns end of file or an error).
+async fn closed_by_server(socket: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncReadExt as _;
+    let mut buffer = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(PATIENCE, socket.read(&mut buffer)).await {
+            Ok(Ok(0) | Err(_)) => return true,
+            Ok(Ok(_)) => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+#[tokio::test]
+async fn connections_that_never_send_the_http2_preface_are_closed() {
+    let server = TestServer::spawn(ServeConfig {
+        handshake_timeout: Duration::from_millis(300),
+        ..config()
+    })
+    .await;
+    let Server::Tcp(spawned) = &server.server else {
+        unreachable!("a TCP server")
+    };
+    let address = spawned.address;
+    let mut silent = Vec::new();
+    for _ in 0..200 {
+        silent.push(
+            tokio::net::TcpStream::connect(address)
+                .await
+                .expect("connect"),
+        );
+    }
+    // Half a preface, then nothing: closed too.
+    let mut halfway = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    tokio::io::AsyncWriteExt::write_all(&mut halfway, b"PRI * HTTP/2.0\r\n")
+        .await
+        .expect("write");
+    silent.push(halfway);
+    for socket in &mut silent {
+        assert!(
+            closed_by_server(socket).await,
+            "a silent connection stays open"
+        );
+    }
+    // Clients that speak HTTP/2 are served as ever, however long they then stay idle.
+    let health = HealthClient::new(server.channel.clone());
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        check(&health, "").await.expect("check"),
+        ServingStatus::Serving
+    );
+}
+
+#[tokio::test]
+async fn connections_over_the_limit_are_closed_at_once_and_room_comes_back() {
+    let server = TestServer::spawn(ServeConfig {
+        // The test's own channel holds one.
+        max_connections: 3,
+        ..config()
+    })
+    .await;
+    let Server::Tcp(spawned) = &server.server else {
+        unreachable!("a TCP server")
+    };
+    let address = spawned.address;
+    let connect = || async {
+        let mut socket = tokio::net::TcpStream::connect(address)
+            .await
+            .expect("connect");
+        tokio::io::AsyncWriteExt::write_all(&mut socket, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .await
+            .expect("preface");
+        socket
+    };
+    let held = vec![connect().await, connect().await];
+    let mut over = connect().await;
+    assert!(closed_by_server(&mut over).await, "over the limit: closed");
+    drop(held);
+    // The server sees the two close and gives their places back.
+    let health = HealthClient::new(
+        Channel::from_shared(spawned.url())
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect"),
+    );
+    let served = tokio::time::timeout(PATIENCE, async {
+        loop {
+            if check(&health, "").await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(served.is_ok(), "a place freed is taken again");
+}
