@@ -13,7 +13,7 @@
 //!
 //! Memory is bounded whatever the number of distinct keys: keys are hashed (with a per-process
 //! random seed) into a fixed number of buckets, each limiter holding at most [`BUCKETS`] small
-//! states (16 bytes each); keys sharing a bucket share its budget, which only makes a limit
+//! states (about 24 bytes each), behind one lock; keys sharing a bucket share its budget, which only makes a limit
 //! stricter, never looser. Idle buckets are dropped every minute.
 
 use std::hash::{BuildHasher, Hash, RandomState};
@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use governor::clock::Clock;
 use governor::middleware::NoOpMiddleware;
-use governor::state::keyed::DashMapStateStore;
+use governor::state::keyed::HashMapStateStore;
 use governor::{Quota, RateLimiter};
 use tonic::{Code, Status};
 
@@ -128,7 +128,7 @@ impl Clock for TokioClock {
 }
 
 type Buckets =
-    RateLimiter<u64, DashMapStateStore<u64>, TokioClock, NoOpMiddleware<std::time::Instant>>;
+    RateLimiter<u64, HashMapStateStore<u64>, TokioClock, NoOpMiddleware<std::time::Instant>>;
 
 /// One limit over hashed keys.
 #[derive(Debug)]
@@ -138,7 +138,7 @@ impl Limiter {
     fn new(rate: Rate) -> Self {
         Self(
             rate.0
-                .map(|quota| RateLimiter::dashmap_with_clock(quota, TokioClock)),
+                .map(|quota| RateLimiter::hashmap_with_clock(quota, TokioClock)),
         )
     }
 

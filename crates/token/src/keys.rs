@@ -47,8 +47,12 @@ impl SigningKey {
 
     /// Reads a PKCS#8 PEM file (`-----BEGIN PRIVATE KEY-----`), e.g. from
     /// `openssl genpkey -algorithm ed25519`.
+    /// A file others may read gets a warning, not a refusal: a key copied in with the
+    /// usual umask (0644) would otherwise stop a deployment that worked, while the warning
+    /// names the fix.
     pub fn read_pem_file(path: &Path) -> Result<Self, KeyError> {
         let pem = read(path)?;
+        warn_if_world_readable(path);
         ed25519_dalek::SigningKey::from_pkcs8_pem(&pem)
             .map(Self)
             .map_err(|_| KeyError::Parse {
@@ -122,6 +126,28 @@ impl VerifyingKey {
     }
 }
 
+/// Logs a warning when `path` (a private key) is readable by users other than its owner and
+/// group; whether it is is returned, for tests.
+fn warn_if_world_readable(path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(path).map_or(0, |metadata| metadata.permissions().mode());
+        if mode & 0o007 != 0 {
+            tracing::warn!(
+                path = %path.display(),
+                mode = format!("{:o}", mode & 0o777),
+                "the private key file is readable by every user on this machine: \
+                 chmod o-rwx it (in Kubernetes, a Secret volume's defaultMode 0400 or 0440)"
+            );
+            return true;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    false
+}
+
 fn read(path: &Path) -> Result<String, KeyError> {
     std::fs::read_to_string(path).map_err(|source| KeyError::Read {
         path: path.display().to_string(),
@@ -168,6 +194,21 @@ mod tests {
             !key.to_pkcs8_pem().expect("encode").contains(v2.as_str()),
             "new keys are written as v1"
         );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_private_key_others_may_read_is_flagged() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("private.pem");
+        let key = SigningKey::generate().expect("randomness");
+        std::fs::write(&path, key.to_pkcs8_pem().expect("encode")).expect("write");
+        for (mode, flagged) in [(0o600, false), (0o440, false), (0o644, true), (0o604, true)] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+            assert_eq!(warn_if_world_readable(&path), flagged, "{mode:o}");
+            SigningKey::read_pem_file(&path).expect("read anyway");
+        }
     }
 
     #[test]

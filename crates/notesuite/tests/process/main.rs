@@ -5,6 +5,7 @@ mod faults;
 mod import;
 mod lifecycle;
 mod rotation;
+mod secrets;
 mod support;
 mod telemetry;
 mod watch;
