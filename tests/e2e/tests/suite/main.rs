@@ -1,5 +1,6 @@
 //! End-to-end: the whole suite, called through the gateway as a client would.
 
+mod auth_matrix;
 mod availability;
 mod deadlines;
 mod discovery;
