@@ -44,8 +44,8 @@ pub struct ServeConfig {
 
     /// Connections held at once; more are closed as soon as they are accepted. An idle
     /// connection costs about 21 KB, so the default stays under 90 MB.
-    #[arg(long, env = "NOTESUITE_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    pub max_connections: u32,
+    #[arg(long = "max-connections", env = "NOTESUITE_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub connection_limit: u32,
 
     /// How long a new connection may take to send the HTTP/2 preface before it is closed
     /// (port scanners, slowloris, a client speaking HTTP/1 or TLS to this plaintext port).
@@ -92,7 +92,7 @@ impl Default for ServeConfig {
             max_concurrent_calls: 1024,
             concurrency_limit: ConcurrencyLimit::Fixed,
             max_open_streams: 16_384,
-            max_connections: 4096,
+            connection_limit: 4096,
             handshake_timeout: Duration::from_secs(10),
             max_concurrent_streams: 1024,
             http2_keepalive_interval: Duration::from_secs(60),

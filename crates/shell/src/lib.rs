@@ -113,7 +113,7 @@ pub async fn serve(
         .unwrap_or_default();
     let incoming = connections::Bounded::new(
         TcpIncoming::from(listener).with_nodelay(Some(true)),
-        config.max_connections as usize,
+        config.connection_limit as usize,
         config.handshake_timeout,
     );
     serve_connections(incoming, &local_addr, definition, config, shutdown).await

@@ -591,7 +591,7 @@ async fn connections_that_never_send_the_http2_preface_are_closed() {
 async fn connections_over_the_limit_are_closed_at_once_and_room_comes_back() {
     let server = TestServer::spawn(ServeConfig {
         // The test's own channel holds one.
-        max_connections: 3,
+        connection_limit: 3,
         ..config()
     })
     .await;
