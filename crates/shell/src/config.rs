@@ -44,7 +44,10 @@ pub struct ServeConfig {
 
     /// Connections held at once; more are closed as soon as they are accepted. An idle
     /// connection costs about 21 KB, so the default stays under 90 MB.
-    #[arg(long, env = "NOTESUITE_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    // Its id is not the field's name: the database pool's `max_connections`, flattened into
+    // the same subcommands, has that id, and clap refuses two arguments with one (`notesuite
+    // users` and `notes` panicked at start in debug builds, `cli_definition_is_consistent` too).
+    #[arg(id = "max_client_connections", long = "max-connections", env = "NOTESUITE_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_connections: u32,
 
     /// How long a new connection may take to send the HTTP/2 preface before it is closed
