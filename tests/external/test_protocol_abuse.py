@@ -137,6 +137,12 @@ class RawConnection:
         if preface:
             self.sock.sendall(PREFACE + SettingsFrame(0, settings or {}).serialize())
 
+    def wait_for_windows(self) -> None:
+        """Waits for the server's SETTINGS and connection WINDOW_UPDATE: until then only the
+        protocol's 65,535-byte connection window holds, and a client sending more gets
+        GOAWAY(FLOW_CONTROL_ERROR)."""
+        self.read(ANSWER_WAIT_S, until=lambda seen: seen.frames["WindowUpdateFrame"] > 0)
+
     def new_stream(self) -> int:
         stream_id = self.next_stream_id
         self.next_stream_id += 2
@@ -516,6 +522,7 @@ def gzip_bomb(target: Target, port: str) -> str:
     inflates to 32 MiB. Decompression stops at the message limit."""
     attacker = RawConnection(target.address(port))
     small_bomb, big_bomb = gzip_bomb_message(5 << 20), gzip_bomb_message(32 << 20)
+    attacker.wait_for_windows()
     gzip_encoding = ("grpc-encoding", "gzip")
     health = [attacker.unary(HEALTH_CHECK, small_bomb, gzip_encoding) for _ in range(200)]
     authorization = ("authorization", f"Bearer {target.token}")
