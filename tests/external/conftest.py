@@ -478,3 +478,22 @@ def run(*args: str | Path, env: dict[str, str] | None = None, stdin: str | None 
 def require_tool(path: Path) -> None:
     if not path.exists():
         pytest.fail(f"{path} is missing: run scripts/install-test-tools")
+
+
+# --- Reports ---------------------------------------------------------------------------------
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Prints what test_protocol_abuse measured (scripts/test runs pytest without -s)."""
+    lines = [
+        value
+        for category in ("passed", "failed")
+        for report in terminalreporter.getreports(category)
+        if report.when == "call"
+        for name, value in report.user_properties
+        if name == "protocol_abuse"
+    ]
+    if lines:
+        terminalreporter.section("protocol abuse: what each attack got, RSS before/peak/after, the bystander")
+        for line in lines:
+            terminalreporter.line(line)

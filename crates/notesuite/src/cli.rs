@@ -151,6 +151,16 @@ pub struct UpConfig {
     #[arg(long, env = "NOTESUITE_SHUTDOWN_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
 
+    /// Connections each of the three ports holds at once; more are closed as soon as they
+    /// are accepted (as `--max-connections` of each service).
+    #[arg(long, env = "NOTESUITE_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
+
+    /// How long a new connection may take to send the HTTP/2 preface before it is closed (as
+    /// `--handshake-timeout` of each service).
+    #[arg(long, env = "NOTESUITE_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub handshake_timeout: Duration,
+
     /// The gateway's rate limits, as in `notesuite gateway`.
     #[command(flatten)]
     pub rate_limits: gateway::RateLimitConfig,

@@ -45,6 +45,8 @@ impl Suite {
         let serve_config = ServeConfig {
             drain_delay: config.drain_delay,
             shutdown_grace: config.shutdown_grace,
+            connection_limit: config.max_connections,
+            handshake_timeout: config.handshake_timeout,
             ..ServeConfig::default()
         };
 

@@ -57,6 +57,7 @@ impl Health {
         let service = HealthServer::new(WatchUnknownAsGrpcDoes {
             inner: tonic_health::server::HealthService::from_health_reporter(self.reporter.clone()),
         })
+        .max_decoding_message_size(crate::SHELL_MAX_REQUEST_BYTES)
         .accept_compressed(CompressionEncoding::Gzip)
         .accept_compressed(CompressionEncoding::Deflate);
         let health = self.clone();

@@ -78,6 +78,12 @@ pub enum ServeError {
     Descriptor(#[from] prost::DecodeError),
 }
 
+/// Largest request the shell's own services (health, reflection) decode, compressed or not:
+/// theirs are a service or symbol name. tonic's default, 4 MiB, let each health check carrying a
+/// 5 KB gzip bomb take 4 MiB while it was decompressed (200 such calls on one connection: +31 MB
+/// of RSS, kept by the allocator after).
+const SHELL_MAX_REQUEST_BYTES: usize = 16 * 1024;
+
 /// Flow-control window of one call: what a client may send that its handler has not read.
 /// An import pauses its reading while it writes a batch; with 64 KiB the client then waited
 /// on window updates (ImportNotes straight to notes, same run: 4,621 vs 6,047 notes/s on

@@ -43,10 +43,12 @@ pub(crate) fn services(
     Ok((
         builder()
             .build_v1()?
+            .max_decoding_message_size(crate::SHELL_MAX_REQUEST_BYTES)
             .accept_compressed(CompressionEncoding::Gzip)
             .accept_compressed(CompressionEncoding::Deflate),
         builder()
             .build_v1alpha()?
+            .max_decoding_message_size(crate::SHELL_MAX_REQUEST_BYTES)
             .accept_compressed(CompressionEncoding::Gzip)
             .accept_compressed(CompressionEncoding::Deflate),
     ))

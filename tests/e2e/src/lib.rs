@@ -54,6 +54,8 @@ pub async fn spawn_suite_signed_with(
         jwt_private_key,
         drain_delay: Duration::ZERO,
         shutdown_grace: Duration::from_secs(5),
+        max_connections: shell::ServeConfig::default().connection_limit,
+        handshake_timeout: shell::ServeConfig::default().handshake_timeout,
         // Tests sign up many accounts from one address; the limits have tests of their own.
         rate_limits: gateway::RateLimitConfig::off(),
     };
