@@ -34,6 +34,8 @@ const STREAMS_MARGIN: usize = 24;
 /// UNAVAILABLE answers or lost calls in a row that eject an endpoint.
 const FAILURES_TO_EJECT: u32 = 3;
 const FIRST_EJECTION: Duration = Duration::from_millis(250);
+/// Connection attempts a waiting call can ask for come at least this far apart.
+const MIN_PROBE_GAP: Duration = Duration::from_millis(100);
 const MAX_EJECTION: Duration = Duration::from_secs(30);
 
 /// Flow-control window of each call on a backend connection: what the backend may send that
@@ -57,6 +59,9 @@ pub(super) struct Endpoint {
     ejection: Mutex<Ejection>,
     /// Asks the endpoint's task for another connection (or to replace a closed one).
     more: tokio::sync::Notify,
+    /// Asks the endpoint's task to try connecting now rather than at the end of its backoff:
+    /// a call is waiting and no replica is connected.
+    probe: tokio::sync::Notify,
     pub(super) removed: CancellationToken,
 }
 
@@ -97,6 +102,7 @@ impl Endpoint {
             failures: AtomicU32::new(0),
             ejection: Mutex::new(Ejection::default()),
             more: tokio::sync::Notify::new(),
+            probe: tokio::sync::Notify::new(),
             removed: CancellationToken::new(),
         }
     }
@@ -106,6 +112,12 @@ impl Endpoint {
         lock(&self.connections)
             .iter()
             .any(|connection| !connection.closed.load(Ordering::Relaxed))
+    }
+
+    /// Tries to connect now (at most every [`MIN_PROBE_GAP`]) instead of waiting out the
+    /// backoff: a replica that was down when the gateway started is used as soon as it is up.
+    pub(super) fn probe_now(&self) {
+        self.probe.notify_one();
     }
 
     pub(super) fn is_ejected(&self, now: Instant) -> bool {
@@ -206,6 +218,7 @@ impl Endpoint {
                     () = self.removed.cancelled() => return,
                 }
             }
+            let attempted = Instant::now();
             let connected = tokio::select! {
                 connected = connect(&self, &upstream) => connected,
                 () = self.removed.cancelled() => return,
@@ -230,6 +243,9 @@ impl Endpoint {
                     let until = lock(&self.ejection).until.unwrap_or_else(Instant::now);
                     tokio::select! {
                         () = tokio::time::sleep_until(until) => {}
+                        () = self.probe.notified() => {
+                            tokio::time::sleep_until(attempted + MIN_PROBE_GAP).await;
+                        }
                         () = self.removed.cancelled() => return,
                     }
                 }

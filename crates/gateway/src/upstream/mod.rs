@@ -155,12 +155,24 @@ impl Upstream {
         let settings = &self.shared.settings;
         let give_up = Instant::now() + settings.connect_timeout;
         let give_up = deadline.map_or(give_up, |deadline| deadline.min(give_up));
+        let mut probed = false;
         loop {
             let changed = settings.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
             match self.try_lease(stream, avoid) {
                 Ok(lease) => return Ok(lease),
+                // Every replica failed to connect just now: ask each to try again at once
+                // (a backend that was starting may be up now) and wait for that round.
+                Err(Some(NoLease::Unavailable)) if !probed => {
+                    probed = true;
+                    for endpoint in read(&self.shared.endpoints).iter() {
+                        endpoint.probe_now();
+                    }
+                    if tokio::time::timeout_at(give_up, changed).await.is_err() {
+                        return Err(NoLease::Unavailable);
+                    }
+                }
                 Err(Some(refusal)) => return Err(refusal),
                 // Nothing connected yet, but connecting: wait for news.
                 Err(None) => {
@@ -704,6 +716,37 @@ mod tests {
         }
         assert_eq!(good.calls(), 50);
         held.abort();
+    }
+
+    #[tokio::test]
+    async fn a_backend_that_starts_after_the_gateway_serves_the_first_call_made_once_it_is_up() {
+        let address = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("address");
+        let upstream = upstream(&[address]);
+        assert_eq!(
+            upstream.lease(false, None, None).await.err(),
+            Some(NoLease::Unavailable),
+            "nothing listens yet"
+        );
+        let listener = tokio::net::TcpListener::bind(address).await.expect("rebind");
+        let calls = Arc::new(AtomicU32::new(0));
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_service_status(SERVICE, tonic_health::ServingStatus::Serving)
+            .await;
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(health_service)
+                .add_service(Replica {
+                    calls: calls.clone(),
+                })
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+        );
+        // Not after the ejection's backoff: the call asks for a connection attempt at once.
+        call(&upstream).await.expect("the first call is served");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]
