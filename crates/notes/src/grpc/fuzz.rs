@@ -377,3 +377,40 @@ fn advance(revision: &mut i64, note: &proto::notes::Note) {
 fn pick(choice: u8, count: usize) -> Option<usize> {
     (count > 0).then(|| usize::from(choice) % count)
 }
+
+/// An etag a client sends is either refused or names a revision whose own etag reads back as
+/// the same revision.
+#[test]
+fn note_etag_parse() {
+    check!().with_type::<String>().for_each(|etag| {
+        if let Ok(revision) = Revision::parse_etag(etag) {
+            assert!(revision > Revision::ZERO);
+            assert_eq!(Revision::parse_etag(&revision.etag()), Ok(revision));
+        }
+    });
+}
+
+/// Every revision a note can have (from 1) round-trips through its etag, and etags keep the
+/// order of revisions: a later change never reads back as an earlier one.
+#[test]
+fn note_etag_round_trip_keeps_revision_order() {
+    check!()
+        .with_type::<(i64, i64)>()
+        .for_each(|&(first, second)| {
+            let (first, second) = (Revision::from_stored(first), Revision::from_stored(second));
+            for revision in [first, second] {
+                let parsed = Revision::parse_etag(&revision.etag());
+                if revision > Revision::ZERO {
+                    assert_eq!(parsed, Ok(revision));
+                } else {
+                    assert!(parsed.is_err(), "{revision:?} is no note's revision");
+                }
+            }
+            if let (Ok(first_read), Ok(second_read)) = (
+                Revision::parse_etag(&first.etag()),
+                Revision::parse_etag(&second.etag()),
+            ) {
+                assert_eq!(first_read.cmp(&second_read), first.cmp(&second));
+            }
+        });
+}
