@@ -137,6 +137,36 @@ def main() -> None:
             "garbage": b"\0!!not base64",
         },
     )
+    create = message((1, note((2, "t"), (3, "c"))), (2, REQUEST_ID))
+    write(
+        "crates/gateway/src/forward/__fuzz__/forward__fuzz__request_id_scan/corpus",
+        {
+            "with-id": b"\0" + struct.pack(">I", len(create)) + create,
+            "without-id": b"\0" + struct.pack(">I", 4) + message((2, "")),
+            "id-twice-last-empty": b"\0\0\0\0\0" + message((2, REQUEST_ID), (2, "")),
+            "compressed": b"\1\0\0\0\0" + create,
+            "truncated": b"\0\0\0\0\3\x12\x05a",
+        },
+    )
+    write(
+        "crates/gateway/src/deadline/__fuzz__/deadline__fuzz__deadline_headers/corpus",
+        {
+            "client": b"!\0" + b"250m",
+            "largest": b"!\x0099999999H",
+            "two-values": b"!\0" + b"x\0!\0" + b"1S",
+            "with-token": b"authorization\0Bearer x\0!\0" + b"1n",
+        },
+    )
+    write(
+        "crates/gateway/src/upstream/discovery/__fuzz__/upstream__discovery__fuzz__target_list/corpus",
+        {
+            "list": b"http://127.0.0.1:8081, http://notes:8082,http://[::1]:1",
+            "empty-host": b"http://:80",
+            "https": b"https://a:1",
+            "path": b"http://a:1/x",
+            "empty": b" , ",
+        },
+    )
     write("crates/notes/src/grpc/__fuzz__/grpc__fuzz__notes_requests/corpus", notes_requests())
     write("crates/users/src/grpc/__fuzz__/grpc__fuzz__users_requests/corpus", users_requests())
     print(hashlib.sha256(b"".join(notes_requests().values())).hexdigest()[:12], "seeds written")
