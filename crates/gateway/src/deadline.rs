@@ -72,6 +72,9 @@ fn encode_grpc_timeout(timeout: Duration) -> String {
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -506,6 +506,9 @@ fn carries_request_id(frame: &[u8]) -> bool {
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 

@@ -22,6 +22,9 @@ use crate::service::{ImportItem, ImportOutcome, Notes};
 use crate::store::NoteStore;
 use crate::watch::{Start, WatchEvent, Watches, watch};
 
+#[cfg(test)]
+mod fuzz;
+
 /// Most items of an import written in one transaction, and about how many bytes of notes.
 const IMPORT_BATCH: usize = 256;
 const IMPORT_BATCH_BYTES: usize = 1024 * 1024;

@@ -96,6 +96,9 @@ fn fingerprint(filter: &str) -> u64 {
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -251,6 +251,9 @@ fn unix_seconds(time: SystemTime) -> u64 {
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use base64::Engine as _;
 

@@ -18,6 +18,9 @@ use crate::error::Error;
 use crate::service::{MAX_BATCH_GET, NewUser, Users};
 use crate::store::UserStore;
 
+#[cfg(test)]
+mod fuzz;
+
 #[derive(Debug)]
 pub struct UsersGrpc<S> {
     users: Users<S>,

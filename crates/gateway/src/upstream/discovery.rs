@@ -54,14 +54,19 @@ impl Target {
 
     fn parse(raw: &str) -> Result<Self, String> {
         let uri: http::Uri = raw.parse().map_err(|error| format!("{raw}: {error}"))?;
-        match (uri.scheme_str(), uri.host(), uri.port_u16(), uri.path()) {
-            (Some("http"), Some(host), Some(port), "" | "/") => Ok(Self {
-                host: host
-                    .trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .to_owned(),
-                port,
-            }),
+        let host = uri
+            .host()
+            .map(|host| host.trim_start_matches('[').trim_end_matches(']'));
+        match (uri.scheme_str(), host, uri.port_u16(), uri.path()) {
+            // `http://:80` parses as a URI with an empty host, and port 0 is nobody's: neither
+            // could ever be reached, so the gateway would start and only ever answer
+            // UNAVAILABLE.
+            (Some("http"), Some(host), Some(port), "" | "/") if !host.is_empty() && port != 0 => {
+                Ok(Self {
+                    host: host.to_owned(),
+                    port,
+                })
+            }
             (Some("https"), ..) => Err(format!(
                 "{raw}: TLS to backends is not supported yet; use http://HOST:PORT"
             )),
@@ -162,6 +167,9 @@ fn resolver(dns_server: Option<SocketAddr>) -> Result<TokioResolver, String> {
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -186,6 +194,14 @@ mod tests {
             "https://notes:1",
             "grpc://notes:1",
         ] {
+            assert!(Target::parse_list(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// Found by the `target_list` fuzz target: these were accepted as backends.
+    #[test]
+    fn targets_without_a_host_or_with_port_zero_are_refused() {
+        for bad in ["http://:80", "HTTP://:0", "http://[]:1", "http://notes:0"] {
             assert!(Target::parse_list(bad).is_err(), "{bad}");
         }
     }

@@ -1,0 +1,413 @@
+//! Fuzz targets and properties for the notes API's edge: every request type, as a client
+//! could send its bytes, decoded and handed to its handler over a real (SQLite) store. They
+//! run as ordinary tests (the committed corpus, then random inputs for a second) and under
+//! libFuzzer with `cargo bolero test` (docs/fuzzing.md).
+
+use std::cell::Cell;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bolero::check;
+use futures_util::StreamExt as _;
+use prost::Message;
+use proto::notes::notes_service_server::NotesService as _;
+use tonic::{Code, Request, Status};
+
+use super::*;
+use crate::store::SqliteNoteStore;
+use crate::watch::{ChangeHub, WatchConfig};
+
+/// A notes service over a SQLite database of its own, with a runtime to call it on. One per
+/// test thread: opening the database (migrations) costs more than thousands of calls.
+struct Harness {
+    runtime: tokio::runtime::Runtime,
+    grpc: NotesGrpc<SqliteNoteStore>,
+    callers: Cell<u64>,
+    _directory: tempfile::TempDir,
+}
+
+impl Harness {
+    fn new() -> Self {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime for the fuzz harness");
+        let directory = tempfile::tempdir().expect("a directory for the fuzz database");
+        let url = format!("sqlite://{}", directory.path().join("notes.db").display());
+        let grpc = runtime.block_on(async {
+            let store = SqliteNoteStore::open(&url, &database::PoolConfig::default())
+                .await
+                .expect("open the fuzz database");
+            let hub = ChangeHub::new(64, 64);
+            let watches = Watches {
+                hub: hub.clone(),
+                config: Arc::new(WatchConfig::default()),
+                _feed: Arc::new(tokio_util::sync::CancellationToken::new().drop_guard()),
+            };
+            NotesGrpc::new(Notes::new(store, hub), watches)
+        });
+        Self {
+            runtime,
+            grpc,
+            callers: Cell::new(0),
+            _directory: directory,
+        }
+    }
+
+    /// A caller no earlier call used: their revisions start at zero.
+    fn fresh_caller(&self) -> Principal {
+        let next = self.callers.get() + 1;
+        self.callers.set(next);
+        Principal::User {
+            user_id: format!("00000000-0000-7000-8000-{next:012x}"),
+        }
+    }
+}
+
+thread_local! {
+    static HARNESS: Harness = Harness::new();
+}
+
+fn as_caller<T>(message: T, caller: &Principal) -> Request<T> {
+    let mut request = Request::new(message);
+    request.extensions_mut().insert(caller.clone());
+    request
+}
+
+/// Decodes `bytes` as `T` the way tonic's codec does; a message that decodes also survives
+/// encode → decode unchanged (nothing the handler sees depends on how the client encoded it).
+fn decode<T: Message + Default + PartialEq>(bytes: &[u8]) -> Option<T> {
+    let message = T::decode(bytes).ok()?;
+    let again = T::decode(message.encode_to_vec().as_slice()).expect("re-encoded message decodes");
+    assert!(
+        again == message,
+        "decode → encode → decode changed the message"
+    );
+    Some(message)
+}
+
+/// What a failed call may answer: a validation error names only fields the request has (an
+/// index, `[3]`, stands for any), and nothing a client sends is an internal error.
+fn check_status(status: &Status, fields: &[&str]) {
+    match status.code() {
+        Code::InvalidArgument => {
+            let details = tonic_types::StatusExt::get_error_details(status);
+            let violations = details
+                .bad_request()
+                .map(|bad| bad.field_violations.clone())
+                .unwrap_or_default();
+            assert!(!violations.is_empty(), "no field named: {status:?}");
+            for violation in violations {
+                let field = without_indexes(&violation.field);
+                assert!(
+                    fields.contains(&field.as_str()),
+                    "{:?} is not a field of the request: {status:?}",
+                    violation.field
+                );
+                assert!(!violation.description.is_empty(), "{status:?}");
+            }
+        }
+        Code::NotFound | Code::Aborted | Code::FailedPrecondition | Code::OutOfRange => {}
+        _ => panic!("a request answered {status:?}"),
+    }
+}
+
+/// `note.tags[3]` → `note.tags`.
+fn without_indexes(field: &str) -> String {
+    let mut plain = String::with_capacity(field.len());
+    let mut in_index = false;
+    for character in field.chars() {
+        match character {
+            '[' => in_index = true,
+            ']' => in_index = false,
+            _ if !in_index => plain.push(character),
+            _ => {}
+        }
+    }
+    plain
+}
+
+const CREATE_FIELDS: &[&str] = &[
+    "note",
+    "note.title",
+    "note.content",
+    "note.tags",
+    "request_id",
+];
+
+/// Every request type of NotesService: the first byte picks the method, the rest is the
+/// message as it would arrive in a gRPC frame.
+#[test]
+fn notes_requests() {
+    check!().for_each(|input: &[u8]| {
+        let Some((&method, message)) = input.split_first() else {
+            return;
+        };
+        HARNESS.with(|harness| {
+            let caller = harness.fresh_caller();
+            let grpc = &harness.grpc;
+            harness.runtime.block_on(async {
+                let outcome = match method % 7 {
+                    0 => match decode::<CreateNoteRequest>(message) {
+                        Some(request) => grpc
+                            .create_note(as_caller(request, &caller))
+                            .await
+                            .map(drop)
+                            .map_err(|status| (status, CREATE_FIELDS)),
+                        None => return,
+                    },
+                    1 => match decode::<GetNoteRequest>(message) {
+                        Some(request) => grpc
+                            .get_note(as_caller(request, &caller))
+                            .await
+                            .map(drop)
+                            .map_err(|status| (status, &["id"][..])),
+                        None => return,
+                    },
+                    2 => match decode::<ListNotesRequest>(message) {
+                        Some(request) => grpc
+                            .list_notes(as_caller(request, &caller))
+                            .await
+                            .map(drop)
+                            .map_err(|status| (status, &["page_size", "tag", "page_token"][..])),
+                        None => return,
+                    },
+                    3 => match decode::<UpdateNoteRequest>(message) {
+                        Some(request) => grpc
+                            .update_note(as_caller(request, &caller))
+                            .await
+                            .map(drop)
+                            .map_err(|status| {
+                                (
+                                    status,
+                                    &[
+                                        "note",
+                                        "note.id",
+                                        "note.etag",
+                                        "note.title",
+                                        "note.content",
+                                        "note.tags",
+                                        "update_mask",
+                                        "update_mask.paths",
+                                    ][..],
+                                )
+                            }),
+                        None => return,
+                    },
+                    4 => match decode::<DeleteNoteRequest>(message) {
+                        Some(request) => grpc
+                            .delete_note(as_caller(request, &caller))
+                            .await
+                            .map(drop)
+                            .map_err(|status| (status, &["id", "etag"][..])),
+                        None => return,
+                    },
+                    5 => match decode::<WatchNotesRequest>(message) {
+                        // A stream that opens is dropped at once: its first events are the
+                        // replay, which the revision-order property checks.
+                        Some(request) => grpc
+                            .watch_notes(as_caller(request, &caller))
+                            .await
+                            .map(drop)
+                            .map_err(|status| (status, &["after_revision"][..])),
+                        None => return,
+                    },
+                    // ImportNotes items go through the same parser one by one; a bad one is
+                    // an item error in the summary, carried as this Status.
+                    _ => match decode::<ImportNotesRequest>(message) {
+                        Some(ImportNotesRequest { note, request_id }) => {
+                            parse_create(note, &request_id)
+                                .map(drop)
+                                .map_err(|error| (Status::from(error), CREATE_FIELDS))
+                        }
+                        None => return,
+                    },
+                };
+                if let Err((status, fields)) = outcome {
+                    check_status(&status, fields);
+                }
+            });
+        });
+    });
+}
+
+/// One change a client asks for, by the position of the note it touches.
+#[derive(Debug, bolero::TypeGenerator)]
+enum Change {
+    Create { title: String, tagged: bool },
+    Update { note: u8, title: String },
+    Delete { note: u8 },
+}
+
+/// Revisions are per owner, contiguous and in commit order: every accepted change moves the
+/// owner's revision on by exactly one, a note's etag names the revision of its last change,
+/// the listing reports the last one, and a watch from zero replays every change in order with
+/// no gap and no duplicate.
+#[test]
+fn revisions_are_contiguous_and_replay_in_order() {
+    check!().with_type::<Vec<Change>>().for_each(|changes| {
+        HARNESS.with(|harness| {
+            let caller = harness.fresh_caller();
+            harness
+                .runtime
+                .block_on(apply_and_check(&harness.grpc, &caller, changes));
+        });
+    });
+}
+
+async fn apply_and_check(
+    grpc: &NotesGrpc<SqliteNoteStore>,
+    caller: &Principal,
+    changes: &[Change],
+) {
+    let mut notes: Vec<proto::notes::Note> = Vec::new();
+    let mut revision = 0;
+    for change in changes.iter().take(16) {
+        match change {
+            Change::Create { title, tagged } => {
+                let request = CreateNoteRequest {
+                    note: Some(proto::notes::Note {
+                        title: title.clone(),
+                        tags: if *tagged { vec!["work".into()] } else { vec![] },
+                        ..Default::default()
+                    }),
+                    request_id: String::new(),
+                };
+                match grpc.create_note(as_caller(request, caller)).await {
+                    Ok(response) => {
+                        let note = response.into_inner().note.expect("a created note");
+                        advance(&mut revision, &note);
+                        notes.push(note);
+                    }
+                    Err(status) => check_status(&status, CREATE_FIELDS),
+                }
+            }
+            Change::Update { note, title } => {
+                let Some(position) = pick(*note, notes.len()) else {
+                    continue;
+                };
+                let request = UpdateNoteRequest {
+                    note: Some(proto::notes::Note {
+                        id: notes[position].id.clone(),
+                        etag: notes[position].etag.clone(),
+                        title: title.clone(),
+                        ..Default::default()
+                    }),
+                    update_mask: Some(prost_types::FieldMask {
+                        paths: vec!["title".into()],
+                    }),
+                };
+                match grpc.update_note(as_caller(request, caller)).await {
+                    Ok(response) => {
+                        let note = response.into_inner().note.expect("an updated note");
+                        advance(&mut revision, &note);
+                        notes[position] = note;
+                    }
+                    Err(status) => check_status(&status, &["note.title"]),
+                }
+            }
+            Change::Delete { note } => {
+                let Some(position) = pick(*note, notes.len()) else {
+                    continue;
+                };
+                let gone = notes.remove(position);
+                let request = DeleteNoteRequest {
+                    id: gone.id,
+                    etag: gone.etag,
+                };
+                grpc.delete_note(as_caller(request, caller))
+                    .await
+                    .expect("delete with the current etag");
+                // A delete answers no revision: the listing and the replay below check it.
+                revision += 1;
+            }
+        }
+    }
+    let listed = grpc
+        .list_notes(as_caller(ListNotesRequest::default(), caller))
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(
+        listed.revision, revision,
+        "the listing's revision is the last change's"
+    );
+    assert_eq!(listed.notes.len(), notes.len());
+
+    let mut events = grpc
+        .watch_notes(as_caller(WatchNotesRequest::default(), caller))
+        .await
+        .expect("watch")
+        .into_inner();
+    let mut replayed = 0;
+    while replayed < revision {
+        let event = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .expect("the replay arrives")
+            .expect("the stream stays open")
+            .expect("an event");
+        if event.r#type == i32::from(EventType::Heartbeat) {
+            continue;
+        }
+        replayed += 1;
+        assert_eq!(
+            event.revision, replayed,
+            "replayed in order, no gap, no duplicate"
+        );
+    }
+}
+
+/// A change was accepted: it took the owner's next revision, which its etag names.
+fn advance(revision: &mut i64, note: &proto::notes::Note) {
+    *revision += 1;
+    assert_eq!(
+        note.revision, *revision,
+        "revisions move on by one per change"
+    );
+    assert_eq!(
+        Revision::parse_etag(&note.etag).map(Revision::get),
+        Ok(*revision),
+        "the etag names the revision"
+    );
+}
+
+fn pick(choice: u8, count: usize) -> Option<usize> {
+    (count > 0).then(|| usize::from(choice) % count)
+}
+
+/// An etag a client sends is either refused or names a revision whose own etag reads back as
+/// the same revision.
+#[test]
+fn note_etag_parse() {
+    check!().with_type::<String>().for_each(|etag| {
+        if let Ok(revision) = Revision::parse_etag(etag) {
+            assert!(revision > Revision::ZERO);
+            assert_eq!(Revision::parse_etag(&revision.etag()), Ok(revision));
+        }
+    });
+}
+
+/// Every revision a note can have (from 1) round-trips through its etag, and etags keep the
+/// order of revisions: a later change never reads back as an earlier one.
+#[test]
+fn note_etag_round_trip_keeps_revision_order() {
+    check!()
+        .with_type::<(i64, i64)>()
+        .for_each(|&(first, second)| {
+            let (first, second) = (Revision::from_stored(first), Revision::from_stored(second));
+            for revision in [first, second] {
+                let parsed = Revision::parse_etag(&revision.etag());
+                if revision > Revision::ZERO {
+                    assert_eq!(parsed, Ok(revision));
+                } else {
+                    assert!(parsed.is_err(), "{revision:?} is no note's revision");
+                }
+            }
+            if let (Ok(first_read), Ok(second_read)) = (
+                Revision::parse_etag(&first.etag()),
+                Revision::parse_etag(&second.etag()),
+            ) {
+                assert_eq!(first_read.cmp(&second_read), first.cmp(&second));
+            }
+        });
+}
