@@ -730,7 +730,9 @@ mod tests {
             Some(NoLease::Unavailable),
             "nothing listens yet"
         );
-        let listener = tokio::net::TcpListener::bind(address).await.expect("rebind");
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .expect("rebind");
         let calls = Arc::new(AtomicU32::new(0));
         let (health, health_service) = tonic_health::server::health_reporter();
         health
