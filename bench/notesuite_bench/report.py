@@ -222,7 +222,9 @@ def _hop_peers(runs: list[Run]) -> str:
                     cell(paired(runs, selection, direct, "p99_ms", difference), 2) if by_path else "—",
                     cell(stat(runs, selection, hop_cpu), 1) if by_path else "—",
                     cell(paired(runs, selection, direct, hop_cpu, ratio, "cpu_us_notes"), 2) if by_path else "—",
-                    cell(paired(runs, gateway, selection, "cpu_us_gateway", ratio, hop_cpu), 2) if by_path else "—",
+                    cell(paired(runs, gateway, selection, "cpu_us_gateway", ratio, hop_cpu), 2)
+                    if by_path and path != hop.VIA_GATEWAY
+                    else "—",
                     notes_cpu,
                     validity(runs, selection),
                 )

@@ -6,11 +6,12 @@ process shares the server core; the series of a round run back to back, interlea
 from __future__ import annotations
 
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from .. import proxies
 from ..context import Context
-from ..load import Load, Target
+from ..load import H2load, H2loadResult, Load, Target
 from ..measure import NotRun, Observed, Run, RunSpec, health_probe
 from ..metrics import Method
 from ..services import SERVICE_NAMES, Server
@@ -32,6 +33,33 @@ PROXY_PATHS = tuple(kind.path for kind in proxies.KINDS)
 HOP_LABELS = {VIA_GATEWAY: "gateway", VIA_REPLICAS: "gateway"} | {kind.path: kind.label for kind in proxies.KINDS}
 PEER_BUDGET = "gateway CPU per forwarded GetNote < nginx's and Envoy's, ≤ HAProxy's (same run)"
 REPLICA_LABELS = ("notes", "notes-b")
+
+
+# Calls per call in flight of the run that ends every warm-up (RefilledWarmup).
+REFILL_CALLS_PER_STREAM = 3
+
+
+@dataclass(frozen=True)
+class RefilledWarmup:
+    """h2load, with every warm-up followed by a short run that completes all its calls. The
+    warm-up (`-D`) abandons the calls in flight when it ends, and nginx, which carries one call
+    at a time per upstream connection, closes the connection of each: at 1,000 in flight the
+    measured run would then open ~1,000 connections to notes at once, overflow its listen
+    backlog (128) and have some reset (TcpExtListenOverflows, SyncookiesFailed). After this run
+    the connections are idle in nginx's keepalive pool, and the measured run reuses them, the
+    steady state being compared. Every path gets it, so that all are warmed up alike."""
+
+    h2load: H2load
+
+    def run_for(self, duration_s: float) -> H2loadResult:
+        warmup = self.h2load.run_for(duration_s)
+        calls = self.h2load.load.in_flight * REFILL_CALLS_PER_STREAM
+        with tempfile.NamedTemporaryFile(suffix=".log") as log:
+            self.h2load.run_calls(calls, duration_s, Path(log.name))
+        return warmup
+
+    def run_calls(self, calls: int, expected_s: float, log_file: Path) -> H2loadResult:
+        return self.h2load.run_calls(calls, expected_s, log_file)
 
 
 def paths(method: str) -> tuple[str, ...]:
@@ -133,12 +161,14 @@ def _spec(
         else:
             observed.insert(0, Observed(label, hop))
             probe = health_probe(hop.address)
+    target = Target(entry.address, method.path, body_file, bearer(token))
     return RunSpec(
         scenario=NAME,
         series=series_name(method_name, path),
         round=round_,
-        target=Target(entry.address, method.path, body_file, bearer(token)),
+        target=target,
         load=load,
         observed=tuple(observed),
         probe=probe,
+        driver=RefilledWarmup(H2load(target, load)),
     )
