@@ -51,6 +51,7 @@ BASELINE_SERIES = (
     | set(streaming.PEER_WATCH.values())
     | {streaming.SQLITE_BULK, streaming.SQLITE_BULK_ALL, streaming.PG_MULTI_ROW, streaming.PG_COPY}
     | {streaming.PG_MULTI_ROW_ALL}
+    | {hop.series_name(hop.PROXIED_METHOD, path) for path in hop.PROXY_PATHS}
 )
 
 

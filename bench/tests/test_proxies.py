@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from notesuite_bench import proxies
+from notesuite_bench.scenarios import hop
 
 LISTEN = "127.0.0.1:18080"
 BACKEND = "127.0.0.1:18081"
@@ -82,3 +83,10 @@ def test_the_proxy_accepts_its_config(name, tmp_path):
     config.write_text(proxy.render(LISTEN, BACKEND, tmp_path))
     checked = subprocess.run(CHECKS[name](binary, config), check=False, capture_output=True, text=True, timeout=120)
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_the_hop_plans_no_run_for_a_proxy_that_is_not_installed(monkeypatch):
+    everything = hop.planned_runs(rounds=2)
+    monkeypatch.setattr(proxies, "available", lambda: list(proxies.KINDS[:1]))
+    # Two loads, two rounds, two proxies fewer.
+    assert hop.planned_runs(rounds=2) == everything - 2 * 2 * 2
