@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -251,6 +252,25 @@ KINDS = (
 
 def available() -> list[ProxyKind]:
     return [kind for kind in KINDS if kind.find() is not None]
+
+
+def versions() -> str:
+    """Each proxy's version line (for results.md), or that it is not installed."""
+    described = []
+    for kind in KINDS:
+        binary = kind.find()
+        if binary is None:
+            described.append(f"{kind.name}: not installed")
+            continue
+        flag = "--version" if kind.name == "Envoy" else "-v"
+        try:
+            answer = subprocess.run([str(binary), flag], capture_output=True, text=True, check=False, timeout=30)
+        except (OSError, subprocess.SubprocessError) as error:
+            described.append(f"{kind.name}: {error!r}")
+            continue
+        lines = (answer.stdout + answer.stderr).strip().splitlines()
+        described.append(lines[0].replace(str(binary), kind.name).strip() if lines else f"{kind.name}: no version")
+    return "; ".join(described)
 
 
 def start(group: ProcessGroup, kind: ProxyKind, backend: Server, raw_dir: Path) -> Server:
