@@ -6,6 +6,7 @@ import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from . import proxies
 from .measure import NotRun, Run
 from .scenarios import footprint, health, hop, postgres, streaming
 from .stats import Selection, Stat, difference, paired, ratio, stat
@@ -101,6 +102,29 @@ def _hop(runs: list[Run], ran: bool) -> list[Budget]:
         budgets.append(Limit(operator.le, 15, "µs").judge(cpu, subject, stat(runs, via, "cpu_us_gateway")))
         added = paired(runs, via, direct, "p99_ms", difference)
         budgets.append(Limit(operator.le, 0.5, "ms", 2).judge(added_p99, subject, added))
+    return budgets + _hop_peers(runs, ran)
+
+
+# SPEC §11: less CPU per forwarded call than nginx and Envoy, as little as HAProxy.
+PEER_COMPARE = {"HAProxy": operator.le, "nginx": operator.lt, "Envoy": operator.lt}
+
+
+def _hop_peers(runs: list[Run], ran: bool) -> list[Budget]:
+    """The gateway's CPU per forwarded GetNote ÷ each proxy's, round by round, at each load. A
+    proxy that was not installed is listed as not run by the scenario."""
+    budgets = []
+    for load in hop.LOADS:
+        gateway = Selection(hop.NAME, hop.series_name(hop.PROXIED_METHOD, hop.VIA_GATEWAY), load.in_flight)
+        for kind in proxies.KINDS:
+            subject = f"{hop.PROXIED_METHOD} @{load.in_flight}, gateway ÷ {kind.name}"
+            if not ran:
+                budgets.append(Budget(hop.PEER_BUDGET, subject, _why_not(ran), NOT_RUN))
+                continue
+            proxy = Selection(hop.NAME, hop.series_name(hop.PROXIED_METHOD, kind.path), load.in_flight)
+            if not proxy.runs(runs):
+                continue
+            cpu = paired(runs, gateway, proxy, "cpu_us_gateway", ratio, f"cpu_us_{kind.label}")
+            budgets.append(Limit(PEER_COMPARE[kind.name], 1.0, "×", 2).judge(hop.PEER_BUDGET, subject, cpu))
     return budgets
 
 

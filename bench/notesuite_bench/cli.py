@@ -19,7 +19,7 @@ import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import budgets, pg, plots, report, validity
+from . import budgets, pg, plots, proxies, report, validity
 from .context import Context, Progress
 from .measure import NotRun, Run, Runner
 from .processes import LOAD_CORE, SERVER_CORE, pin_this_thread
@@ -387,6 +387,13 @@ def _settings(args: argparse.Namespace) -> dict[str, str]:
         "idle connections": str(args.connections),
         "start-ups timed per server and round": str(args.startup_repeats),
     }
+    if hop.NAME in args.scenarios:
+        settings["hop proxies"] = (
+            f"{proxies.versions()}; one worker each (HAProxy `nbthread 1`, nginx `worker_processes 1` and "
+            "`master_process off`, Envoy `--concurrency 1`) on core 1, forwarding h2c to the hop's notes process; "
+            "configs in raw/proxies/. Every warm-up ends with a short run that completes its calls, so that "
+            "connection pools are reused by the measured run"
+        )
     if streaming.NAME in args.scenarios:
         settings["streaming"] = (
             f"{args.watch_streams:,} streams per server over {streaming.connections_for(args.watch_streams)} "

@@ -65,6 +65,10 @@ class Observed:
     label: str
     server: Server
     method: metrics.Method | None = None
+    # One of several replicas sharing the calls behind a balancer (itself observed, and checked
+    # against h2load's count): any non-OK call of its own makes the run invalid, and its share
+    # of the calls is recorded as `share_<label>`.
+    replica: bool = False
 
 
 # Returns None when a real call to the target succeeds, else what went wrong.
@@ -137,6 +141,7 @@ class Runner:
         cpu_after = {o.label: o.server.process.cpu_seconds() for o in spec.observed}
         after = self._settle(counted)
         run.values = _values(result, load.latencies_from_log(log_file), cpu_before, cpu_after) | result.extra
+        run.values |= self._shares(counted, before, after, result.succeeded)
         run.files.append(load.compress(log_file).name)
         run.reject(*result.problems())
         run.reject(*result.environmental_problems(), environmental=True)
@@ -162,8 +167,22 @@ class Runner:
         problems = []
         for o in counted:
             by_status = metrics.calls_by_status(before[o.label], after[o.label], o.method)
-            problems += [f"{o.label}: {problem}" for problem in metrics.status_problems(by_status, succeeded)]
+            # A replica served a share of the calls: only its non-OK calls say something.
+            expected = 0 if o.replica else succeeded
+            problems += [f"{o.label}: {problem}" for problem in metrics.status_problems(by_status, expected)]
         return problems
+
+    @staticmethod
+    def _shares(
+        counted: list[Observed], before: dict[str, metrics.Scrape], after: dict[str, metrics.Scrape], succeeded: int
+    ) -> dict[str, float]:
+        """Each replica's OK calls as a fraction of the run's successful calls."""
+        return {
+            f"share_{o.label}": metrics.calls_by_status(before[o.label], after[o.label], o.method).get(0, 0)
+            / max(succeeded, 1)
+            for o in counted
+            if o.replica
+        }
 
     @staticmethod
     def _leaks(

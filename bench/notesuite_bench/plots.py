@@ -52,6 +52,7 @@ BASELINE_SERIES = (
     | set(streaming.PEER_WATCH.values())
     | {streaming.SQLITE_BULK, streaming.SQLITE_BULK_ALL, streaming.PG_MULTI_ROW, streaming.PG_COPY}
     | {streaming.PG_MULTI_ROW_ALL}
+    | {hop.series_name(hop.PROXIED_METHOD, path) for path in hop.PROXY_PATHS}
 )
 
 
@@ -128,11 +129,48 @@ def _hop(runs: list[Run], path: Path) -> None:
         (Panel("notes CPU µs per call", "cpu_us_notes"), selections),
         (Panel("gateway CPU µs per forwarded call", "cpu_us_gateway", limit=15), via),
     )
-    figure = Figure(figsize=(18, 5))
-    axes = figure.subplots(1, len(panels), squeeze=False)
+    # GetNote through each hop (gateway, proxies, two replicas), with the hop process's CPU.
+    peers = [
+        Selection(hop.NAME, hop.series_name(hop.PROXIED_METHOD, route), load.in_flight)
+        for load in hop.LOADS
+        for route in hop.paths(hop.PROXIED_METHOD)
+    ]
+    peers = [s for s in peers if s.runs(runs)]
+    peer_panels = (
+        (Panel("GetNote k req/s", "rps", 1e-3), peers),
+        (Panel("GetNote p99 ms", "p99_ms"), peers),
+    )
+    figure = Figure(figsize=(18, 10))
+    axes = figure.subplots(2, len(panels), squeeze=False)
     for column, (panel, chosen) in enumerate(panels):
         _bars(axes[0][column], runs, chosen, panel, with_load=True)
-    _save(figure, path, "Gateway hop: notes directly vs through the gateway")
+    for column, (panel, chosen) in enumerate(peer_panels):
+        _bars(axes[1][column], runs, chosen, panel, with_load=True)
+    hops = [s for s in peers if not s.series.endswith(hop.DIRECT)]
+    for column, load in enumerate(hop.LOADS, start=len(peer_panels)):
+        chosen = [s for s in hops if s.in_flight == load.in_flight]
+        _hop_cpu_bars(axes[1][column], runs, chosen, f"hop CPU µs per forwarded GetNote @{load.in_flight}")
+    _save(figure, path, "Gateway hop: notes directly vs through the gateway, and beside real proxies")
+
+
+def _hop_cpu_bars(axis, runs: list[Run], selections: list[Selection], title: str) -> None:
+    """The hop process's CPU per call: each series has its own key (cpu_us_gateway, _haproxy...)."""
+    medians, lows, highs, labels = [], [], [], []
+    for selection in selections:
+        route = selection.series.removeprefix(f"{hop.PROXIED_METHOD} ")
+        value = stat(runs, selection, f"cpu_us_{hop.HOP_LABELS[route]}")
+        median = value.median if value else 0.0
+        medians.append(median)
+        lows.append(median - value.low if value else 0.0)
+        highs.append(value.high - median if value else 0.0)
+        labels.append(route)
+    colours = [NOTESUITE_COLOUR if "gateway" in label else PEER_COLOUR for label in labels]
+    positions = range(len(selections))
+    axis.bar(positions, medians, yerr=[lows, highs], capsize=3, color=colours)
+    axis.set_xticks(list(positions), labels, rotation=35, ha="right", fontsize=8)
+    axis.set_title(title, fontsize=10)
+    axis.axhline(15, linestyle="--", color="#c53030", linewidth=1)
+    axis.grid(axis="y", alpha=0.3)
 
 
 def _telemetry(runs: list[Run], path: Path) -> None:

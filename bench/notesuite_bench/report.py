@@ -36,6 +36,7 @@ def markdown(
         parts.append(_health(runs))
     if hop.NAME in scenarios:
         parts.append(_hop(runs))
+        parts.append(_hop_peers(runs))
     if telemetry.NAME in scenarios:
         parts.append(_telemetry(runs))
     if footprint.NAME in scenarios:
@@ -221,6 +222,73 @@ def _overload(runs: list[Run]) -> str:
         "the latency of OK calls are the server's (its call-duration histogram by status, p50/p99 "
         "interpolated within a bucket).\n\n"
         f"{calls}"
+    )
+
+
+def _hop_peers(runs: list[Run]) -> str:
+    """GetNote direct, through the gateway, through each proxy and through a gateway balancing
+    two notes replicas: what each hop adds, and its CPU per call beside the backend's own."""
+    method = hop.PROXIED_METHOD
+    parts = []
+    for load in hop.LOADS:
+        direct = Selection(hop.NAME, hop.series_name(method, hop.DIRECT), load.in_flight)
+        gateway = Selection(hop.NAME, hop.series_name(method, hop.VIA_GATEWAY), load.in_flight)
+        rows = []
+        for path in hop.paths(method):
+            selection = Selection(hop.NAME, hop.series_name(method, path), load.in_flight)
+            if not selection.runs(runs):
+                continue
+            hop_cpu = f"cpu_us_{hop.HOP_LABELS[path]}" if path != hop.DIRECT else None
+            if path == hop.VIA_REPLICAS:
+                notes_cpu = " + ".join(
+                    cell(stat(runs, selection, f"cpu_us_{label}"), 1) for label in hop.REPLICA_LABELS
+                )
+                shares = " / ".join(
+                    cell(stat(runs, selection, f"share_{label}"), 0, 100) for label in hop.REPLICA_LABELS
+                )
+                notes_cpu += f" (calls {shares} %)"
+            else:
+                notes_cpu = cell(stat(runs, selection, "cpu_us_notes"), 1)
+            by_path = hop_cpu is not None
+            rows.append(
+                (
+                    path,
+                    cell(stat(runs, selection, "rps"), 1, 1e-3),
+                    cell(stat(runs, selection, "p50_ms"), 2),
+                    cell(stat(runs, selection, "p99_ms"), 2),
+                    cell(paired(runs, selection, direct, "p99_ms", difference), 2) if by_path else "—",
+                    cell(stat(runs, selection, hop_cpu), 1) if by_path else "—",
+                    cell(paired(runs, selection, direct, hop_cpu, ratio, "cpu_us_notes"), 2) if by_path else "—",
+                    cell(paired(runs, gateway, selection, "cpu_us_gateway", ratio, hop_cpu), 2)
+                    if by_path and path != hop.VIA_GATEWAY
+                    else "—",
+                    notes_cpu,
+                    validity(runs, selection),
+                )
+            )
+        columns = (
+            "GetNote",
+            "k req/s",
+            "p50 ms",
+            "p99 ms",
+            "added p99 ms",
+            "hop CPU µs/call",
+            "× notes' own (direct)",
+            "gateway ÷ this hop",
+            "notes CPU µs/call",
+            "valid",
+        )
+        parts.append(f"### {load.in_flight} in flight (-c {load.clients} -m {load.streams})\n\n" + table(columns, rows))
+    return (
+        "## Gateway hop beside real proxies: GetNote\n\n"
+        "The same GetNote request and token to the same notes process, directly, through the gateway and "
+        "through HAProxy (`mode http`, `proto h2` both sides, `http-reuse always`), nginx (`grpc_pass`, upstream "
+        "`keepalive`) and Envoy, each proxy one process with one worker on core 1 like the suite, forwarding "
+        "h2c; and through a second gateway balancing across two notes processes on one SQLite file. Hop CPU is "
+        "the process making the hop (gateway or proxy); added p99 and the ratios are taken round by round; "
+        "× notes' own divides by notes' CPU per call on the direct path of the same round. Through a proxy, "
+        "notes' count of calls by gRPC status checks the run, and a health check through the proxy after it "
+        "checks that the trailers come back.\n\n" + "\n\n".join(parts)
     )
 
 

@@ -62,9 +62,11 @@ class Notesuite:
         backends: tuple[Server, Server] | None = None,
         database_url: str | None = None,
         extra_args: tuple[str, ...] = (),
+        more_notes: tuple[Server, ...] = (),
     ) -> list[str]:
-        """The command line of `service`; the gateway needs its (users, notes) backends. users
-        and notes get a fresh SQLite file unless `database_url` names another database."""
+        """The command line of `service`; the gateway needs its (users, notes) backends, and
+        balances across notes and `more_notes` (`--notes-url A,B`). users and notes get a fresh
+        SQLite file unless `database_url` names another database."""
         common = [
             str(self.binary), service,
             "--listen", listen,
@@ -79,7 +81,7 @@ class Notesuite:
             return [
                 *common,
                 "--users-url", users.url,
-                "--notes-url", notes.url,
+                "--notes-url", ",".join(server.url for server in (notes, *more_notes)),
                 "--jwt-private-key", str(self.keys_dir / "jwt-private.pem"),
                 # Tokens from one sign-up must outlive the longest scenario.
                 "--access-token-ttl", "24h",
@@ -105,6 +107,7 @@ class Notesuite:
         database_url: str | None = None,
         extra_args: tuple[str, ...] = (),
         adaptive: bool = False,
+        more_notes: tuple[Server, ...] = (),
     ) -> Server:
         """Starts `service` on free ports and returns once it answers SERVING; its limit on
         calls at once is fixed unless `adaptive`."""
@@ -122,6 +125,7 @@ class Notesuite:
             backends=backends,
             database_url=database_url,
             extra_args=extra_args,
+            more_notes=more_notes,
         )
         if service == "gateway":
             env = {**GATEWAY_BENCH_LIMITS, **(env or {})}

@@ -62,13 +62,16 @@ def paired(
     second: Selection,
     key: str,
     combine: Callable[[float, float], float],
+    second_key: str | None = None,
 ) -> Stat | None:
-    """combine(first, second) round by round, over rounds where both runs are valid: the
-    series of a round ran back to back, so drift between rounds cancels out."""
-    by_round = {run.round: run for run in second.runs(runs) if run.valid and key in run.values}
+    """combine(first's key, second's second_key (default: key)) round by round, over rounds
+    where both runs are valid: the series of a round ran back to back, so drift between rounds
+    cancels out."""
+    second_key = second_key or key
+    by_round = {run.round: run for run in second.runs(runs) if run.valid and second_key in run.values}
     selected = first.runs(runs)
     values = [
-        combine(run.values[key], by_round[run.round].values[key])
+        combine(run.values[key], by_round[run.round].values[second_key])
         for run in selected
         if run.valid and key in run.values and run.round in by_round
     ]

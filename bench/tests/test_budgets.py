@@ -131,3 +131,23 @@ def test_footprint_budgets():
 def test_a_scenario_not_selected_is_not_run():
     judged = budgets.evaluate([], True, {"health"}, [])
     assert {b.verdict for b in judged if b.budget.startswith(("gateway", "idle RSS"))} == {NOT_RUN}
+
+
+def _peer_runs(gateway_cpu_us: float, proxy_cpu_us: float, proxies: tuple[str, ...]) -> list:
+    runs = [run("hop", "GetNote via gateway", 1, 40, cpu_us_gateway=gateway_cpu_us)]
+    runs += [run("hop", f"GetNote via {name}", 1, 40, **{f"cpu_us_{name.lower()}": proxy_cpu_us}) for name in proxies]
+    return runs
+
+
+def test_the_gateway_may_cost_as_much_as_haproxy_but_must_cost_less_than_nginx_and_envoy():
+    judged = budgets.evaluate(_peer_runs(20.0, 20.0, ("HAProxy", "nginx", "Envoy")), False, ALL, [])
+    assert find(judged, "gateway CPU per forwarded GetNote", "GetNote @40, gateway ÷ HAProxy").verdict == PASS
+    assert find(judged, "gateway CPU per forwarded GetNote", "GetNote @40, gateway ÷ nginx").verdict == FAIL
+    cheaper = budgets.evaluate(_peer_runs(19.0, 20.0, ("Envoy",)), False, ALL, [])
+    envoy = find(cheaper, "gateway CPU per forwarded GetNote", "GetNote @40, gateway ÷ Envoy")
+    assert (envoy.verdict, envoy.measured) == (PASS, "0.95 ×")
+
+
+def test_a_proxy_that_was_not_run_has_no_comparison_of_its_own():
+    judged = budgets.evaluate(_peer_runs(20.0, 20.0, ("Envoy",)), False, ALL, [])
+    assert not [b for b in judged if b.subject.endswith("gateway ÷ nginx")]

@@ -120,3 +120,14 @@ def test_p999_of_a_round_count_is_the_call_ranked_at_999_per_mille(count):
     ordered = np.arange(1, count + 1)
     assert load.nearest_rank(ordered, 999) == count * 999 // 1000
     assert load.nearest_rank(ordered, 500) == count // 2
+
+
+def test_paired_may_take_another_key_from_the_second_series():
+    runs = [
+        run("hop", "via gateway", 1, 40, cpu_us_gateway=30.0),
+        run("hop", "via HAProxy", 1, 40, cpu_us_haproxy=20.0),
+        run("hop", "via gateway", 2, 40, cpu_us_gateway=20.0),
+        run("hop", "via HAProxy", 2, 40, cpu_us_haproxy=20.0),
+    ]
+    gateway, haproxy = Selection("hop", "via gateway", 40), Selection("hop", "via HAProxy", 40)
+    assert paired(runs, gateway, haproxy, "cpu_us_gateway", ratio, "cpu_us_haproxy") == Stat(1.25, 1.0, 1.5, 2, 2)
