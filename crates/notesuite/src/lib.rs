@@ -153,7 +153,7 @@ async fn serve_one(
     definition: shell::ServiceDefinition,
     serve: &shell::ServeConfig,
 ) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(listen)
+    let listener = shell::bind(listen)
         .await
         .with_context(|| format!("--listen: cannot listen on {listen}"))?;
     shell::serve(listener, definition, serve, shell::shutdown_signal()).await?;

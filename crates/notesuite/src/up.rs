@@ -231,7 +231,7 @@ fn sqlite_url(data_dir: &Path, file: &str) -> DatabaseUrl {
 }
 
 async fn bind(addr: SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
+    shell::bind(addr)
         .await
         .with_context(|| format!("{flag}: cannot listen on {addr}"))
 }

@@ -15,6 +15,7 @@ mod health;
 mod in_memory;
 mod internal;
 mod limit;
+mod listen;
 mod normalize;
 mod reflection;
 mod signal;
@@ -36,6 +37,7 @@ pub use health::{LIVENESS, ReadinessProbe};
 #[cfg(feature = "testing")]
 pub use in_memory::{InMemory, spawn_in_memory};
 pub use internal::internal_error;
+pub use listen::bind;
 pub use signal::shutdown_signal;
 pub use spawn::{Spawned, spawn};
 pub use status::{

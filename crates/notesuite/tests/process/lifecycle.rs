@@ -240,3 +240,48 @@ async fn the_database_url_can_come_from_a_file_as_a_mounted_secret_provides_it()
         );
     }
 }
+
+/// The listening socket's accept backlog, as `ss` reports it (its Send-Q for a listener).
+fn backlog(address: std::net::SocketAddr) -> u32 {
+    let output = std::process::Command::new("ss")
+        .args(["-ltnH", &format!("sport = :{}", address.port())])
+        .output()
+        .expect("ss (iproute2)");
+    let listing = String::from_utf8_lossy(&output.stdout).into_owned();
+    listing
+        .lines()
+        .find(|line| line.contains(&address.to_string()))
+        .and_then(|line| line.split_whitespace().nth(2))
+        .and_then(|send_q| send_q.parse().ok())
+        .unwrap_or_else(|| panic!("no listener {address} in: {listing}"))
+}
+
+#[tokio::test]
+async fn the_service_port_queues_a_burst_of_connections() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (_private, public) = keygen(dir.path());
+    let database = format!("sqlite://{}", dir.path().join("notes.db").display());
+    let notes = Service::start(
+        &[
+            "notes",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "off",
+            "--database-url",
+            &database,
+            "--jwt-public-key",
+            &public,
+        ],
+        &[],
+    )
+    .await;
+    // 128 (the standard library's) overflowed under a proxy opening ~1,000 connections at once.
+    let queued = backlog(notes.address);
+    let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .expect("somaxconn")
+        .trim()
+        .parse()
+        .expect("a number");
+    assert_eq!(queued, somaxconn.min(4096), "accept backlog");
+}
