@@ -174,17 +174,27 @@ impl VerifyingKeys {
             return;
         }
         let keys = self.clone();
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(interval);
-            ticks.tick().await;
-            loop {
-                ticks.tick().await;
-                if let Err(error) = keys.reload() {
-                    tracing::warn!(%error, "token verification keys not reloaded; the previous set stays");
-                }
-            }
-        });
+        reload_every(interval, "token verification keys", move || keys.reload());
     }
+}
+
+/// Calls `reload` every `interval` for as long as the process runs, logging a failure (the
+/// keys in force stay).
+fn reload_every(
+    interval: Duration,
+    what: &'static str,
+    reload: impl Fn() -> Result<bool, KeyError> + Send + 'static,
+) {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            if let Err(error) = reload() {
+                tracing::warn!(%error, "{what} not reloaded; those in force stay");
+            }
+        }
+    });
 }
 
 fn read_source(source: &Source) -> Result<Vec<VerifyingKey>, KeyError> {
@@ -347,16 +357,7 @@ impl SigningKeys {
             return;
         }
         let keys = self.clone();
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(interval);
-            ticks.tick().await;
-            loop {
-                ticks.tick().await;
-                if let Err(error) = keys.reload() {
-                    tracing::warn!(%error, "token signing key not reloaded; the previous one stays");
-                }
-            }
-        });
+        reload_every(interval, "token signing keys", move || keys.reload());
     }
 }
 

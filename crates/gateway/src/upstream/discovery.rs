@@ -132,7 +132,7 @@ pub(super) async fn discover(
             // Only addresses (or no way to look names up): nothing will ever change.
             return;
         }
-        let resolve_now = upstream.resolve_now.clone();
+        let resolve_now = upstream.settings.resolve_now.clone();
         let closed = upstream.closed.clone();
         drop(upstream);
         tokio::select! {

@@ -71,7 +71,6 @@ struct Shared {
     endpoints: RwLock<Arc<[Arc<Endpoint>]>>,
     /// Whether discovery has answered once: until then, calls wait for it.
     discovered: std::sync::atomic::AtomicBool,
-    resolve_now: Arc<tokio::sync::Notify>,
     /// Cancelled when the upstream is dropped: its tasks end.
     closed: CancellationToken,
 }
@@ -114,19 +113,17 @@ impl Upstream {
     /// Starts discovering and connecting in the background; must be called within a Tokio
     /// runtime.
     pub(crate) fn new(config: UpstreamConfig) -> Self {
-        let resolve_now = Arc::new(tokio::sync::Notify::new());
         let shared = Arc::new(Shared {
             settings: Arc::new(Settings {
                 service: config.service,
                 connect_timeout: config.connect_timeout,
                 keepalive: config.keepalive,
                 changed: tokio::sync::Notify::new(),
-                resolve_now: resolve_now.clone(),
+                resolve_now: Arc::new(tokio::sync::Notify::new()),
             }),
             retry_budget: retry::budget(),
             endpoints: RwLock::new(Arc::from(Vec::new())),
             discovered: std::sync::atomic::AtomicBool::new(false),
-            resolve_now,
             closed: CancellationToken::new(),
         });
         tokio::spawn(discovery::discover(
@@ -583,6 +580,11 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
+        replica_on(listener).await
+    }
+
+    /// A replica serving on `listener`.
+    async fn replica_on(listener: tokio::net::TcpListener) -> Running {
         let address = listener.local_addr().expect("address");
         let calls = Arc::new(AtomicU32::new(0));
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -733,22 +735,10 @@ mod tests {
         let listener = tokio::net::TcpListener::bind(address)
             .await
             .expect("rebind");
-        let calls = Arc::new(AtomicU32::new(0));
-        let (health, health_service) = tonic_health::server::health_reporter();
-        health
-            .set_service_status(SERVICE, tonic_health::ServingStatus::Serving)
-            .await;
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(health_service)
-                .add_service(Replica {
-                    calls: calls.clone(),
-                })
-                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
-        );
+        let back = replica_on(listener).await;
         // Not after the ejection's backoff: the call asks for a connection attempt at once.
         call(&upstream).await.expect("the first call is served");
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(back.calls(), 1);
     }
 
     #[tokio::test]
@@ -770,27 +760,15 @@ mod tests {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
-        let calls = Arc::new(AtomicU32::new(0));
-        let (health, health_service) = tonic_health::server::health_reporter();
-        health
-            .set_service_status(SERVICE, tonic_health::ServingStatus::Serving)
-            .await;
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(health_service)
-                .add_service(Replica {
-                    calls: calls.clone(),
-                })
-                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
-        );
-        let back = tokio::time::timeout(Duration::from_secs(60), async {
-            while calls.load(Ordering::SeqCst) == 0 {
+        let back = replica_on(listener).await;
+        let served = tokio::time::timeout(Duration::from_secs(60), async {
+            while back.calls() == 0 {
                 call(&upstream).await.expect("answered");
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })
         .await;
-        assert!(back.is_ok(), "the replica never got a call again");
+        assert!(served.is_ok(), "the replica never got a call again");
         drop(b);
     }
 }
