@@ -171,3 +171,46 @@ pub fn unique_email() -> String {
 }
 
 pub use shell::testing::{assert_error, with_token};
+
+/// Settings of a gateway in front of `users` and `notes` (`http://HOST:PORT` lists): the
+/// defaults of `notesuite gateway`, on a free port, rate limits off. A test changes the one
+/// setting it is about.
+pub fn gateway_config(users_url: String, notes_url: String) -> gateway::GatewayConfig {
+    gateway::GatewayConfig {
+        listen: "127.0.0.1:0".parse().expect("address"),
+        users_url,
+        notes_url,
+        jwt_private_key: Default::default(),
+        jwt_public_key: None,
+        access_token_ttl: Duration::from_secs(900),
+        default_deadline: Duration::from_secs(10),
+        stream_stall_timeout: Duration::from_secs(10),
+        backends: Default::default(),
+        rate_limits: gateway::RateLimitConfig::off(),
+        serve: shell::ServeConfig::default(),
+    }
+}
+
+/// A gateway serving `config`, signing with `key`.
+pub async fn spawn_gateway(
+    config: &gateway::GatewayConfig,
+    key: &token::SigningKey,
+) -> shell::Spawned {
+    let definition = gateway::build(config, key).expect("gateway builds");
+    shell::spawn(definition, shell::ServeConfig::default())
+        .await
+        .expect("serve")
+}
+
+/// A suite whose gateway signs with a key the test holds too (to run a second gateway
+/// beside it), with the temporary directory the key file lives in.
+pub async fn spawn_suite_with_key(
+    backend: Backend,
+) -> (TestSuite, token::SigningKey, tempfile::TempDir) {
+    let keys = tempfile::tempdir().expect("temp dir");
+    let key = token::SigningKey::generate().expect("key");
+    let key_path = keys.path().join("jwt.pem");
+    std::fs::write(&key_path, key.to_pkcs8_pem().expect("pem")).expect("write key");
+    let suite = spawn_suite_signed_with(backend, Some(key_path)).await;
+    (suite, key, keys)
+}

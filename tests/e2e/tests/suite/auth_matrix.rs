@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use database::testing::Backend;
-use e2e::{TestSuite, assert_error, spawn_suite_signed_with};
+use e2e::{TestSuite, assert_error};
 use proto::notes::ListNotesRequest;
 use proto::notes::notes_service_client::NotesServiceClient;
 use proto::users::users_service_client::UsersServiceClient;
@@ -125,11 +125,7 @@ async fn knock(
 }
 
 async fn every_bad_credential_is_denied_alike_at_every_door(backend: Backend) {
-    let keys = tempfile::tempdir().expect("dir");
-    let key = token::SigningKey::generate().expect("key");
-    let key_path = keys.path().join("jwt.pem");
-    std::fs::write(&key_path, key.to_pkcs8_pem().expect("pem")).expect("write");
-    let suite = spawn_suite_signed_with(backend, Some(key_path)).await;
+    let (suite, key, _keys) = e2e::spawn_suite_with_key(backend).await;
     let ada = suite.sign_up().await;
     let issuer = token::Issuer::new(&key, Duration::from_secs(900));
     let stranger = token::Issuer::new(

@@ -16,22 +16,10 @@ async fn gateway_without_backends() -> (shell::Spawned, token::Issuer) {
     };
     let key = token::SigningKey::generate().expect("key");
     let config = gateway::GatewayConfig {
-        listen: "127.0.0.1:0".parse().expect("address"),
-        users_url: format!("http://{closed}"),
-        notes_url: format!("http://{closed}"),
-        jwt_private_key: Default::default(),
-        jwt_public_key: None,
-        access_token_ttl: Duration::from_secs(900),
         default_deadline: Duration::from_secs(5),
-        stream_stall_timeout: Duration::from_secs(10),
-        backends: Default::default(),
-        rate_limits: gateway::RateLimitConfig::off(),
-        serve: shell::ServeConfig::default(),
+        ..e2e::gateway_config(format!("http://{closed}"), format!("http://{closed}"))
     };
-    let definition = gateway::build(&config, &key).expect("gateway builds");
-    let server = shell::spawn(definition, shell::ServeConfig::default())
-        .await
-        .expect("serve");
+    let server = e2e::spawn_gateway(&config, &key).await;
     (server, token::Issuer::new(&key, Duration::from_secs(900)))
 }
 

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use database::testing::Backend;
-use e2e::{TestSuite, assert_error, spawn_suite_signed_with};
+use e2e::{TestSuite, assert_error};
 use proto::gateway::LoginRequest;
 use proto::gateway::gateway_service_client::GatewayServiceClient;
 use proto::notes::ListNotesRequest;
@@ -17,28 +17,15 @@ async fn suite_and_limited_gateway(
     backend: Backend,
     limits: gateway::RateLimitConfig,
 ) -> (TestSuite, shell::Spawned, tempfile::TempDir) {
-    let keys = tempfile::tempdir().expect("temp dir");
-    let key = token::SigningKey::generate().expect("key");
-    let key_path = keys.path().join("jwt.pem");
-    std::fs::write(&key_path, key.to_pkcs8_pem().expect("pem")).expect("write key");
-    let suite = spawn_suite_signed_with(backend, Some(key_path)).await;
+    let (suite, key, keys) = e2e::spawn_suite_with_key(backend).await;
     let config = gateway::GatewayConfig {
-        listen: "127.0.0.1:0".parse().expect("address"),
-        users_url: format!("http://{}", suite.users_addr),
-        notes_url: format!("http://{}", suite.notes_addr),
-        jwt_private_key: Default::default(),
-        jwt_public_key: None,
-        access_token_ttl: Duration::from_secs(900),
-        default_deadline: Duration::from_secs(10),
-        stream_stall_timeout: Duration::from_secs(10),
-        backends: Default::default(),
         rate_limits: limits,
-        serve: shell::ServeConfig::default(),
+        ..e2e::gateway_config(
+            format!("http://{}", suite.users_addr),
+            format!("http://{}", suite.notes_addr),
+        )
     };
-    let definition = gateway::build(&config, &key).expect("gateway builds");
-    let limited = shell::spawn(definition, shell::ServeConfig::default())
-        .await
-        .expect("serve");
+    let limited = e2e::spawn_gateway(&config, &key).await;
     (suite, limited, keys)
 }
 

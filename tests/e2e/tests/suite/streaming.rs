@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use database::testing::Backend;
-use e2e::{TestSuite, User, assert_error, spawn_suite, spawn_suite_signed_with};
+use e2e::{TestSuite, User, assert_error, spawn_suite};
 use proto::notes::notes_service_client::NotesServiceClient;
 use proto::notes::watch_notes_response::EventType;
 use proto::notes::{
@@ -173,32 +173,20 @@ async fn clients_that_stop_reading_do_not_slow_anyone_else(backend: Backend) {
 /// A gateway beside the suite's, with short default deadline and stall timeout.
 async fn impatient_gateway(suite: &TestSuite, key: &token::SigningKey) -> shell::Spawned {
     let config = gateway::GatewayConfig {
-        listen: "127.0.0.1:0".parse().expect("address"),
-        users_url: format!("http://{}", suite.users_addr),
-        notes_url: format!("http://{}", suite.notes_addr),
-        jwt_private_key: Default::default(),
-        jwt_public_key: None,
-        access_token_ttl: Duration::from_secs(900),
         default_deadline: Duration::from_millis(300),
         stream_stall_timeout: Duration::from_millis(300),
-        backends: Default::default(),
-        rate_limits: gateway::RateLimitConfig::off(),
-        serve: shell::ServeConfig::default(),
+        ..e2e::gateway_config(
+            format!("http://{}", suite.users_addr),
+            format!("http://{}", suite.notes_addr),
+        )
     };
-    let definition = gateway::build(&config, key).expect("gateway builds");
-    shell::spawn(definition, shell::ServeConfig::default())
-        .await
-        .expect("serve")
+    e2e::spawn_gateway(&config, key).await
 }
 
 async fn suite_and_impatient_gateway(
     backend: Backend,
 ) -> (TestSuite, shell::Spawned, tempfile::TempDir) {
-    let keys = tempfile::tempdir().expect("temp dir");
-    let key = token::SigningKey::generate().expect("key");
-    let key_path = keys.path().join("jwt.pem");
-    std::fs::write(&key_path, key.to_pkcs8_pem().expect("pem")).expect("write key");
-    let suite = spawn_suite_signed_with(backend, Some(key_path)).await;
+    let (suite, key, keys) = e2e::spawn_suite_with_key(backend).await;
     let gateway = impatient_gateway(&suite, &key).await;
     (suite, gateway, keys)
 }
