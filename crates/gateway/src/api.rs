@@ -22,7 +22,7 @@ use crate::forward::{NOTES_SERVICE as NOTES, USERS_SERVICE as USERS};
 use crate::policy;
 
 /// The gateway's own identity when it calls gateway-only methods.
-const GATEWAY_SERVICE_NAME: &str = "gateway";
+pub(crate) const GATEWAY_SERVICE_NAME: &str = "gateway";
 const DEFAULT_RECENT_NOTES: i32 = 5;
 const MAX_RECENT_NOTES: i32 = 50;
 

@@ -32,6 +32,7 @@ use tower::ServiceExt as _;
 use tower::retry::budget::Budget as _;
 
 use crate::deadline::{Deadline, GRPC_TIMEOUT};
+use crate::deletions::AccountDeletions;
 use crate::policy::{self, Access, Idempotency, MethodPolicy, Shape};
 use crate::relay::{RelayPolicy, backend_broke, relay, trailers};
 use crate::upstream::retry::{MAX_ATTEMPTS, backoff, is_unavailable};
@@ -67,6 +68,9 @@ pub(crate) struct ForwardSettings {
     pub(crate) default_deadline: Duration,
     pub(crate) stall_timeout: Duration,
     pub(crate) limits: Arc<crate::limits::RateLimits>,
+    /// Told of each DeleteUser that succeeds through here (none in tests of forwarding
+    /// alone).
+    pub(crate) deletions: Option<Arc<AccountDeletions>>,
 }
 
 impl ForwardSettings {
@@ -75,15 +79,20 @@ impl ForwardSettings {
         default_deadline: Duration,
         stall_timeout: Duration,
         limits: Arc<crate::limits::RateLimits>,
+        deletions: Option<Arc<AccountDeletions>>,
     ) -> Self {
         Self {
             verifier,
             default_deadline,
             stall_timeout,
             limits,
+            deletions,
         }
     }
 }
+
+/// The method whose success ends an account.
+const DELETE_USER: &str = "/notesuite.users.v1.UsersService/DeleteUser";
 
 /// The tonic service that forwards every call of route `R` to its backend's replicas.
 pub(crate) struct Forward<R> {
@@ -141,10 +150,14 @@ impl<R: Route> tower_service::Service<http::Request<Body>> for Forward<R> {
     }
 
     fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
-        let method = match self.admit(&request) {
-            Ok(method) => method,
+        let (method, caller) = match self.admit(&request) {
+            Ok(admitted) => admitted,
             Err(status) => return Box::pin(std::future::ready(Ok(status.into_http()))),
         };
+        // users lets a user delete only their own account: the caller is the account.
+        let deleting = (method.path == DELETE_USER)
+            .then_some(caller)
+            .zip(self.settings.deletions.clone());
         let deadline = match method.default_deadline(self.settings.default_deadline) {
             Some(default) => Some(Deadline::from_headers(request.headers(), default)),
             None => Deadline::from_client(request.headers()),
@@ -165,7 +178,15 @@ impl<R: Route> tower_service::Service<http::Request<Body>> for Forward<R> {
         };
         Box::pin(async move {
             Ok(match method.shape {
-                Shape::Unary => call.unary(request).await,
+                Shape::Unary => {
+                    let response = call.unary(request).await;
+                    match deleting {
+                        Some((user_id, deletions)) => {
+                            account_deleted(response, &user_id, &deletions).await
+                        }
+                        None => response,
+                    }
+                }
                 Shape::Stream => call.stream(request).await,
             })
         })
@@ -173,8 +194,12 @@ impl<R: Route> tower_service::Service<http::Request<Body>> for Forward<R> {
 }
 
 impl<R: Route> Forward<R> {
-    /// Applies the method's policy and verifies the caller's token.
-    fn admit(&self, request: &http::Request<Body>) -> Result<&'static MethodPolicy, Status> {
+    /// Applies the method's policy and verifies the caller's token: the method, and the
+    /// calling user.
+    fn admit(
+        &self,
+        request: &http::Request<Body>,
+    ) -> Result<(&'static MethodPolicy, String), Status> {
         let path = request.uri().path();
         let Some(method) = policy::lookup(path).filter(|method| {
             method
@@ -197,7 +222,7 @@ impl<R: Route> Forward<R> {
                         self.settings
                             .limits
                             .check_user(method.rate_class, &user_id)?;
-                        Ok(method)
+                        Ok((method, user_id))
                     }
                     token::Principal::Service { .. } => Err(error_status(
                         Code::PermissionDenied,
@@ -434,6 +459,40 @@ impl Call {
     }
 }
 
+/// After a forwarded DeleteUser: when users answered OK, the account's tokens are refused
+/// here at once and its notes purged before the answer goes back (see `deletions`).
+async fn account_deleted(
+    response: http::Response<Body>,
+    user_id: &str,
+    deletions: &AccountDeletions,
+) -> http::Response<Body> {
+    let ok = |headers: &http::HeaderMap| {
+        headers
+            .get("grpc-status")
+            .is_some_and(|status| status.as_bytes() == b"0")
+    };
+    if response.headers().contains_key("grpc-status") {
+        // Trailers only: an error (an OK answer carries a message).
+        if ok(response.headers()) {
+            deletions.deleted(user_id).await;
+        }
+        return response;
+    }
+    // A DeleteUser answer is a few bytes, already read whole (`read_answer`).
+    let (parts, body) = response.into_parts();
+    let Ok(collected) = body.collect().await else {
+        return backend_broke(USERS_SERVICE).into_http();
+    };
+    let trailers = collected.trailers().cloned();
+    if trailers.as_ref().is_some_and(ok) {
+        deletions.deleted(user_id).await;
+    }
+    let mut frames =
+        std::collections::VecDeque::from([http_body::Frame::data(collected.to_bytes())]);
+    frames.extend(trailers.map(http_body::Frame::trailers));
+    http::Response::from_parts(parts, Body::new(Buffered(frames)))
+}
+
 /// How much of a unary answer is read before the rest is relayed instead.
 const READ_AHEAD_BYTES: usize = 64 * 1024;
 
@@ -595,6 +654,7 @@ mod tests {
             Duration::from_secs(5),
             Duration::from_secs(10),
             crate::limits::RateLimits::start(&crate::limits::RateLimitConfig::default()),
+            None,
         ));
         let token = token::Issuer::new(&key, Duration::from_secs(60))
             .user_token("01900000-0000-7000-8000-000000000001")

@@ -5,6 +5,7 @@
 mod api;
 pub mod config;
 mod deadline;
+mod deletions;
 pub mod error;
 mod forward;
 mod limits;
@@ -86,13 +87,24 @@ pub fn build_with_keys(
         upstream(forward::USERS_SERVICE, &config.users_url, "--users-url")?;
     let (notes, notes_telemetry) =
         upstream(forward::NOTES_SERVICE, &config.notes_url, "--notes-url")?;
-    let verifier = Arc::new(token::Verifier::new(verifying));
+    // Deleted accounts' tokens are refused here too (see `deletions`).
+    let revocations = token::Revocations::new();
+    let verifier = Arc::new(token::Verifier::new(verifying).with_revocations(revocations.clone()));
     let limits = limits::RateLimits::start(&config.rate_limits);
+    let users_client = UsersServiceClient::new(users_telemetry.layer(users.clone()));
+    let notes_client = NotesServiceClient::new(notes_telemetry.layer(notes.clone()));
+    let issuer = token::Issuer::new(signing, config.access_token_ttl);
+    let account_deletions = deletions::AccountDeletions::start(deletions::Purger {
+        users: users_client.clone(),
+        notes: notes_client.clone(),
+        issuer: issuer.clone(),
+        revocations,
+    });
     let api = GatewayApi {
         limits: limits.clone(),
-        users: UsersServiceClient::new(users_telemetry.layer(users.clone())),
-        notes: NotesServiceClient::new(notes_telemetry.layer(notes.clone())),
-        issuer: token::Issuer::new(signing, config.access_token_ttl),
+        users: users_client,
+        notes: notes_client,
+        issuer,
         default_deadline: config.default_deadline,
     };
     let gateway = GatewayServiceServer::new(api)
@@ -106,6 +118,7 @@ pub fn build_with_keys(
         config.default_deadline,
         config.stream_stall_timeout,
         limits,
+        Some(account_deletions),
     ));
     let routes = Routes::new(token::authenticated(gateway, verifier, anonymous))
         .add_service(Forward::<UsersRoute>::new(

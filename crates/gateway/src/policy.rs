@@ -101,6 +101,11 @@ impl MethodPolicy {
         self
     }
 
+    /// Marks an internal write as safe to repeat: the gateway's own calls of it are retried.
+    const fn idempotent(self) -> Self {
+        self.read_only()
+    }
+
     const fn max_request_bytes(mut self, bytes: usize) -> Self {
         self.max_request_bytes = bytes;
         self
@@ -195,6 +200,9 @@ pub(crate) static TABLE: &[MethodPolicy] = {
         MethodPolicy::internal("/notesuite.users.v1.UsersService/BatchGetUsers").read_only(),
         MethodPolicy::internal("/notesuite.users.v1.UsersService/ListUsers").read_only(),
         MethodPolicy::internal("/notesuite.users.v1.UsersService/VerifyCredentials").read_only(),
+        MethodPolicy::internal("/notesuite.users.v1.UsersService/ListAccountDeletions").read_only(),
+        MethodPolicy::internal("/notesuite.users.v1.UsersService/ConfirmAccountPurged")
+            .idempotent(),
         // notes: the caller's own notes.
         MethodPolicy::unary(
             "/notesuite.notes.v1.NotesService/CreateNote",
@@ -239,6 +247,7 @@ pub(crate) static TABLE: &[MethodPolicy] = {
             "CLIENT_TOO_SLOW",
             RateClass::Write,
         ),
+        MethodPolicy::internal("/notesuite.notes.v1.NotesService/PurgeUserNotes").idempotent(),
     ]
 };
 

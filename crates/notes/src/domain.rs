@@ -72,6 +72,11 @@ impl OwnerId {
         Self(user_id)
     }
 
+    /// Trusted: the id was stored by this service.
+    pub(crate) fn from_stored(user_id: String) -> Self {
+        Self(user_id)
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

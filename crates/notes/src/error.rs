@@ -17,6 +17,10 @@ pub enum Error {
     UserCredentialRequired,
     #[error("the call carries no authenticated caller")]
     Unauthenticated,
+    #[error("account deleted: its tokens no longer work")]
+    AccountDeleted,
+    #[error("this method needs a service credential")]
+    ServiceCredentialRequired,
     #[error("database error")]
     Database(#[from] sqlx::Error),
     #[error("cannot open the database")]
@@ -58,6 +62,14 @@ impl From<Error> for Status {
             Error::Unauthenticated => {
                 error_status(Code::Unauthenticated, "TOKEN_MISSING", error.to_string())
             }
+            Error::AccountDeleted => {
+                error_status(Code::Unauthenticated, "ACCOUNT_DELETED", error.to_string())
+            }
+            Error::ServiceCredentialRequired => error_status(
+                Code::PermissionDenied,
+                "SERVICE_CREDENTIAL_REQUIRED",
+                error.to_string(),
+            ),
             Error::Database(ref cause) => match database::classify(cause) {
                 database::Failure::Unavailable => {
                     tracing::warn!(error = %cause, "database unavailable");

@@ -7,8 +7,8 @@ use proto::notes::watch_notes_response::EventType;
 use proto::notes::{
     CreateNoteRequest, CreateNoteResponse, DeleteNoteRequest, DeleteNoteResponse, GetNoteRequest,
     GetNoteResponse, ImportNotesRequest, ImportNotesResponse, ListNotesRequest, ListNotesResponse,
-    UpdateNoteRequest, UpdateNoteResponse, WatchNotesRequest, WatchNotesResponse,
-    import_notes_response,
+    PurgeUserNotesRequest, PurgeUserNotesResponse, UpdateNoteRequest, UpdateNoteResponse,
+    WatchNotesRequest, WatchNotesResponse, import_notes_response,
 };
 use shell::Violations;
 use token::Principal;
@@ -212,6 +212,27 @@ fn check_tags(violations: &mut Violations, field: &str, raw: &[String]) -> Optio
 
 #[tonic::async_trait]
 impl<S: NoteStore> NotesService for NotesGrpc<S> {
+    async fn purge_user_notes(
+        &self,
+        request: Request<PurgeUserNotesRequest>,
+    ) -> Result<Response<PurgeUserNotesResponse>, Status> {
+        let caller = caller(&request)?;
+        let mut violations = Violations::default();
+        let user_id = match request.get_ref().user_id.as_str() {
+            "" => Err("is required"),
+            raw => uuid::Uuid::try_parse(raw).map_err(|_| "must be a user id (a UUID)"),
+        };
+        let Some(user_id) = violations.check("user_id", user_id) else {
+            return Err(invalid(violations).into());
+        };
+        // Ids are stored as users writes them: lowercase, hyphenated.
+        let owner = crate::domain::OwnerId::from_stored(user_id.to_string());
+        let purged = self.notes.purge(&caller, owner).await?;
+        Ok(Response::new(PurgeUserNotesResponse {
+            purged_note_count: i64::try_from(purged).unwrap_or(i64::MAX),
+        }))
+    }
+
     async fn create_note(
         &self,
         request: Request<CreateNoteRequest>,

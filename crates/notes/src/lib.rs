@@ -74,16 +74,35 @@ pub fn definition_with<S: NoteStore>(
     watch: &WatchConfig,
 ) -> ServiceDefinition {
     let probe_store = store.clone();
-    let verifier = Arc::new(token::Verifier::new(token_keys));
+    let revocations = token::Revocations::new();
+    let verifier = Arc::new(token::Verifier::new(token_keys).with_revocations(revocations.clone()));
     let hub = ChangeHub::new(watch.max_watches, watch.max_watches_per_user);
     let feed = tokio_util::sync::CancellationToken::new();
     store.start_change_feed(&hub, &feed);
+    // Accounts purged through other replicas: their tokens are refused here within a second.
+    let purges = store.clone();
+    let refresh = token::revocations::spawn_refresh(revocations.clone(), move |since, limit| {
+        let purges = purges.clone();
+        async move {
+            let purged = purges
+                .purged_since(since, limit)
+                .await
+                .map_err(|error| error.to_string())?;
+            Ok(purged
+                .into_iter()
+                .map(|(owner, at)| (owner.as_str().to_owned(), at))
+                .collect())
+        }
+    });
     let watches = Watches {
         hub: hub.clone(),
         config: Arc::new(watch.clone()),
+        revocations: revocations.clone(),
         _feed: Arc::new(feed.drop_guard()),
+        _revocation_refresh: Arc::new(refresh),
     };
-    let server = NotesServiceServer::new(NotesGrpc::new(Notes::new(store, hub), watches))
+    let notes = Notes::new(store, hub, revocations);
+    let server = NotesServiceServer::new(NotesGrpc::new(notes, watches))
         .max_decoding_message_size(MAX_REQUEST_BYTES)
         .accept_compressed(CompressionEncoding::Gzip)
         .accept_compressed(CompressionEncoding::Deflate);

@@ -20,6 +20,8 @@ pub const MAX_PAGE_BYTES: usize = 1024 * 1024;
 pub struct Notes<S> {
     store: S,
     hub: ChangeHub,
+    /// Purged (deleted) accounts whose tokens this process refuses.
+    revocations: token::Revocations,
 }
 
 /// One item of an import, already validated.
@@ -54,8 +56,30 @@ pub struct NotePage {
 }
 
 impl<S: NoteStore> Notes<S> {
-    pub fn new(store: S, hub: ChangeHub) -> Self {
-        Self { store, hub }
+    pub fn new(store: S, hub: ChangeHub, revocations: token::Revocations) -> Self {
+        Self {
+            store,
+            hub,
+            revocations,
+        }
+    }
+
+    /// Purges a deleted account: its notes, change log and request ids go, and its tokens
+    /// are refused from now on (here at once, on other replicas within a second). The
+    /// gateway's service credential only. Returns how many notes were deleted.
+    pub async fn purge(&self, caller: &Principal, owner: OwnerId) -> Result<u64, Error> {
+        if !matches!(caller, Principal::Service { .. }) {
+            return Err(Error::ServiceCredentialRequired);
+        }
+        let now = crate::store::now();
+        let purged = self.store.purge(&owner, now).await?;
+        self.revocations.revoke(owner.as_str(), now);
+        tracing::info!(
+            user_id = owner.as_str(),
+            purged_notes = purged,
+            "deleted account purged"
+        );
+        Ok(purged)
     }
 
     pub(crate) fn store(&self) -> &S {

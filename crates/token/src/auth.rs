@@ -31,6 +31,8 @@ pub enum AuthError {
     Expired,
     #[error("invalid token")]
     Invalid,
+    #[error("account deleted: its tokens no longer work")]
+    AccountDeleted,
 }
 
 impl AuthError {
@@ -40,6 +42,7 @@ impl AuthError {
             AuthError::Malformed => "TOKEN_MALFORMED",
             AuthError::Expired => "TOKEN_EXPIRED",
             AuthError::Invalid => "TOKEN_INVALID",
+            AuthError::AccountDeleted => "ACCOUNT_DELETED",
         }
     }
 }

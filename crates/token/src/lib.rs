@@ -15,10 +15,12 @@ mod cache;
 mod crypto;
 mod keys;
 pub mod keyset;
+pub mod revocations;
 
 pub use auth::{AuthError, Authenticated, Principal, authenticated};
 pub use keys::{KeyError, SigningKey, VerifyingKey};
 pub use keyset::{SigningKeys, VerifyingKeys};
+pub use revocations::Revocations;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -137,6 +139,8 @@ pub struct Verifier {
     /// Both paths read expiry against it: a token served from the cache and one checked anew
     /// expire at the same moment.
     clock: Box<dyn Fn() -> u64 + Send + Sync>,
+    /// Deleted accounts: their tokens are refused whatever their signature.
+    revocations: Revocations,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -170,6 +174,30 @@ impl Verifier {
             validation,
             verified: cache::VerifiedTokens::default(),
             clock: Box::new(clock),
+            revocations: Revocations::new(),
+        }
+    }
+
+    /// Refuses the tokens of every subject in `revocations` (deleted accounts), as that set
+    /// changes.
+    #[must_use]
+    pub fn with_revocations(mut self, revocations: Revocations) -> Self {
+        self.revocations = revocations;
+        self
+    }
+
+    /// The deleted accounts this verifier refuses.
+    pub fn revocations(&self) -> &Revocations {
+        &self.revocations
+    }
+
+    /// Refuses a deleted account's token, checked on every call (cached or not).
+    fn not_revoked(&self, principal: Principal) -> Result<Principal, AuthError> {
+        match &principal {
+            Principal::User { user_id } if self.revocations.is_revoked(user_id) => {
+                Err(AuthError::AccountDeleted)
+            }
+            _ => Ok(principal),
         }
     }
 
@@ -185,14 +213,14 @@ impl Verifier {
             self.verified.clear();
         }
         if let Some(principal) = self.verified.get(token, now) {
-            return Ok(principal);
+            return self.not_revoked(principal);
         }
         let (principal, expires_at) = self.verify_signature(token)?;
         if !cache::still_valid(expires_at, now) {
             return Err(AuthError::Expired);
         }
         self.verified.insert(token, &principal, expires_at);
-        Ok(principal)
+        self.not_revoked(principal)
     }
 
     fn verify_signature(&self, token: &str) -> Result<(Principal, u64), AuthError> {
@@ -300,6 +328,28 @@ mod tests {
                 name: "gateway".into()
             }
         );
+    }
+
+    #[test]
+    fn a_deleted_accounts_token_is_refused_even_from_the_cache() {
+        let (issuer, verifier) = key_pair();
+        let revocations = Revocations::new();
+        let verifier = verifier.with_revocations(revocations.clone());
+        let deleted = issuer.user_token("user-1").expect("sign");
+        let other = issuer.user_token("user-2").expect("sign");
+        // Verified once: now in the cache.
+        verifier
+            .verify(&deleted.token)
+            .expect("valid before the deletion");
+        revocations.revoke("user-1", SystemTime::now());
+        assert_eq!(
+            verifier.verify(&deleted.token),
+            Err(AuthError::AccountDeleted)
+        );
+        assert!(verifier.verify(&other.token).is_ok());
+        // Services are not accounts: a subject named like a revoked user still passes.
+        let service = issuer.service_token("user-1").expect("sign");
+        assert!(verifier.verify(&service.token).is_ok());
     }
 
     #[test]

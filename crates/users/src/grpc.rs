@@ -4,6 +4,10 @@
 use pagination::{PageSize, decode_token, encode_token};
 use proto::users::users_service_server::UsersService;
 use proto::users::{
+    AccountDeletion, ConfirmAccountPurgedRequest, ConfirmAccountPurgedResponse,
+    ListAccountDeletionsRequest, ListAccountDeletionsResponse,
+};
+use proto::users::{
     BatchGetUsersRequest, BatchGetUsersResponse, CreateUserRequest, CreateUserResponse,
     DeleteUserRequest, DeleteUserResponse, GetUserRequest, GetUserResponse, ListUsersRequest,
     ListUsersResponse, UpdateUserRequest, UpdateUserResponse, VerifyCredentialsRequest,
@@ -24,11 +28,23 @@ mod fuzz;
 #[derive(Debug)]
 pub struct UsersGrpc<S> {
     users: Users<S>,
+    /// Keeps the revocation set fresh for as long as the service lives.
+    _refresh: Option<token::revocations::Refresh>,
 }
 
 impl<S> UsersGrpc<S> {
     pub fn new(users: Users<S>) -> Self {
-        Self { users }
+        Self {
+            users,
+            _refresh: None,
+        }
+    }
+
+    /// Stops `refresh` when the service is dropped.
+    #[must_use]
+    pub fn with_refresh(mut self, refresh: token::revocations::Refresh) -> Self {
+        self._refresh = Some(refresh);
+        self
     }
 }
 
@@ -235,6 +251,66 @@ impl<S: UserStore> UsersService for UsersGrpc<S> {
         Ok(Response::new(DeleteUserResponse {}))
     }
 
+    async fn list_account_deletions(
+        &self,
+        request: Request<ListAccountDeletionsRequest>,
+    ) -> Result<Response<ListAccountDeletionsResponse>, Status> {
+        let caller = caller(&request)?;
+        let ListAccountDeletionsRequest {
+            since,
+            pending_only,
+            page_size,
+        } = request.into_inner();
+        let mut violations = Violations::default();
+        let since = match since {
+            None => Some(None),
+            Some(since) => violations
+                .check(
+                    "since",
+                    std::time::SystemTime::try_from(since).map_err(|_| "must be a valid time"),
+                )
+                .map(Some),
+        };
+        let limit = match page_size {
+            0 => Some(DEFAULT_DELETIONS_PAGE),
+            size => violations.check(
+                "page_size",
+                u32::try_from(size).map_err(|_| "must not be negative"),
+            ),
+        };
+        let (Some(since), Some(limit)) = (since, limit) else {
+            return Err(invalid(violations).into());
+        };
+        let deletions = self
+            .users
+            .deletions(&caller, since, pending_only, limit)
+            .await?;
+        Ok(Response::new(ListAccountDeletionsResponse {
+            deletions: deletions
+                .into_iter()
+                .map(|deletion| AccountDeletion {
+                    user_id: deletion.user_id.to_string(),
+                    delete_time: Some(deletion.delete_time.into()),
+                    purge_time: deletion.purge_time.map(Into::into),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn confirm_account_purged(
+        &self,
+        request: Request<ConfirmAccountPurgedRequest>,
+    ) -> Result<Response<ConfirmAccountPurgedResponse>, Status> {
+        let caller = caller(&request)?;
+        let mut violations = Violations::default();
+        let Some(id) = violations.check("user_id", UserId::parse(&request.get_ref().user_id))
+        else {
+            return Err(invalid(violations).into());
+        };
+        self.users.confirm_purged(&caller, id).await?;
+        Ok(Response::new(ConfirmAccountPurgedResponse {}))
+    }
+
     async fn verify_credentials(
         &self,
         request: Request<VerifyCredentialsRequest>,
@@ -260,6 +336,9 @@ impl<S: UserStore> UsersService for UsersGrpc<S> {
         }))
     }
 }
+
+/// Deletions a ListAccountDeletions without a `page_size` returns.
+const DEFAULT_DELETIONS_PAGE: u32 = 100;
 
 const UPDATABLE: &[&str] = &["email", "display_name"];
 const OUTPUT_ONLY: &[&str] = &["id", "create_time", "update_time", "etag"];

@@ -60,8 +60,25 @@ pub fn definition<S: UserStore>(
     token_keys: impl Into<token::VerifyingKeys>,
 ) -> ServiceDefinition {
     let probe_store = store.clone();
-    let verifier = Arc::new(token::Verifier::new(token_keys));
-    let server = UsersServiceServer::new(UsersGrpc::new(Users::new(store, passwords)))
+    let revocations = token::Revocations::new();
+    let verifier = Arc::new(token::Verifier::new(token_keys).with_revocations(revocations.clone()));
+    // Accounts deleted through other replicas: their tokens are refused here within a second.
+    let deletions = store.clone();
+    let refresh = token::revocations::spawn_refresh(revocations.clone(), move |since, limit| {
+        let deletions = deletions.clone();
+        async move {
+            let found = deletions
+                .deletions(Some(since), false, limit)
+                .await
+                .map_err(|error| error.to_string())?;
+            Ok(found
+                .into_iter()
+                .map(|deletion| (deletion.user_id.to_string(), deletion.delete_time))
+                .collect())
+        }
+    });
+    let grpc = UsersGrpc::new(Users::new(store, passwords, revocations)).with_refresh(refresh);
+    let server = UsersServiceServer::new(grpc)
         .max_decoding_message_size(MAX_REQUEST_BYTES)
         .accept_compressed(CompressionEncoding::Gzip)
         .accept_compressed(CompressionEncoding::Deflate);

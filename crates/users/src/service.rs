@@ -5,15 +5,22 @@ use token::Principal;
 use crate::domain::{DisplayName, Email, Password, User, UserChanges, UserId, Version};
 use crate::error::Error;
 use crate::password::PasswordHasher;
-use crate::store::UserStore;
+use crate::store::{AccountDeletion, UserStore};
+use std::time::SystemTime;
 
 /// Most ids one BatchGetUsers may ask for.
 pub const MAX_BATCH_GET: usize = 100;
+
+/// Most deletions one ListAccountDeletions returns.
+pub const MAX_DELETIONS_PAGE: u32 = 1000;
 
 #[derive(Debug)]
 pub struct Users<S> {
     store: S,
     passwords: PasswordHasher,
+    /// Deleted accounts whose tokens this process refuses: this replica's deletions at once,
+    /// other replicas' within [`token::revocations::REFRESH_INTERVAL`].
+    revocations: token::Revocations,
 }
 
 /// A new account, validated.
@@ -25,8 +32,12 @@ pub struct NewUser {
 }
 
 impl<S: UserStore> Users<S> {
-    pub fn new(store: S, passwords: PasswordHasher) -> Self {
-        Self { store, passwords }
+    pub fn new(store: S, passwords: PasswordHasher, revocations: token::Revocations) -> Self {
+        Self {
+            store,
+            passwords,
+            revocations,
+        }
     }
 
     pub fn store(&self) -> &S {
@@ -103,8 +114,32 @@ impl<S: UserStore> Users<S> {
         expected: Option<Version>,
     ) -> Result<(), Error> {
         require_self_or_service(caller, id)?;
-        self.store.delete(id, expected).await?;
-        tracing::info!(user_id = %id, "user deleted");
+        let now = crate::store::now();
+        self.store.delete(id, expected, now).await?;
+        self.revocations.revoke(id.to_string(), now);
+        tracing::info!(user_id = %id, "user deleted: its tokens are refused, its notes purge pending");
+        Ok(())
+    }
+
+    /// Recorded account deletions (see [`UserStore::deletions`]).
+    pub async fn deletions(
+        &self,
+        caller: &Principal,
+        since: Option<SystemTime>,
+        pending_only: bool,
+        limit: u32,
+    ) -> Result<Vec<AccountDeletion>, Error> {
+        require_service(caller)?;
+        self.store
+            .deletions(since, pending_only, limit.clamp(1, MAX_DELETIONS_PAGE))
+            .await
+    }
+
+    /// Records that a deleted account's notes are purged.
+    pub async fn confirm_purged(&self, caller: &Principal, id: UserId) -> Result<(), Error> {
+        require_service(caller)?;
+        self.store.confirm_purged(id, crate::store::now()).await?;
+        tracing::info!(user_id = %id, "deleted account's notes purged");
         Ok(())
     }
 

@@ -39,12 +39,18 @@ impl Harness {
                 .await
                 .expect("open the fuzz database");
             let hub = ChangeHub::new(64, 64);
+            let revocations = token::Revocations::new();
             let watches = Watches {
                 hub: hub.clone(),
                 config: Arc::new(WatchConfig::default()),
+                revocations: revocations.clone(),
                 _feed: Arc::new(tokio_util::sync::CancellationToken::new().drop_guard()),
+                _revocation_refresh: Arc::new(token::revocations::spawn_refresh(
+                    revocations.clone(),
+                    |_, _| async { Ok(Vec::new()) },
+                )),
             };
-            NotesGrpc::new(Notes::new(store, hub), watches)
+            NotesGrpc::new(Notes::new(store, hub, revocations), watches)
         });
         Self {
             runtime,

@@ -60,8 +60,26 @@ pub trait NoteStore: Clone + Send + Sync + 'static {
 
     /// Begins a write to `owner`'s notes. The transaction holds the owner's next revision
     /// and, until it ends, is the owner's only writer: two writers for one owner can never
-    /// commit revisions out of order or leave a hole.
+    /// commit revisions out of order or leave a hole. [`Error::AccountDeleted`] once the
+    /// owner is purged.
     fn write(&self, owner: &OwnerId) -> impl Future<Output = Result<Self::Write, Error>> + Send;
+
+    /// Deletes every note, logged change and request id of `owner` (a deleted account) and
+    /// marks the owner purged at `now`, in one transaction that waits for the owner's
+    /// writer: no write can store anything for the owner after it. Returns how many notes
+    /// it deleted; purging again deletes nothing and keeps the first time.
+    fn purge(
+        &self,
+        owner: &OwnerId,
+        now: SystemTime,
+    ) -> impl Future<Output = Result<u64, Error>> + Send;
+
+    /// Owners purged at or after `since`, oldest purge first, at most `limit`.
+    fn purged_since(
+        &self,
+        since: SystemTime,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<(OwnerId, SystemTime)>, Error>> + Send;
 
     fn get(
         &self,

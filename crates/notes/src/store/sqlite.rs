@@ -1,6 +1,8 @@
 //! The embedded SQLite store: one file, WAL journal, embedded migrations, one writer at a
 //! time (see [`database::SqliteDatabase`]).
 
+use std::time::SystemTime;
+
 use database::{PoolConfig, SqliteDatabase, WriteTransaction};
 use futures_util::TryStreamExt as _;
 use sqlx::Sqlite;
@@ -166,20 +168,75 @@ impl NoteStore for SqliteNoteStore {
 
     async fn write(&self, owner: &OwnerId) -> Result<SqliteNoteWrite, Error> {
         let mut transaction = self.database.write().await?;
-        let revision: i64 = sqlx::query_scalar(
+        let (revision, purge_time): (i64, Option<i64>) = sqlx::query_as(
             "INSERT INTO owner_revisions (owner_id, revision) VALUES (?, 1)
              ON CONFLICT (owner_id) DO UPDATE SET revision = revision + 1
-             RETURNING revision",
+             RETURNING revision, purge_time",
         )
         .bind(owner.as_str())
         .fetch_one(transaction.connection())
         .await?;
+        if purge_time.is_some() {
+            transaction.rollback().await;
+            return Err(Error::AccountDeleted);
+        }
         Ok(SqliteNoteWrite {
             transaction,
             owner: owner.clone(),
             revision: Revision::from_stored(revision),
             log_retention: self.log_retention,
         })
+    }
+
+    async fn purge(&self, owner: &OwnerId, now: SystemTime) -> Result<u64, Error> {
+        // The one write slot: no write of the owner runs meanwhile, and each later one
+        // sees purge_time.
+        let mut transaction = self.database.write().await?;
+        let outcome = async {
+            sqlx::query(
+                "INSERT INTO owner_revisions (owner_id, revision, purge_time) VALUES (?1, 0, ?2)
+                 ON CONFLICT (owner_id) DO UPDATE SET purge_time = COALESCE(purge_time, ?2)",
+            )
+            .bind(owner.as_str())
+            .bind(to_micros(now))
+            .execute(transaction.connection())
+            .await?;
+            for table in ["note_changes", "create_requests", "note_tags"] {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DELETE FROM {table} WHERE owner_id = ?1"
+                )))
+                .bind(owner.as_str())
+                .execute(transaction.connection())
+                .await?;
+            }
+            let deleted = sqlx::query("DELETE FROM notes WHERE owner_id = ?1")
+                .bind(owner.as_str())
+                .execute(transaction.connection())
+                .await?
+                .rows_affected();
+            Ok::<_, sqlx::Error>(deleted)
+        }
+        .await;
+        transaction.finish(outcome.map_err(Error::from)).await
+    }
+
+    async fn purged_since(
+        &self,
+        since: SystemTime,
+        limit: u32,
+    ) -> Result<Vec<(OwnerId, SystemTime)>, Error> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT owner_id, purge_time FROM owner_revisions
+             WHERE purge_time >= ?1 ORDER BY purge_time LIMIT ?2",
+        )
+        .bind(to_micros(since))
+        .bind(i64::from(limit))
+        .fetch_all(&mut *self.database.connection().await?)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(owner, purged)| (OwnerId::from_stored(owner), from_micros(purged)))
+            .collect())
     }
 
     async fn get(&self, owner: &OwnerId, id: NoteId) -> Result<Option<Note>, Error> {

@@ -60,6 +60,11 @@ impl Default for WatchConfig {
 pub(crate) struct Watches {
     pub(crate) hub: ChangeHub,
     pub(crate) config: Arc<WatchConfig>,
+    /// Deleted accounts: their watches end (checked before each event, so within a
+    /// heartbeat interval).
+    pub(crate) revocations: token::Revocations,
     /// Stops the change feed between replicas when the service goes.
     pub(crate) _feed: Arc<tokio_util::sync::DropGuard>,
+    /// Stops the revocation refresh when the service goes.
+    pub(crate) _revocation_refresh: Arc<token::revocations::Refresh>,
 }

@@ -72,6 +72,7 @@ pub(crate) async fn watch<S: NoteStore>(
     let heartbeat_every = watches.config.watch_heartbeat_interval;
     let watcher = Watcher {
         store,
+        revocations: watches.revocations.clone(),
         subscription,
         delivered,
         known: current,
@@ -88,6 +89,7 @@ pub(crate) async fn watch<S: NoteStore>(
 
 struct Watcher<S> {
     store: S,
+    revocations: token::Revocations,
     subscription: Subscription,
     /// The revision of the last change sent (or the start).
     delivered: Revision,
@@ -109,6 +111,12 @@ impl<S: NoteStore> Watcher<S> {
     async fn next(mut self) -> Option<(Result<WatchEvent, Error>, Self)> {
         if self.ended {
             return None;
+        }
+        if self
+            .revocations
+            .is_revoked(self.subscription.feed.owner().as_str())
+        {
+            return Some(self.end(Error::AccountDeleted));
         }
         // The client came back for more: if it was away for too long while changes waited,
         // it is too slow for this stream.

@@ -7,8 +7,10 @@ use proto::notes::{
 };
 use tonic::Code;
 
-use crate::helpers::{assert_error, draft, mask, spawn_notes};
+use crate::helpers::{assert_error, draft, mask, spawn_notes, spawn_replica};
 use database::testing::Backend;
+use proto::notes::PurgeUserNotesRequest;
+use proto::notes::notes_service_client::NotesServiceClient;
 
 async fn concurrent_updates_with_one_etag_make_exactly_one_success(backend: Backend) {
     let notes = spawn_notes(backend).await;
@@ -164,7 +166,105 @@ async fn a_page_of_the_largest_notes_fits_a_default_client(backend: Backend) {
     }
 }
 
+/// A deleted account's purge racing its writers, on two replicas (PostgreSQL) whose
+/// revocation sets lag each other: every write either commits before the purge (and is
+/// purged with the rest) or is refused ACCOUNT_DELETED; none survives it.
+async fn a_purge_racing_writers_leaves_no_orphan_note(backend: Backend) {
+    let notes = spawn_notes(backend).await;
+    let replica = match backend {
+        Backend::Postgres => Some(spawn_replica(&notes).await),
+        Backend::Sqlite => None,
+    };
+    let replica_client = match &replica {
+        Some(replica) => NotesServiceClient::connect(replica.url())
+            .await
+            .expect("connect"),
+        None => notes.client(),
+    };
+    let ada = notes.new_user();
+    let writers = (0..6).map(|writer| {
+        let mut client = if writer % 2 == 0 {
+            notes.client()
+        } else {
+            replica_client.clone()
+        };
+        let ada = ada.clone();
+        async move {
+            let mut created = 0_u32;
+            loop {
+                let outcome = client
+                    .create_note(ada.request(CreateNoteRequest {
+                        note: Some(draft(&format!("w{writer} n{created}"), "", &["race"])),
+                        request_id: String::new(),
+                    }))
+                    .await;
+                match outcome {
+                    Ok(_) => created += 1,
+                    Err(status) => {
+                        assert_error(&status, Code::Unauthenticated, "ACCOUNT_DELETED");
+                        return created;
+                    }
+                }
+            }
+        }
+    });
+    let purge = async {
+        // Let the writers get going first.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        notes
+            .client()
+            .purge_user_notes(notes.request(PurgeUserNotesRequest {
+                user_id: ada.user_id.clone(),
+            }))
+            .await
+            .expect("purge")
+            .into_inner()
+            .purged_note_count
+    };
+    let (created, purged) = tokio::join!(futures_util::future::join_all(writers), purge);
+    let created: u32 = created.iter().sum();
+    assert!(created > 0, "the writers wrote before the purge");
+    assert!(
+        purged <= i64::from(created) && purged > 0,
+        "purged {purged} of {created} created"
+    );
+    // Nothing was stored after the purge: a second one finds nothing.
+    let again = notes
+        .client()
+        .purge_user_notes(notes.request(PurgeUserNotesRequest {
+            user_id: ada.user_id.clone(),
+        }))
+        .await
+        .expect("purge again")
+        .into_inner()
+        .purged_note_count;
+    assert_eq!(again, 0, "a note was stored after the purge: an orphan");
+    // A user token cannot purge; a bad id is a field violation.
+    let bob = notes.new_user();
+    let denied = notes
+        .client()
+        .purge_user_notes(bob.request(PurgeUserNotesRequest {
+            user_id: bob.user_id.clone(),
+        }))
+        .await
+        .expect_err("users cannot purge");
+    assert_error(
+        &denied,
+        Code::PermissionDenied,
+        "SERVICE_CREDENTIAL_REQUIRED",
+    );
+    let invalid = notes
+        .client()
+        .purge_user_notes(notes.request(PurgeUserNotesRequest {
+            user_id: "not-a-uuid".into(),
+        }))
+        .await
+        .expect_err("not a user id");
+    assert_error(&invalid, Code::InvalidArgument, "INVALID_FIELDS");
+}
+
 database::backend_tests!(
+    a_purge_racing_writers_leaves_no_orphan_note,
     concurrent_updates_with_one_etag_make_exactly_one_success,
     concurrent_writers_for_one_owner_take_every_revision_once,
     a_page_of_the_largest_notes_fits_a_default_client,

@@ -129,6 +129,11 @@ impl TestNotes {
         self.issuer.service_token("gateway").expect("sign").token
     }
 
+    /// `message` with the gateway's service credential.
+    pub(crate) fn request<T>(&self, message: T) -> Request<T> {
+        with_token(message, &self.service_token())
+    }
+
     pub(crate) async fn create(&self, caller: &Caller, title: &str, tags: &[&str]) -> Note {
         self.client()
             .create_note(caller.request(CreateNoteRequest {

@@ -1,6 +1,7 @@
 //! The real `notesuite` binary, run and called as operators and clients do.
 
 mod client_tools;
+mod deletion;
 mod faults;
 mod import;
 mod lifecycle;

@@ -35,7 +35,11 @@ impl Harness {
             .expect("open the fuzz database");
         Self {
             runtime,
-            grpc: UsersGrpc::new(Users::new(store, PasswordHasher::new(1))),
+            grpc: UsersGrpc::new(Users::new(
+                store,
+                PasswordHasher::new(1),
+                token::Revocations::new(),
+            )),
             _directory: directory,
         }
     }

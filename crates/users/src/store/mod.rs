@@ -49,15 +49,43 @@ pub trait UserStore: Clone + Send + Sync + 'static {
         now: SystemTime,
     ) -> impl Future<Output = Result<User, Error>> + Send;
 
-    /// Deletes the account if it exists and, when `expected` is given, has that version.
+    /// Deletes the account if it exists and, when `expected` is given, has that version,
+    /// and records its deletion at `now` ([`AccountDeletion`]) in the same transaction.
     fn delete(
         &self,
         id: UserId,
         expected: Option<Version>,
+        now: SystemTime,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Recorded deletions, oldest first, at most `limit`: those at or after `since` (all
+    /// without), or only the ones whose purge is pending.
+    fn deletions(
+        &self,
+        since: Option<SystemTime>,
+        pending_only: bool,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<AccountDeletion>, Error>> + Send;
+
+    /// Records that the deleted account's notes are purged; [`Error::UserNotFound`] when no
+    /// such deletion exists. Confirming twice keeps the first time.
+    fn confirm_purged(
+        &self,
+        id: UserId,
+        now: SystemTime,
     ) -> impl Future<Output = Result<(), Error>> + Send;
 
     /// Succeeds when the database can be written; the error says why not, for the log.
     fn check_writable(&self) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+/// A deleted account, as recorded by [`UserStore::delete`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountDeletion {
+    pub user_id: UserId,
+    pub delete_time: SystemTime,
+    /// When its notes were purged; `None` while that is pending.
+    pub purge_time: Option<SystemTime>,
 }
 
 /// A unique violation on insert or update of an account can only be its email key: the

@@ -8,7 +8,7 @@ use sqlx::Postgres;
 use sqlx::pool::PoolConnection;
 use uuid::Uuid;
 
-use super::{UserStore, from_micros, to_micros, unique_violation_is_email};
+use super::{AccountDeletion, UserStore, from_micros, to_micros, unique_violation_is_email};
 use crate::domain::{DisplayName, Email, User, UserChanges, UserId, Version};
 use crate::error::Error;
 
@@ -171,19 +171,74 @@ impl UserStore for PostgresUserStore {
         }
     }
 
-    async fn delete(&self, id: UserId, expected: Option<Version>) -> Result<(), Error> {
-        let deleted =
-            sqlx::query("DELETE FROM users WHERE id = $1 AND ($2::bigint IS NULL OR version = $2)")
-                .bind(id.as_uuid())
-                .bind(expected.map(Version::get))
-                .execute(&mut *self.connection().await?)
-                .await?
-                .rows_affected();
+    async fn delete(
+        &self,
+        id: UserId,
+        expected: Option<Version>,
+        now: SystemTime,
+    ) -> Result<(), Error> {
+        // One statement: the account and its deletion record go together or not at all.
+        let deleted = sqlx::query(
+            "WITH deleted AS (
+                 DELETE FROM users WHERE id = $1 AND ($2::bigint IS NULL OR version = $2)
+                 RETURNING id
+             )
+             INSERT INTO account_deletions (user_id, delete_time)
+             SELECT id, $3 FROM deleted
+             ON CONFLICT (user_id) DO NOTHING",
+        )
+        .bind(id.as_uuid())
+        .bind(expected.map(Version::get))
+        .bind(to_micros(now))
+        .execute(&mut *self.connection().await?)
+        .await?
+        .rows_affected();
         match deleted {
             0 if self.get(id).await?.is_some() => Err(Error::EtagMismatch),
             0 => Err(Error::UserNotFound),
             _ => Ok(()),
         }
+    }
+
+    async fn deletions(
+        &self,
+        since: Option<SystemTime>,
+        pending_only: bool,
+        limit: u32,
+    ) -> Result<Vec<AccountDeletion>, Error> {
+        let rows: Vec<(Uuid, i64, Option<i64>)> = sqlx::query_as(
+            "SELECT user_id, delete_time, purge_time FROM account_deletions
+             WHERE delete_time >= $1 AND (NOT $2 OR purge_time IS NULL)
+             ORDER BY delete_time, user_id LIMIT $3",
+        )
+        .bind(since.map_or(0, to_micros))
+        .bind(pending_only)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *self.connection().await?)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(user_id, delete_time, purge_time)| AccountDeletion {
+                user_id: UserId::from_uuid(user_id),
+                delete_time: from_micros(delete_time),
+                purge_time: purge_time.map(from_micros),
+            })
+            .collect())
+    }
+
+    async fn confirm_purged(&self, id: UserId, now: SystemTime) -> Result<(), Error> {
+        let found = sqlx::query(
+            "UPDATE account_deletions SET purge_time = COALESCE(purge_time, $2) WHERE user_id = $1",
+        )
+        .bind(id.as_uuid())
+        .bind(to_micros(now))
+        .execute(&mut *self.connection().await?)
+        .await?
+        .rows_affected();
+        if found == 0 {
+            return Err(Error::UserNotFound);
+        }
+        Ok(())
     }
 
     async fn check_writable(&self) -> Result<(), String> {

@@ -6,7 +6,7 @@ use database::{PoolConfig, SqliteDatabase};
 use sqlx::Sqlite;
 use sqlx::pool::PoolConnection;
 
-use super::{UserStore, from_micros, to_micros, unique_violation_is_email};
+use super::{AccountDeletion, UserStore, from_micros, to_micros, unique_violation_is_email};
 use crate::domain::{DisplayName, Email, User, UserChanges, UserId, Version};
 use crate::error::Error;
 
@@ -183,21 +183,85 @@ impl UserStore for SqliteUserStore {
         }
     }
 
-    async fn delete(&self, id: UserId, expected: Option<Version>) -> Result<(), Error> {
+    async fn delete(
+        &self,
+        id: UserId,
+        expected: Option<Version>,
+        now: SystemTime,
+    ) -> Result<(), Error> {
         let mut write = self.database.write().await?;
-        let deleted =
-            sqlx::query("DELETE FROM users WHERE id = ?1 AND (?2 IS NULL OR version = ?2)")
+        let deleted = async {
+            let deleted =
+                sqlx::query("DELETE FROM users WHERE id = ?1 AND (?2 IS NULL OR version = ?2)")
+                    .bind(id.to_string())
+                    .bind(expected.map(Version::get))
+                    .execute(write.connection())
+                    .await?
+                    .rows_affected();
+            if deleted > 0 {
+                sqlx::query(
+                    "INSERT INTO account_deletions (user_id, delete_time) VALUES (?1, ?2)
+                     ON CONFLICT (user_id) DO NOTHING",
+                )
                 .bind(id.to_string())
-                .bind(expected.map(Version::get))
+                .bind(to_micros(now))
                 .execute(write.connection())
-                .await
-                .map(|done| done.rows_affected());
+                .await?;
+            }
+            Ok::<_, sqlx::Error>(deleted)
+        }
+        .await;
         let deleted = write.finish(deleted.map_err(Error::from)).await?;
         match deleted {
             0 if self.get(id).await?.is_some() => Err(Error::EtagMismatch),
             0 => Err(Error::UserNotFound),
             _ => Ok(()),
         }
+    }
+
+    async fn deletions(
+        &self,
+        since: Option<SystemTime>,
+        pending_only: bool,
+        limit: u32,
+    ) -> Result<Vec<AccountDeletion>, Error> {
+        let rows: Vec<(String, i64, Option<i64>)> = sqlx::query_as(
+            "SELECT user_id, delete_time, purge_time FROM account_deletions
+             WHERE delete_time >= ?1 AND (NOT ?2 OR purge_time IS NULL)
+             ORDER BY delete_time, user_id LIMIT ?3",
+        )
+        .bind(since.map_or(0, to_micros))
+        .bind(pending_only)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *self.connection().await?)
+        .await?;
+        rows.into_iter()
+            .map(|(user_id, delete_time, purge_time)| {
+                Ok(AccountDeletion {
+                    user_id: UserId::parse(&user_id)
+                        .map_err(|_| Error::Corrupt(format!("deleted account id {user_id:?}")))?,
+                    delete_time: from_micros(delete_time),
+                    purge_time: purge_time.map(from_micros),
+                })
+            })
+            .collect()
+    }
+
+    async fn confirm_purged(&self, id: UserId, now: SystemTime) -> Result<(), Error> {
+        let mut write = self.database.write().await?;
+        let found = sqlx::query(
+            "UPDATE account_deletions SET purge_time = COALESCE(purge_time, ?2) WHERE user_id = ?1",
+        )
+        .bind(id.to_string())
+        .bind(to_micros(now))
+        .execute(write.connection())
+        .await
+        .map(|done| done.rows_affected());
+        let found = write.finish(found.map_err(Error::from)).await?;
+        if found == 0 {
+            return Err(Error::UserNotFound);
+        }
+        Ok(())
     }
 
     async fn check_writable(&self) -> Result<(), String> {

@@ -1,5 +1,6 @@
 //! Every kind of bad credential, at every door: through the gateway and straight at users and
-//! notes. Each is denied with the right code and reason, the same everywhere.
+//! notes. Each is denied with the right code and reason, the same everywhere; a deleted
+//! account's token too.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -9,7 +10,7 @@ use e2e::{TestSuite, assert_error};
 use proto::notes::ListNotesRequest;
 use proto::notes::notes_service_client::NotesServiceClient;
 use proto::users::users_service_client::UsersServiceClient;
-use proto::users::{GetUserRequest, ListUsersRequest};
+use proto::users::{DeleteUserRequest, GetUserRequest, ListUsersRequest};
 use sha2::Digest as _;
 use tonic::{Code, Request};
 
@@ -258,6 +259,26 @@ async fn every_bad_credential_is_denied_alike_at_every_door(backend: Backend) {
         Code::PermissionDenied,
         "SERVICE_CREDENTIAL_REQUIRED",
     );
+
+    // A deleted account's token: valid signature, no account.
+    let gone = suite.sign_up().await;
+    suite
+        .users()
+        .delete_user(gone.request(DeleteUserRequest {
+            id: gone.id.clone(),
+            etag: String::new(),
+        }))
+        .await
+        .expect("delete");
+    let gone_bearer = format!("Bearer {}", gone.token);
+    for (door, status) in knock(&suite, &gone.id, Some(&gone_bearer)).await {
+        assert_eq!(
+            status.code(),
+            Code::Unauthenticated,
+            "deleted account: {door}: {status:?}"
+        );
+        assert_error(&status, Code::Unauthenticated, "ACCOUNT_DELETED");
+    }
 
     // The valid token still works everywhere: the matrix is not denying everything.
     suite

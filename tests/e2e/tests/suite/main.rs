@@ -3,6 +3,7 @@
 mod auth_matrix;
 mod availability;
 mod deadlines;
+mod deletion;
 mod discovery;
 mod flow;
 mod limits;
