@@ -281,6 +281,7 @@ def test_reflection_v1alpha_lists_services_and_resolves_descriptors_on_the_gatew
         "GetNote",
         "ImportNotes",
         "ListNotes",
+        "PurgeUserNotes",
         "UpdateNote",
         "WatchNotes",
     ]

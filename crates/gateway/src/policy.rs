@@ -320,8 +320,11 @@ mod tests {
                 "BatchGetUsers",
                 "ListUsers",
                 "VerifyCredentials",
+                "ListAccountDeletions",
+                "ConfirmAccountPurged",
                 "GetNote",
-                "ListNotes"
+                "ListNotes",
+                "PurgeUserNotes"
             ]
         );
     }
