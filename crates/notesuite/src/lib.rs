@@ -78,13 +78,15 @@ pub async fn run(cli: Cli, registry: prometheus::Registry) -> anyhow::Result<()>
         Command::Up(config) => {
             let suite = up::Suite::build(&config).await?;
             let metrics_addr = serve_metrics(metrics).await?;
-            suite.write_banner(&mut std::io::stdout().lock(), metrics_addr)?;
+            // Handlers first: a SIGTERM right after the banner must drain, not kill.
+            let shutdown_signal = shell::shutdown_signal();
             let shutdown = CancellationToken::new();
             let signal = shutdown.clone();
             tokio::spawn(async move {
-                shell::shutdown_signal().await;
+                shutdown_signal.await;
                 signal.cancel();
             });
+            suite.write_banner(&mut std::io::stdout().lock(), metrics_addr)?;
             suite.serve(shutdown).await
         }
         Command::Keygen(config) => keygen(&config),

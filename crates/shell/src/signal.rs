@@ -1,12 +1,21 @@
 /// Completes on the first SIGTERM or SIGINT (Ctrl-C) and logs which one arrived.
-pub async fn shutdown_signal() {
+///
+/// The handlers are installed when this is called, not when the future is first polled: a
+/// signal that arrives between the call and the first poll (say, right after a banner that
+/// tells a supervisor the process is up) is not the default action's (death) but a drain.
+/// Must be called within a Tokio runtime.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send {
     #[cfg(unix)]
-    {
+    let handlers = {
         use tokio::signal::unix::{SignalKind, signal};
-        match (
+        (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
-        ) {
+        )
+    };
+    async move {
+        #[cfg(unix)]
+        match handlers {
             (Ok(mut terminate), Ok(mut interrupt)) => {
                 let name = tokio::select! {
                     _ = terminate.recv() => "SIGTERM",
@@ -21,9 +30,7 @@ pub async fn shutdown_signal() {
                 std::future::pending::<()>().await;
             }
         }
-    }
-    #[cfg(not(unix))]
-    {
+        #[cfg(not(unix))]
         if tokio::signal::ctrl_c().await.is_ok() {
             tracing::info!(signal = "ctrl-c", "shutdown requested");
         }
