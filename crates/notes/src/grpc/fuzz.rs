@@ -153,7 +153,7 @@ fn notes_requests() {
             let caller = harness.fresh_caller();
             let grpc = &harness.grpc;
             harness.runtime.block_on(async {
-                let outcome = match method % 7 {
+                let outcome = match method % 8 {
                     0 => match decode::<CreateNoteRequest>(message) {
                         Some(request) => grpc
                             .create_note(as_caller(request, &caller))
@@ -216,6 +216,14 @@ fn notes_requests() {
                             .await
                             .map(drop)
                             .map_err(|status| (status, &["after_revision"][..])),
+                        None => return,
+                    },
+                    6 => match decode::<PurgeUserNotesRequest>(message) {
+                        Some(request) => grpc
+                            .purge_user_notes(as_caller(request, &caller))
+                            .await
+                            .map(drop)
+                            .map_err(|status| (status, &["user_id"][..])),
                         None => return,
                     },
                     // ImportNotes items go through the same parser one by one; a bad one is

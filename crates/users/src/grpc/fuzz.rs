@@ -112,7 +112,7 @@ fn users_requests() {
         HARNESS.with(|harness| {
             let grpc = &harness.grpc;
             harness.runtime.block_on(async {
-                let (outcome, fields): (Result<(), Status>, &[&str]) = match method % 7 {
+                let (outcome, fields): (Result<(), Status>, &[&str]) = match method % 9 {
                     0 => match decode::<CreateUserRequest>(message) {
                         Some(request) => (
                             grpc.create_user(as_user(request)).await.map(drop),
@@ -157,6 +157,24 @@ fn users_requests() {
                         Some(request) => (
                             grpc.delete_user(as_user(request)).await.map(drop),
                             &["id", "etag"],
+                        ),
+                        None => return,
+                    },
+                    6 => match decode::<ListAccountDeletionsRequest>(message) {
+                        Some(request) => (
+                            grpc.list_account_deletions(as_user(request))
+                                .await
+                                .map(drop),
+                            &["since", "page_size"],
+                        ),
+                        None => return,
+                    },
+                    7 => match decode::<ConfirmAccountPurgedRequest>(message) {
+                        Some(request) => (
+                            grpc.confirm_account_purged(as_user(request))
+                                .await
+                                .map(drop),
+                            &["user_id"],
                         ),
                         None => return,
                     },
