@@ -153,6 +153,9 @@ GATEWAY_BENCH_LIMITS = {
     "NOTESUITE_RATE_LIMIT_LOGIN_ADDRESS": "off",
     "NOTESUITE_RATE_LIMIT_LOGIN_ACCOUNT": "off",
     "NOTESUITE_RATE_LIMIT_SIGN_UP_ADDRESS": "off",
+    # The load runs up to 1,000 calls in flight for its one user.
+    "NOTESUITE_RATE_LIMIT_CALLS_IN_FLIGHT": "off",
+    "NOTESUITE_RATE_LIMIT_STREAMS_OPEN": "off",
 }
 
 

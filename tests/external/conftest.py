@@ -231,7 +231,16 @@ BANNER_LAST_LINE = "Ctrl-C stops the suite."
 # limits have tests of their own (a test's own `env` or flags still set one).
 NO_RATE_LIMITS = {
     f"NOTESUITE_RATE_LIMIT_{name}": "off"
-    for name in ("READ", "WRITE", "STREAM", "LOGIN_ADDRESS", "LOGIN_ACCOUNT", "SIGN_UP_ADDRESS")
+    for name in (
+        "READ",
+        "WRITE",
+        "STREAM",
+        "LOGIN_ADDRESS",
+        "LOGIN_ACCOUNT",
+        "SIGN_UP_ADDRESS",
+        "CALLS_IN_FLIGHT",
+        "STREAMS_OPEN",
+    )
 }
 
 

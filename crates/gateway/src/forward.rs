@@ -33,6 +33,7 @@ use tower::retry::budget::Budget as _;
 
 use crate::deadline::{Deadline, GRPC_TIMEOUT};
 use crate::deletions::AccountDeletions;
+use crate::limits::InFlightPermit;
 use crate::policy::{self, Access, Idempotency, MethodPolicy, Shape};
 use crate::relay::{RelayPolicy, backend_broke, relay, trailers};
 use crate::upstream::retry::{MAX_ATTEMPTS, backoff, is_unavailable};
@@ -150,7 +151,7 @@ impl<R: Route> tower_service::Service<http::Request<Body>> for Forward<R> {
     }
 
     fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
-        let (method, caller) = match self.admit(&request) {
+        let (method, caller, permit) = match self.admit(&request) {
             Ok(admitted) => admitted,
             Err(status) => return Box::pin(std::future::ready(Ok(status.into_http()))),
         };
@@ -177,7 +178,7 @@ impl<R: Route> tower_service::Service<http::Request<Body>> for Forward<R> {
             service: R::NAME,
         };
         Box::pin(async move {
-            Ok(match method.shape {
+            let response = match method.shape {
                 Shape::Unary => {
                     let response = call.unary(request).await;
                     match deleting {
@@ -188,6 +189,16 @@ impl<R: Route> tower_service::Service<http::Request<Body>> for Forward<R> {
                     }
                 }
                 Shape::Stream => call.stream(request).await,
+            };
+            Ok(match permit {
+                // The call counts as in flight until its answer is sent (or dropped).
+                Some(permit) => response.map(|body| {
+                    Body::new(body.map_frame(move |frame| {
+                        let _in_flight = &permit;
+                        frame
+                    }))
+                }),
+                None => response,
             })
         })
     }
@@ -199,7 +210,7 @@ impl<R: Route> Forward<R> {
     fn admit(
         &self,
         request: &http::Request<Body>,
-    ) -> Result<(&'static MethodPolicy, String), Status> {
+    ) -> Result<(&'static MethodPolicy, String, Option<InFlightPermit>), Status> {
         let path = request.uri().path();
         let Some(method) = policy::lookup(path).filter(|method| {
             method
@@ -222,7 +233,11 @@ impl<R: Route> Forward<R> {
                         self.settings
                             .limits
                             .check_user(method.rate_class, &user_id)?;
-                        Ok((method, user_id))
+                        let permit = self
+                            .settings
+                            .limits
+                            .enter(method.shape == Shape::Stream, &user_id)?;
+                        Ok((method, user_id, permit))
                     }
                     token::Principal::Service { .. } => Err(error_status(
                         Code::PermissionDenied,

@@ -19,6 +19,7 @@
 use std::hash::{BuildHasher, Hash, RandomState};
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use governor::clock::Clock;
@@ -61,6 +62,31 @@ pub struct RateLimitConfig {
     /// Sign-ups per client address.
     #[arg(long, env = "NOTESUITE_RATE_LIMIT_SIGN_UP_ADDRESS", default_value = "5/m", value_parser = parse_rate)]
     pub rate_limit_sign_up_address: Rate,
+
+    /// Unary calls one user may have in flight through the gateway at once (a number, or
+    /// `off`): the bound on the memory one user's calls hold here (each buffers its request,
+    /// up to 320 KiB, for retries).
+    #[arg(long, env = "NOTESUITE_RATE_LIMIT_CALLS_IN_FLIGHT", default_value = "32", value_parser = parse_count)]
+    pub rate_limit_calls_in_flight: Count,
+
+    /// Streams (watches, imports) one user may have open through the gateway at once (a
+    /// number, or `off`).
+    #[arg(long, env = "NOTESUITE_RATE_LIMIT_STREAMS_OPEN", default_value = "32", value_parser = parse_count)]
+    pub rate_limit_streams_open: Count,
+}
+
+/// A most-at-once; `None` is no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Count(Option<u32>);
+
+fn parse_count(raw: &str) -> Result<Count, String> {
+    if raw == "off" {
+        return Ok(Count(None));
+    }
+    match raw.trim().parse::<u32>() {
+        Ok(count) if count > 0 => Ok(Count(Some(count))),
+        _ => Err("must be a number from 1, or off".into()),
+    }
 }
 
 impl Default for RateLimitConfig {
@@ -73,6 +99,8 @@ impl Default for RateLimitConfig {
             rate_limit_login_address: rate("10/m"),
             rate_limit_login_account: rate("30/m"),
             rate_limit_sign_up_address: rate("5/m"),
+            rate_limit_calls_in_flight: Count(Some(32)),
+            rate_limit_streams_open: Count(Some(32)),
         }
     }
 }
@@ -88,6 +116,8 @@ impl RateLimitConfig {
             rate_limit_login_address: off,
             rate_limit_login_account: off,
             rate_limit_sign_up_address: off,
+            rate_limit_calls_in_flight: Count(None),
+            rate_limit_streams_open: Count(None),
         }
     }
 }
@@ -170,6 +200,8 @@ pub(crate) struct RateLimits {
     login_address: Limiter,
     login_account: Limiter,
     sign_up_address: Limiter,
+    calls_in_flight: InFlight,
+    streams_open: InFlight,
 }
 
 impl RateLimits {
@@ -183,6 +215,8 @@ impl RateLimits {
             login_address: Limiter::new(config.rate_limit_login_address),
             login_account: Limiter::new(config.rate_limit_login_account),
             sign_up_address: Limiter::new(config.rate_limit_sign_up_address),
+            calls_in_flight: InFlight::new(config.rate_limit_calls_in_flight),
+            streams_open: InFlight::new(config.rate_limit_streams_open),
         });
         let weak = Arc::downgrade(&limits);
         tokio::spawn(async move {
@@ -221,6 +255,47 @@ impl RateLimits {
         limited(limiter.check(&self.seed, user_id), "calls for this user")
     }
 
+    /// Counts a call of `user_id` in flight (a stream while it is open) until the permit is
+    /// dropped; RESOURCE_EXHAUSTED `TOO_MANY_CALLS` when the user already has the most.
+    pub(crate) fn enter(
+        self: &Arc<Self>,
+        stream: bool,
+        user_id: &str,
+    ) -> Result<Option<InFlightPermit>, Status> {
+        let counter = if stream {
+            &self.streams_open
+        } else {
+            &self.calls_in_flight
+        };
+        let Some(max) = counter.max else {
+            return Ok(None);
+        };
+        let bucket = (self.seed.hash_one(("in-flight", user_id)) % BUCKETS) as usize;
+        let count = &counter.counts[bucket];
+        if count.fetch_add(1, Ordering::AcqRel) >= max {
+            count.fetch_sub(1, Ordering::AcqRel);
+            let mut details = tonic_types::ErrorDetails::with_retry_info(Some(IN_FLIGHT_RETRY));
+            details.set_error_info("TOO_MANY_CALLS", shell::ERROR_DOMAIN, []);
+            let what = if stream {
+                "streams open"
+            } else {
+                "calls in flight"
+            };
+            return Err(<Status as tonic_types::StatusExt>::with_error_details(
+                Code::ResourceExhausted,
+                format!(
+                    "this user already has {max} {what} at the gateway, the most allowed; retry when one ends"
+                ),
+                details,
+            ));
+        }
+        Ok(Some(InFlightPermit {
+            limits: self.clone(),
+            stream,
+            bucket,
+        }))
+    }
+
     /// Counts a Login for `email` from `address`: the address's budget first, so that calls
     /// refused for it do not spend the account's.
     pub(crate) fn check_login(
@@ -245,6 +320,45 @@ impl RateLimits {
             self.sign_up_address.check(&self.seed, ("sign-up", address)),
             "sign-ups from this address",
         )
+    }
+}
+
+/// The retry delay suggested to a user with too many calls in flight.
+const IN_FLIGHT_RETRY: Duration = Duration::from_millis(100);
+
+/// Calls in flight per hashed user key: 4 bytes per bucket.
+#[derive(Debug)]
+struct InFlight {
+    max: Option<u32>,
+    counts: Box<[AtomicU32]>,
+}
+
+impl InFlight {
+    fn new(max: Count) -> Self {
+        let buckets = if max.0.is_some() { BUCKETS as usize } else { 0 };
+        Self {
+            max: max.0,
+            counts: (0..buckets).map(|_| AtomicU32::new(0)).collect(),
+        }
+    }
+}
+
+/// One call (or open stream) of a user, counted until dropped.
+#[derive(Debug)]
+pub(crate) struct InFlightPermit {
+    limits: Arc<RateLimits>,
+    stream: bool,
+    bucket: usize,
+}
+
+impl Drop for InFlightPermit {
+    fn drop(&mut self) {
+        let counter = if self.stream {
+            &self.limits.streams_open
+        } else {
+            &self.limits.calls_in_flight
+        };
+        counter.counts[self.bucket].fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -298,6 +412,42 @@ mod tests {
         for bad in ["", "10", "0/s", "-1/s", "10/d", "x/s", "10/"] {
             assert!(parse_rate(bad).is_err(), "{bad}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_users_calls_in_flight_are_bounded_and_freed_when_they_end() {
+        let limits = limits(RateLimitConfig {
+            rate_limit_calls_in_flight: Count(Some(3)),
+            rate_limit_streams_open: Count(Some(1)),
+            ..RateLimitConfig::off()
+        });
+        let held: Vec<_> = (0..3)
+            .map(|_| limits.enter(false, "ada").expect("under the bound"))
+            .collect();
+        let refused = limits.enter(false, "ada").expect_err("over the bound");
+        assert_eq!(refused.code(), Code::ResourceExhausted);
+        let details = refused.get_error_details();
+        assert_eq!(
+            details.error_info().map(|info| info.reason.as_str()),
+            Some("TOO_MANY_CALLS")
+        );
+        assert!(details.retry_info().is_some(), "{refused:?}");
+        // Another user, and the same user's streams, are counted apart.
+        assert!(limits.enter(false, "bob").is_ok());
+        let stream = limits.enter(true, "ada").expect("a stream");
+        assert!(limits.enter(true, "ada").is_err());
+        drop(stream);
+        assert!(limits.enter(true, "ada").is_ok());
+        // A call that ends frees its place.
+        drop(held);
+        assert!(limits.enter(false, "ada").is_ok());
+        // Off: no bound, no permit.
+        let off = limits_off();
+        assert!((0..1000).all(|_| off.enter(false, "ada").is_ok_and(|permit| permit.is_none())));
+    }
+
+    fn limits_off() -> Arc<RateLimits> {
+        limits(RateLimitConfig::off())
     }
 
     #[tokio::test(start_paused = true)]

@@ -77,13 +77,15 @@ impl Lines {
 }
 
 /// The environment variables of the gateway's rate limits.
-const RATE_LIMITS: [&str; 6] = [
+const RATE_LIMITS: [&str; 8] = [
     "NOTESUITE_RATE_LIMIT_READ",
     "NOTESUITE_RATE_LIMIT_WRITE",
     "NOTESUITE_RATE_LIMIT_STREAM",
     "NOTESUITE_RATE_LIMIT_LOGIN_ADDRESS",
     "NOTESUITE_RATE_LIMIT_LOGIN_ACCOUNT",
     "NOTESUITE_RATE_LIMIT_SIGN_UP_ADDRESS",
+    "NOTESUITE_RATE_LIMIT_CALLS_IN_FLIGHT",
+    "NOTESUITE_RATE_LIMIT_STREAMS_OPEN",
 ];
 
 /// Spawns `command` with stdout and stderr captured; the child is killed on drop.

@@ -7,8 +7,8 @@ use database::testing::Backend;
 use e2e::{TestSuite, assert_error};
 use proto::gateway::LoginRequest;
 use proto::gateway::gateway_service_client::GatewayServiceClient;
-use proto::notes::ListNotesRequest;
 use proto::notes::notes_service_client::NotesServiceClient;
+use proto::notes::{ListNotesRequest, WatchNotesRequest};
 use tonic::Code;
 use tonic_types::StatusExt as _;
 
@@ -116,7 +116,71 @@ async fn a_users_calls_are_limited_per_user(backend: Backend) {
         .expect("another user is not limited");
 }
 
+async fn a_users_open_streams_and_calls_in_flight_are_bounded(backend: Backend) {
+    let (suite, limited, _keys) = suite_and_limited_gateway(
+        backend,
+        limits(&[
+            "--rate-limit-calls-in-flight",
+            "2",
+            "--rate-limit-streams-open",
+            "2",
+        ]),
+    )
+    .await;
+    let (ada, bob) = (suite.sign_up().await, suite.sign_up().await);
+    let mut notes = NotesServiceClient::new(e2e::channel(limited.address).await);
+    // Calls that ended free their place: many in a row are all served.
+    for _ in 0..10 {
+        notes
+            .list_notes(ada.request(ListNotesRequest::default()))
+            .await
+            .expect("one at a time");
+    }
+    let watcher = notes.clone();
+    let watch = || {
+        let mut notes = watcher.clone();
+        let request = ada.request(WatchNotesRequest::default());
+        async move {
+            let mut stream = notes.watch_notes(request).await?.into_inner();
+            stream.message().await?;
+            Ok::<_, tonic::Status>(stream)
+        }
+    };
+    let first = watch().await.expect("first stream");
+    let _second = watch().await.expect("second stream");
+    let third = watch().await.expect_err("a third stream is over the bound");
+    assert_error(&third, Code::ResourceExhausted, "TOO_MANY_CALLS");
+    assert!(third.get_details_retry_info().is_some(), "{third:?}");
+    // Another user is not affected, and the bound holds streams only: unary calls still go.
+    let mut bobs = notes
+        .watch_notes(bob.request(WatchNotesRequest::default()))
+        .await
+        .expect("bob watches")
+        .into_inner();
+    bobs.message().await.expect("bob's heartbeat");
+    notes
+        .list_notes(ada.request(ListNotesRequest::default()))
+        .await
+        .expect("a unary call beside the streams");
+    // A stream the client leaves frees its place.
+    drop(first);
+    let reopened = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match watch().await {
+                Ok(stream) => return stream,
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    })
+    .await;
+    assert!(
+        reopened.is_ok(),
+        "the place of a closed stream was never freed"
+    );
+}
+
 database::backend_tests!(
+    a_users_open_streams_and_calls_in_flight_are_bounded,
     a_login_flood_is_limited_and_says_when_to_retry,
     a_users_calls_are_limited_per_user,
 );
