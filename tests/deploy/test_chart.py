@@ -190,6 +190,31 @@ def test_the_private_key_is_mounted_into_the_gateway_only(dev_key_files):
     assert data["jwt-private.pem"] == Path(dev_key_files["jwt.privateKey"]).read_bytes()
 
 
+def test_rotation_secrets_are_mounted_whole_and_read_as_key_directories():
+    documents = render(
+        [PRODUCTION],
+        sets={"jwt.privateKeysSecret": "jwt-private-keys", "jwt.publicKeysSecret": "jwt-public-keys"},
+    )
+    for component, deployment in deployments(documents).items():
+        volumes = {
+            volume["name"]: volume["secret"]
+            for volume in deployment["spec"]["template"]["spec"]["volumes"]
+            if volume["name"].startswith("jwt-")
+        }
+        expected = {"jwt-public": "jwt-public-keys"}
+        if component == "gateway":
+            expected["jwt-private"] = "jwt-private-keys"
+        assert {name: secret["secretName"] for name, secret in volumes.items()} == expected, component
+        # Whole Secrets: a key added for a rotation appears as a file in the directory.
+        assert all("items" not in secret for secret in volumes.values()), component
+        mounts = {mount["name"]: mount for mount in container(deployment)["volumeMounts"]}
+        assert all("subPath" not in mounts[name] for name in volumes), component
+        data = of_kind(documents, "ConfigMap")[f"notesuite-{component}"]["data"]
+        assert data["NOTESUITE_JWT_PUBLIC_KEY"] == "/etc/notesuite/jwt-public", component
+        if component == "gateway":
+            assert data["NOTESUITE_JWT_PRIVATE_KEY"] == "/etc/notesuite/jwt-private"
+
+
 @pytest.mark.parametrize("component", COMPONENTS)
 def test_pods_run_locked_down(component):
     deployment = deployments(render([PRODUCTION]))[component]

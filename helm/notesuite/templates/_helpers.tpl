@@ -86,8 +86,9 @@ by itself, so the grace period is derived here and nowhere else. */}}
 {{- end }}
 
 {{/* Where keys and data live in the container (the image creates these directories). */}}
-{{- define "notesuite.privateKeyPath" -}}/etc/notesuite/jwt-private/jwt-private.pem{{- end }}
-{{- define "notesuite.publicKeyPath" -}}/etc/notesuite/jwt-public/jwt-public.pem{{- end }}
+{{/* A rotation Secret is a directory of keys; otherwise the one key file. */}}
+{{- define "notesuite.privateKeyPath" -}}/etc/notesuite/jwt-private{{ if not .Values.jwt.privateKeysSecret }}/jwt-private.pem{{ end }}{{- end }}
+{{- define "notesuite.publicKeyPath" -}}/etc/notesuite/jwt-public{{ if not .Values.jwt.publicKeysSecret }}/jwt-public.pem{{ end }}{{- end }}
 {{- define "notesuite.dataDir" -}}/var/lib/notesuite{{- end }}
 
 {{/* The settings of one component that are not secret, as ConfigMap data. Its checksum is a
@@ -120,6 +121,11 @@ OTEL_TRACES_SAMPLER_ARG: {{ .tracesSamplerArg | quote }}
 NOTESUITE_USERS_URL: {{ printf "http://%s:%d" (include "notesuite.serviceHost" (dict "root" $root "component" "users")) (int $root.Values.users.port) | quote }}
 NOTESUITE_NOTES_URL: {{ printf "http://%s:%d" (include "notesuite.serviceHost" (dict "root" $root "component" "notes")) (int $root.Values.notes.port) | quote }}
 NOTESUITE_JWT_PRIVATE_KEY: {{ include "notesuite.privateKeyPath" $root | quote }}
+{{- if $root.Values.jwt.publicKeysSecret }}
+{{- /* Also every public key: a token signed by a replica that saw a new private key first
+is accepted here too. */}}
+NOTESUITE_JWT_PUBLIC_KEY: {{ include "notesuite.publicKeyPath" $root | quote }}
+{{- end }}
 NOTESUITE_ACCESS_TOKEN_TTL: {{ $values.accessTokenTtl | quote }}
 NOTESUITE_DEFAULT_DEADLINE: {{ $values.defaultDeadline | quote }}
 {{- else }}
