@@ -450,3 +450,73 @@ pub fn server_name(host: &str) -> Result<ServerName<'static>, String> {
 
 #[cfg(test)]
 mod tests;
+
+/// Connects to `https://` URIs for a tonic `Endpoint::connect_with_connector`: TCP, then TLS
+/// with the [`ClientTls`] configuration in force, checking the server's certificate against
+/// the URI's host, or against the name given with [`Connector::with_server_name`].
+#[derive(Debug, Clone)]
+pub struct Connector {
+    tls: ClientTls,
+    server_name: Option<ServerName<'static>>,
+}
+
+impl Connector {
+    pub fn new(tls: ClientTls) -> Self {
+        Self {
+            tls,
+            server_name: None,
+        }
+    }
+
+    /// Checks the server's certificate for `name` whatever host the URI names: a probe that
+    /// connects to `127.0.0.1` of a pod whose certificate names its Service.
+    pub fn with_server_name(mut self, name: ServerName<'static>) -> Self {
+        self.server_name = Some(name);
+        self
+    }
+}
+
+type Connecting = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = std::io::Result<
+                    hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+                >,
+            > + Send,
+    >,
+>;
+
+impl tower_service::Service<http::Uri> for Connector {
+    type Response = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+    type Error = std::io::Error;
+    type Future = Connecting;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let connector = self.tls.connector();
+        let fixed_name = self.server_name.clone();
+        Box::pin(async move {
+            let invalid =
+                |reason: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, reason);
+            let host = uri
+                .host()
+                .ok_or_else(|| invalid(format!("{uri}: no host")))?;
+            let port = uri.port_u16().unwrap_or(443);
+            let server_name = match fixed_name {
+                Some(name) => name,
+                None => server_name(host).map_err(invalid)?,
+            };
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let tcp = tokio::net::TcpStream::connect((host, port)).await?;
+            tcp.set_nodelay(true)?;
+            let stream = connector.connect(server_name, tcp).await?;
+            Ok(hyper_util::rt::TokioIo::new(stream))
+        })
+    }
+}
