@@ -8,4 +8,5 @@ mod rotation;
 mod secrets;
 mod support;
 mod telemetry;
+mod tls;
 mod watch;
