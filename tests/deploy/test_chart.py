@@ -14,6 +14,7 @@ from kube import secret_data
 
 PRODUCTION = CHART / "values-production.yaml"
 DEV = CHART / "values-dev.yaml"
+TLS = CHART / "test-values" / "tls.yaml"
 BAD_VALUES = sorted((CHART / "test-values" / "bad").glob("*.yaml"))
 COMPONENTS = ("users", "notes", "gateway")
 GRPC_SERVICES = {
@@ -23,13 +24,15 @@ GRPC_SERVICES = {
 }
 
 
-@pytest.fixture(params=["default", "production", "dev"])
+@pytest.fixture(params=["default", "production", "dev", "tls"])
 def profile(request, dev_key_files):
-    """(name, values files, --set-file arguments) of each profile the chart ships."""
+    """(name, values files, --set-file arguments) of each profile the chart ships, and the
+    production profile with TLS and mTLS on."""
     return {
         "default": ("default", [], {}),
         "production": ("production", [PRODUCTION], {}),
         "dev": ("dev", [DEV], dev_key_files),
+        "tls": ("tls", [PRODUCTION, TLS], {}),
     }[request.param]
 
 
@@ -168,6 +171,72 @@ def test_probes_are_native_grpc_on_the_names_the_binary_serves(component):
     assert probes["livenessProbe"]["grpc"] == {"port": grpc_port, "service": "liveness"}
     assert probes["startupProbe"]["grpc"] == {"port": grpc_port, "service": "liveness"}
     assert configmap_env(documents, component)["NOTESUITE_LISTEN"] == f"0.0.0.0:{grpc_port}"
+
+
+@pytest.mark.parametrize("component", COMPONENTS)
+def test_with_tls_the_probes_run_notesuite_health_over_tls_with_the_mounted_certificates(component):
+    # The kubelet's gRPC probe speaks plaintext only: a TLS port is probed by the binary.
+    documents = render([PRODUCTION, TLS])
+    deployment = deployments(documents)[component]
+    probes = container(deployment)
+    public, internal = "/etc/notesuite/tls/public", "/etc/notesuite/tls/internal"
+    for probe, service in [
+        ("startupProbe", "liveness"),
+        ("readinessProbe", GRPC_SERVICES[component]),
+        ("livenessProbe", "liveness"),
+    ]:
+        command = probes[probe]["exec"]["command"]
+        assert "grpc" not in probes[probe], probe
+        assert command[:4] == ["/usr/local/bin/notesuite", "health", "--service", service], command
+        flags = dict(zip(command[4::2], command[5::2], strict=True))
+        assert flags["--timeout"] == "2s"
+        if component == "gateway":
+            assert flags["--tls-ca"] == f"{public}/ca.crt"
+            assert flags["--tls-server-name"] == "notes.example.com"
+            assert "--tls-cert" not in flags
+        else:
+            # The name its certificate must carry: its Service's.
+            assert flags["--tls-server-name"] == f"notesuite-{component}.notesuite.svc.cluster.local"
+            assert (flags["--tls-ca"], flags["--tls-cert"], flags["--tls-key"]) == (
+                f"{internal}/ca.crt",
+                f"{internal}/tls.crt",
+                f"{internal}/tls.key",
+            )
+    # Whole Secrets, no items or subPath: a rotated Secret reaches the files the process reloads.
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    mounts = {m["name"]: m for m in probes["volumeMounts"]}
+    expected = {"tls-internal": "notesuite-gateway-tls" if component == "gateway" else f"notesuite-{component}-tls"}
+    if component == "gateway":
+        expected["tls-public"] = "notesuite-gateway-public-tls"
+    for name, secret in expected.items():
+        assert volumes[name]["secret"]["secretName"] == secret
+        assert "items" not in volumes[name]["secret"]
+        assert "subPath" not in mounts[name] and mounts[name]["readOnly"] is True
+    assert ("tls-public" in volumes) == (component == "gateway")
+    env = configmap_env(documents, component)
+    if component == "gateway":
+        assert env["NOTESUITE_TLS_CERT"] == f"{public}/tls.crt"
+        assert env["NOTESUITE_BACKEND_CERT"] == f"{internal}/tls.crt"
+        assert env["NOTESUITE_USERS_URL"].startswith("https://notesuite-users.")
+        assert env["NOTESUITE_NOTES_URL"].startswith("https://notesuite-notes.")
+    else:
+        assert env["NOTESUITE_TLS_CLIENT_CA"] == f"{internal}/ca.crt"
+        assert env["NOTESUITE_TLS_CERT"] == f"{internal}/tls.crt"
+
+
+def test_with_tls_helm_test_checks_the_gateway_over_tls_and_users_and_notes_over_mtls():
+    (check,) = of_kind(render([PRODUCTION, TLS]), "Pod").values()
+    args = check["spec"]["containers"][0]["args"]
+    flags = dict(zip(args[1::2], args[2::2], strict=True))
+    assert flags["--tls-ca"] == "/etc/notesuite/tls/public/ca.crt"
+    assert flags["--tls-server-name"] == "notes.example.com"
+    assert flags["--backend-cert"] == "/etc/notesuite/tls/internal/tls.crt"
+    volumes = {v["name"]: v["secret"]["secretName"] for v in check["spec"]["volumes"]}
+    assert volumes == {"tls-public": "notesuite-gateway-public-tls", "tls-internal": "notesuite-gateway-tls"}
+    # Without TLS nothing changes.
+    (plain,) = of_kind(render(), "Pod").values()
+    assert "--tls-ca" not in plain["spec"]["containers"][0]["args"]
+    assert "volumes" not in plain["spec"]
 
 
 def test_probe_timings_are_values_a_user_overrides():
@@ -436,7 +505,7 @@ def test_every_variable_the_chart_sets_is_one_the_binary_reads(component, dev_ke
 
     documented = help_text(component)
     known_otel = telemetry_variables()
-    for values, set_files in [([PRODUCTION], {}), ([DEV], dev_key_files)]:
+    for values, set_files in [([PRODUCTION], {}), ([DEV], dev_key_files), ([PRODUCTION, TLS], {})]:
         documents = render(values, set_files)
         names = set(configmap_env(documents, component))
         names |= {entry["name"] for entry in container(deployments(documents)[component]).get("env", [])}

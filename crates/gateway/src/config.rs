@@ -13,7 +13,8 @@ pub struct GatewayConfig {
 
     /// The users service: `http://HOST:PORT`, or several separated by commas. A host name is
     /// looked up again and again and every address it resolves to gets calls (a Kubernetes
-    /// headless Service).
+    /// headless Service). `https://HOST:PORT` connects with TLS (see `--backend-ca`): each
+    /// replica's certificate must name HOST.
     #[arg(long, env = "NOTESUITE_USERS_URL", default_value = "http://127.0.0.1:50051", value_parser = parse_backend_urls)]
     pub users_url: String,
 
@@ -75,6 +76,21 @@ pub struct BackendOptions {
     /// (`/etc/resolv.conf`, `/etc/hosts`).
     #[arg(long, env = "NOTESUITE_DNS_SERVER")]
     pub dns_server: Option<SocketAddr>,
+
+    /// CA bundle (PEM) that `https://` backends' certificates must chain to, e.g. the
+    /// `ca.crt` of a cert-manager Secret; during a CA rotation, the old and the new CA.
+    /// Required when a backend URL is `https://`. Read again every `--key-reload-interval`.
+    #[arg(long, env = "NOTESUITE_BACKEND_CA")]
+    pub backend_ca: Option<PathBuf>,
+
+    /// Certificate (PEM) the gateway presents to `https://` backends that require client
+    /// certificates (mutual TLS), e.g. `tls.crt`. Read again every `--key-reload-interval`.
+    #[arg(long, env = "NOTESUITE_BACKEND_CERT", requires_all = ["backend_key", "backend_ca"])]
+    pub backend_cert: Option<PathBuf>,
+
+    /// The private key of `--backend-cert` (PEM), e.g. `tls.key`.
+    #[arg(long, env = "NOTESUITE_BACKEND_KEY", requires = "backend_cert")]
+    pub backend_key: Option<PathBuf>,
 }
 
 impl Default for BackendOptions {
@@ -83,7 +99,25 @@ impl Default for BackendOptions {
             resolve_interval: Duration::from_secs(5),
             backend_keepalive: Duration::from_secs(10),
             dns_server: None,
+            backend_ca: None,
+            backend_cert: None,
+            backend_key: None,
         }
+    }
+}
+
+impl BackendOptions {
+    /// The TLS client configuration for `https://` backends, read from disk; None without
+    /// `--backend-ca`.
+    pub fn load_tls(&self) -> Result<Option<tls::ClientTls>, tls::TlsError> {
+        let Some(ca) = &self.backend_ca else {
+            return Ok(None);
+        };
+        let identity = match (&self.backend_cert, &self.backend_key) {
+            (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
+            _ => None,
+        };
+        tls::ClientTls::load(ca, identity).map(Some)
     }
 }
 

@@ -23,6 +23,10 @@ pub enum Error {
     Sign(#[from] token::SignError),
     #[error("{flag} is not a valid backend URL: {url}")]
     BackendUrl { flag: &'static str, url: String },
+    #[error("{flag} names an https:// backend ({url}), but no --backend-ca says which CA to trust")]
+    BackendCaMissing { flag: &'static str, url: String },
+    #[error("--backend-ca, --backend-cert, --backend-key: {0}")]
+    BackendTls(#[from] tls::TlsError),
     #[error("the contracts' descriptor set does not decode: {0}")]
     Descriptor(String),
 }
@@ -45,9 +49,11 @@ impl From<Error> for Status {
             Error::Unauthenticated => {
                 error_status(Code::Unauthenticated, "TOKEN_MISSING", error.to_string())
             }
-            Error::Sign(_) | Error::BackendUrl { .. } | Error::Descriptor(_) => {
-                internal_error(&error)
-            }
+            Error::Sign(_)
+            | Error::BackendUrl { .. }
+            | Error::BackendCaMissing { .. }
+            | Error::BackendTls(_)
+            | Error::Descriptor(_) => internal_error(&error),
         }
     }
 }

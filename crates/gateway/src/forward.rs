@@ -633,6 +633,7 @@ mod tests {
             resolve_interval: Duration::from_secs(5),
             keepalive: Duration::from_secs(10),
             dns_server: None,
+            tls: None,
         })
     }
 

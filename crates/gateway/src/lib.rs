@@ -55,6 +55,19 @@ pub fn build(
     )
 }
 
+/// The TLS client for `https://` backends (`--backend-ca`, `--backend-cert`), reloaded from
+/// disk for as long as the gateway runs, its certificate's expiry a metric.
+fn backend_tls(config: &GatewayConfig) -> Result<Option<tls::ClientTls>, Error> {
+    let Some(client) = config.backends.load_tls()? else {
+        return Ok(None);
+    };
+    client.reload_every(config.serve.key_reload_interval);
+    if let Some(expiry) = client.expiry() {
+        telemetry::observe_certificate_expiry("client", move || expiry.unix_seconds());
+    }
+    Ok(Some(client))
+}
+
 /// [`build`] with keys read from files (and reloaded): it signs with `signing`'s newest key
 /// and accepts tokens of every key in `verifying`.
 pub fn build_with_keys(
@@ -65,11 +78,18 @@ pub fn build_with_keys(
     let methods = telemetry::MethodTable::from_descriptor_sets(&[proto::FILE_DESCRIPTOR_SET])
         .map_err(|error| Error::Descriptor(error.to_string()))?;
     let client_telemetry = telemetry::ClientLayer::new(&methods);
+    let backend_tls = backend_tls(config)?;
     let upstream = |service: &'static str, url: &str, flag: &'static str| {
         let targets = upstream::Target::parse_list(url).map_err(|_| Error::BackendUrl {
             flag,
             url: url.to_owned(),
         })?;
+        if backend_tls.is_none() && targets.iter().any(upstream::Target::is_tls) {
+            return Err(Error::BackendCaMissing {
+                flag,
+                url: url.to_owned(),
+            });
+        }
         let options = &config.backends;
         // Client telemetry names the first target as the server: the replica differs per call.
         let telemetry = client_telemetry.for_server(&targets[0].to_string());
@@ -80,6 +100,7 @@ pub fn build_with_keys(
             resolve_interval: options.resolve_interval,
             keepalive: options.backend_keepalive,
             dns_server: options.dns_server,
+            tls: backend_tls.clone(),
         });
         Ok::<_, Error>((upstream, telemetry))
     };

@@ -5,6 +5,8 @@
 use std::collections::BTreeSet;
 use std::io::Write as _;
 
+use anyhow::Context as _;
+
 use proto::gateway::SignUpRequest;
 use proto::gateway::gateway_service_client::GatewayServiceClient;
 use proto::notes::notes_service_client::NotesServiceClient;
@@ -29,12 +31,42 @@ const COMMON: [&str; 3] = [
 /// Runs every step, then fails when any of them did.
 pub async fn run(config: &CheckConfig) -> anyhow::Result<()> {
     let mut report = Report::default();
-    let mut targets = vec![Target::new("gateway", &config.gateway, GATEWAY, config)?];
+    let gateway_tls = client::tls_connector(
+        config.tls_ca.as_deref(),
+        None,
+        config.tls_server_name.as_deref(),
+    )
+    .context("--tls-ca, --tls-server-name")?;
+    let identity = match (&config.backend_cert, &config.backend_key) {
+        (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
+        _ => None,
+    };
+    let backend_tls = client::tls_connector(config.backend_ca.as_deref(), identity, None)
+        .context("--backend-ca, --backend-cert, --backend-key")?;
+    let mut targets = vec![Target::new(
+        "gateway",
+        &config.gateway,
+        GATEWAY,
+        config,
+        gateway_tls.as_ref(),
+    )?];
     if let Some(users) = &config.users {
-        targets.push(Target::new("users", users, USERS, config)?);
+        targets.push(Target::new(
+            "users",
+            users,
+            USERS,
+            config,
+            backend_tls.as_ref(),
+        )?);
     }
     if let Some(notes) = &config.notes {
-        targets.push(Target::new("notes", notes, NOTES, config)?);
+        targets.push(Target::new(
+            "notes",
+            notes,
+            NOTES,
+            config,
+            backend_tls.as_ref(),
+        )?);
     }
     report.line(format_args!(
         "notesuite check: {}",
@@ -90,7 +122,7 @@ pub async fn run(config: &CheckConfig) -> anyhow::Result<()> {
 struct Target {
     name: &'static str,
     address: String,
-    endpoint: tonic::transport::Endpoint,
+    endpoint: client::Dial,
     service: &'static str,
 }
 
@@ -100,8 +132,9 @@ impl Target {
         address: &str,
         service: &'static str,
         config: &CheckConfig,
+        tls: Option<&tls::Connector>,
     ) -> anyhow::Result<Self> {
-        let endpoint = client::endpoint(address, config.timeout)
+        let endpoint = client::endpoint(address, config.timeout, tls)
             .map_err(|reason| anyhow::anyhow!("--{name}: {reason}"))?;
         Ok(Self {
             name,

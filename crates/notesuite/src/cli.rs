@@ -74,6 +74,10 @@ impl RuntimeConfig {
 }
 
 #[derive(Debug, clap::Subcommand)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one value, parsed once at start-up: boxing the service configurations saves nothing"
+)]
 pub enum Command {
     /// Run the users service.
     Users(users::UsersConfig),
@@ -189,11 +193,31 @@ pub struct KeygenConfig {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct HealthConfig {
-    /// Address of the service: HOST:PORT or http://HOST:PORT. Default: the address in
-    /// NOTESUITE_LISTEN, the listen setting of a service in the same container (0.0.0.0 and
-    /// [::] read as loopback).
+    /// Address of the service: HOST:PORT, http://HOST:PORT or https://HOST:PORT. Default: the
+    /// address in NOTESUITE_LISTEN, the listen setting of a service in the same container
+    /// (0.0.0.0 and [::] read as loopback).
     #[arg(long, env = "NOTESUITE_HEALTH_ADDR")]
     pub addr: Option<String>,
+
+    /// Connect with TLS, checking the server's certificate against the CAs in this bundle
+    /// (PEM). A probe of a TLS port (`--tls-cert`) needs it: Kubernetes' own gRPC probes
+    /// speak plaintext only.
+    #[arg(long, env = "NOTESUITE_HEALTH_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// Certificate (PEM) to present to a port that requires client certificates
+    /// (`--tls-client-ca`), e.g. the service's own `tls.crt`.
+    #[arg(long, env = "NOTESUITE_HEALTH_TLS_CERT", requires_all = ["tls_key", "tls_ca"])]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of `--tls-cert` (PEM).
+    #[arg(long, env = "NOTESUITE_HEALTH_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// The name the server's certificate must carry, when it is not the address's host: a
+    /// probe connects to its own pod's loopback, the certificate names the Service.
+    #[arg(long, env = "NOTESUITE_HEALTH_TLS_SERVER_NAME", requires = "tls_ca")]
+    pub tls_server_name: Option<String>,
 
     /// Health name to ask about: "" (the process is ready), a service's full name such as
     /// notesuite.users.v1.UsersService (that service is ready), or `liveness`.
@@ -207,10 +231,33 @@ pub struct HealthConfig {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct CheckConfig {
-    /// Address of the gateway (HOST:PORT or http://HOST:PORT). Health, reflection and a
-    /// signed-up round trip go through it.
+    /// Address of the gateway (HOST:PORT, http://HOST:PORT or https://HOST:PORT). Health,
+    /// reflection and a signed-up round trip go through it.
     #[arg(long, env = "NOTESUITE_CHECK_GATEWAY")]
     pub gateway: String,
+
+    /// Reach the gateway over TLS, checking its certificate against the CAs in this bundle.
+    #[arg(long, env = "NOTESUITE_CHECK_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// The name the gateway's certificate must carry, when it is not `--gateway`'s host (a
+    /// public name, while the check dials the in-cluster Service).
+    #[arg(long, env = "NOTESUITE_CHECK_TLS_SERVER_NAME", requires = "tls_ca")]
+    pub tls_server_name: Option<String>,
+
+    /// Reach users and notes over TLS, checking their certificates against this bundle (as
+    /// the gateway's `--backend-ca`).
+    #[arg(long, env = "NOTESUITE_CHECK_BACKEND_CA")]
+    pub backend_ca: Option<PathBuf>,
+
+    /// Certificate (PEM) to present to users and notes when they require client certificates
+    /// (as the gateway's `--backend-cert`).
+    #[arg(long, env = "NOTESUITE_CHECK_BACKEND_CERT", requires_all = ["backend_key", "backend_ca"])]
+    pub backend_cert: Option<PathBuf>,
+
+    /// The private key of `--backend-cert` (PEM).
+    #[arg(long, env = "NOTESUITE_CHECK_BACKEND_KEY", requires = "backend_cert")]
+    pub backend_key: Option<PathBuf>,
 
     /// Address of the users service, to check its health and reflection directly.
     #[arg(long, env = "NOTESUITE_CHECK_USERS")]

@@ -2,6 +2,7 @@
 //! operator writes it, connecting under a deadline, and saying why a call failed.
 
 use std::fmt::Write as _;
+use std::path::Path;
 use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
@@ -9,35 +10,102 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-/// A service address: `HOST:PORT` or `http://HOST:PORT` (HOST may be a DNS name).
-pub(crate) fn endpoint(raw: &str, timeout: Duration) -> Result<Endpoint, String> {
-    let url = if raw.contains("://") {
-        raw.to_owned()
-    } else {
-        format!("http://{raw}")
+/// A service to call: its address, and the TLS it is reached with, if any.
+#[derive(Debug, Clone)]
+pub(crate) struct Dial {
+    endpoint: Endpoint,
+    tls: Option<tls::Connector>,
+}
+
+#[cfg(test)]
+impl Dial {
+    pub(crate) fn uri(&self) -> &http::Uri {
+        self.endpoint.uri()
+    }
+}
+
+/// A service address: `HOST:PORT`, `http://HOST:PORT` or `https://HOST:PORT` (HOST may be a
+/// DNS name). With `tls` the connection is TLS (`HOST:PORT` reads as `https://`); an
+/// `https://` address needs it, for the CA bundle to check the server with.
+pub(crate) fn endpoint(
+    raw: &str,
+    timeout: Duration,
+    tls: Option<&tls::Connector>,
+) -> Result<Dial, String> {
+    let url = match (raw.contains("://"), tls.is_some()) {
+        (true, _) => raw.to_owned(),
+        (false, false) => format!("http://{raw}"),
+        (false, true) => format!("https://{raw}"),
     };
     let uri: http::Uri = url
         .parse()
         .map_err(|error| format!("{raw:?} is not an address: {error}"))?;
-    match (uri.scheme_str(), uri.authority()) {
-        (Some("http"), Some(authority))
-            if authority.port().is_some() && !authority.host().is_empty() => {}
-        (Some("https"), _) => return Err(format!("{raw:?}: TLS is not supported yet")),
+    match (uri.scheme_str(), uri.authority(), tls) {
+        (Some(_), Some(authority), _)
+            if authority.port().is_none() || authority.host().is_empty() =>
+        {
+            return Err(format!(
+                "{raw:?} must look like HOST:PORT, http://HOST:PORT or https://HOST:PORT"
+            ));
+        }
+        (Some("http"), Some(_), None) | (Some("https"), Some(_), Some(_)) => {}
+        (Some("https"), Some(_), None) => {
+            return Err(format!(
+                "{raw:?}: https needs a CA bundle to check the server with (--tls-ca)"
+            ));
+        }
+        (Some("http"), Some(_), Some(_)) => {
+            return Err(format!(
+                "{raw:?}: TLS settings were given for a plaintext http:// address"
+            ));
+        }
         _ => {
             return Err(format!(
-                "{raw:?} must look like HOST:PORT or http://HOST:PORT"
+                "{raw:?} must look like HOST:PORT, http://HOST:PORT or https://HOST:PORT"
             ));
         }
     }
     Endpoint::from_shared(url)
-        .map(|endpoint| endpoint.connect_timeout(timeout).timeout(timeout))
+        .map(|endpoint| Dial {
+            endpoint: endpoint.connect_timeout(timeout).timeout(timeout),
+            tls: tls.cloned(),
+        })
         .map_err(|error| format!("{raw:?} is not an address: {}", chain(&error)))
 }
 
-/// Connects to `endpoint`, failing with the reason (refused, unknown host, timed out).
-pub(crate) async fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<Channel, String> {
-    let address = endpoint.uri();
-    match tokio::time::timeout(timeout, endpoint.connect()).await {
+/// How a client subcommand speaks TLS: the CA bundle to trust and, for a port that requires
+/// client certificates (mTLS), the certificate to present.
+pub(crate) fn tls_connector(
+    ca: Option<&Path>,
+    identity: Option<(&Path, &Path)>,
+    server_name: Option<&str>,
+) -> anyhow::Result<Option<tls::Connector>> {
+    let Some(ca) = ca else {
+        return Ok(None);
+    };
+    let client = tls::ClientTls::load(ca, identity)?;
+    let mut connector = tls::Connector::new(client);
+    if let Some(name) = server_name {
+        connector = connector.with_server_name(tls::server_name(name).map_err(anyhow::Error::msg)?);
+    }
+    Ok(Some(connector))
+}
+
+/// Connects to `dial`, failing with the reason (refused, unknown host, timed out, a
+/// certificate refused).
+pub(crate) async fn connect(dial: &Dial, timeout: Duration) -> Result<Channel, String> {
+    let address = dial.endpoint.uri();
+    let connecting = async {
+        match &dial.tls {
+            None => dial.endpoint.connect().await,
+            Some(connector) => {
+                dial.endpoint
+                    .connect_with_connector(connector.clone())
+                    .await
+            }
+        }
+    };
+    match tokio::time::timeout(timeout, connecting).await {
         Ok(Ok(channel)) => Ok(channel),
         Ok(Err(error)) => Err(format!("cannot connect to {address}: {}", chain(&error))),
         Err(_) => Err(format!(
@@ -108,18 +176,35 @@ mod tests {
     fn addresses_are_read_with_or_without_a_scheme() {
         let timeout = Duration::from_secs(1);
         assert_eq!(
-            endpoint("127.0.0.1:50051", timeout).expect("valid").uri(),
+            endpoint("127.0.0.1:50051", timeout, None)
+                .expect("valid")
+                .uri(),
             "http://127.0.0.1:50051/"
         );
         assert_eq!(
-            endpoint("http://users.ns.svc:50051", timeout)
+            endpoint("http://users.ns.svc:50051", timeout, None)
                 .expect("valid")
                 .uri(),
             "http://users.ns.svc:50051/"
         );
         for bad in ["users", "https://users:50051", "http://:50051", "a b:1"] {
-            assert!(endpoint(bad, timeout).is_err(), "{bad} was accepted");
+            assert!(endpoint(bad, timeout, None).is_err(), "{bad} was accepted");
         }
+        let ca = tls::testing::TestCa::new("test CA");
+        let dir = tls::testing::SecretDir::new();
+        dir.write(&[&ca], &ca.issue(&["users"], 2031));
+        let connector = tls_connector(Some(&dir.ca()), None, None)
+            .expect("a connector")
+            .expect("TLS");
+        for (raw, uri) in [
+            ("users.ns.svc:50051", "https://users.ns.svc:50051/"),
+            ("https://users.ns.svc:50051", "https://users.ns.svc:50051/"),
+        ] {
+            let dial = endpoint(raw, timeout, Some(&connector)).expect("valid");
+            assert_eq!(dial.uri(), uri);
+        }
+        assert!(endpoint("http://users:1", timeout, Some(&connector)).is_err());
+        assert!(endpoint("https://:1", timeout, Some(&connector)).is_err());
     }
 
     #[test]

@@ -18,7 +18,18 @@ pub async fn run(config: &HealthConfig) -> anyhow::Result<()> {
         Some(address) => address.clone(),
         None => address_from_listen_env()?,
     };
-    let endpoint = client::endpoint(&address, config.timeout).map_err(anyhow::Error::msg)?;
+    let identity = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
+        _ => None,
+    };
+    let tls = client::tls_connector(
+        config.tls_ca.as_deref(),
+        identity,
+        config.tls_server_name.as_deref(),
+    )
+    .context("--tls-ca, --tls-cert, --tls-key, --tls-server-name")?;
+    let endpoint =
+        client::endpoint(&address, config.timeout, tls.as_ref()).map_err(anyhow::Error::msg)?;
     let checked = async {
         let channel = client::connect(&endpoint, config.timeout).await?;
         client::check_health(channel, &config.service).await

@@ -1,3 +1,4 @@
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Serving settings every service shares. Each has a flag and an environment variable.
@@ -47,8 +48,9 @@ pub struct ServeConfig {
     #[arg(long = "max-connections", env = "NOTESUITE_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub connection_limit: u32,
 
-    /// How long a new connection may take to send the HTTP/2 preface before it is closed
-    /// (port scanners, slowloris, a client speaking HTTP/1 or TLS to this plaintext port).
+    /// How long a new connection may take to finish its TLS handshake (with `--tls-cert`) and
+    /// send the HTTP/2 preface before it is closed (port scanners, slowloris, a client
+    /// speaking HTTP/1, or TLS to a plaintext port).
     #[arg(long, env = "NOTESUITE_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub handshake_timeout: Duration,
 
@@ -69,10 +71,43 @@ pub struct ServeConfig {
     #[arg(long, env = "NOTESUITE_READINESS_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
     pub readiness_interval: Duration,
 
-    /// How often token key files are read again: keys added or removed take effect within
-    /// this, with no restart (key rotation).
+    /// How often token key files and TLS certificate files are read again: keys and
+    /// certificates changed on disk take effect within this, with no restart (rotation).
     #[arg(long, env = "NOTESUITE_KEY_RELOAD_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
     pub key_reload_interval: Duration,
+
+    #[command(flatten)]
+    pub tls: TlsServeConfig,
+}
+
+/// TLS on the service's port. Off unless `--tls-cert` is given.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct TlsServeConfig {
+    /// Serve TLS with this certificate (PEM, leaf first, then any intermediates), e.g. the
+    /// `tls.crt` of a cert-manager Secret. Read again every `--key-reload-interval`: new
+    /// connections get a renewed certificate, open ones carry on.
+    #[arg(long, env = "NOTESUITE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of `--tls-cert` (PEM: PKCS#8, PKCS#1 or SEC1), e.g. `tls.key`.
+    #[arg(long, env = "NOTESUITE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Require client certificates signed by a CA in this bundle (PEM, one or more CA
+    /// certificates, e.g. `ca.crt`): mutual TLS. Clients without one are refused in the
+    /// handshake. During a CA rotation, put the old and the new CA in the bundle.
+    #[arg(long, env = "NOTESUITE_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+}
+
+impl TlsServeConfig {
+    /// The TLS configuration these flags ask for, read from disk; None without `--tls-cert`.
+    pub fn load(&self) -> Result<Option<tls::ServerTls>, tls::TlsError> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        tls::ServerTls::load(cert, key, self.tls_client_ca.as_deref()).map(Some)
+    }
 }
 
 /// See [`ServeConfig::concurrency_limit`].
@@ -99,6 +134,7 @@ impl Default for ServeConfig {
             http2_keepalive_timeout: Duration::from_secs(20),
             readiness_interval: Duration::from_secs(2),
             key_reload_interval: Duration::from_secs(10),
+            tls: TlsServeConfig::default(),
         }
     }
 }

@@ -4,9 +4,10 @@
 //! - A connection over `--max-connections` is closed as soon as it is accepted, so that a
 //!   flood of connections cannot take the process's file descriptors or memory (an idle
 //!   connection costs about 21 KB: 4,096 of them stay under 90 MB).
-//! - A connection must send the 24-byte HTTP/2 preface within `--handshake-timeout`; one that
-//!   does not (a port scanner, a slowloris, a client speaking HTTP/1 or TLS to a plaintext
-//!   port) is closed. hyper would otherwise wait for it for ever.
+//! - A connection must finish its TLS handshake (on a TLS port) and send the 24-byte HTTP/2
+//!   preface within `--handshake-timeout`; one that does not (a port scanner, a slowloris, a
+//!   client speaking HTTP/1, or TLS to a plaintext port) is closed. hyper would otherwise wait
+//!   for it for ever.
 
 use std::future::Future as _;
 use std::io;
@@ -108,20 +109,27 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Guarded<IO> {
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
-            Poll::Pending => {
-                let expired = self
-                    .preface
-                    .as_mut()
-                    .is_some_and(|deadline| deadline.as_mut().poll(cx).is_ready());
-                if expired {
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "no HTTP/2 preface within the handshake timeout",
-                    )));
-                }
-                Poll::Pending
-            }
+            Poll::Pending => self.pending_before_deadline(cx),
         }
+    }
+}
+
+impl<IO> Guarded<IO> {
+    /// An operation that could not go on: Pending, unless the preface's deadline has passed.
+    /// Writes count too: over TLS every write waits for the handshake, and hyper writes its
+    /// SETTINGS before it reads the preface.
+    fn pending_before_deadline<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        let expired = self
+            .preface
+            .as_mut()
+            .is_some_and(|deadline| deadline.as_mut().poll(cx).is_ready());
+        if expired {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no TLS handshake and HTTP/2 preface within the handshake timeout",
+            )));
+        }
+        Poll::Pending
     }
 }
 
@@ -131,11 +139,17 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Guarded<IO> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        match Pin::new(&mut self.inner).poll_write(cx, buf) {
+            Poll::Pending => self.pending_before_deadline(cx),
+            ready => ready,
+        }
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        match Pin::new(&mut self.inner).poll_flush(cx) {
+            Poll::Pending => self.pending_before_deadline(cx),
+            ready => ready,
+        }
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -147,7 +161,10 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Guarded<IO> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
+            Poll::Pending => self.pending_before_deadline(cx),
+            ready => ready,
+        }
     }
 
     fn is_write_vectored(&self) -> bool {

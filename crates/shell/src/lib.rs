@@ -23,15 +23,18 @@ mod spawn;
 mod status;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod transport;
 
 use std::future::Future;
+
+use futures_util::StreamExt as _;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
 
-pub use config::{ConcurrencyLimit, ServeConfig};
+pub use config::{ConcurrencyLimit, ServeConfig, TlsServeConfig};
 pub use deadline::{deadline_exceeded, parse_grpc_timeout};
 pub use health::{LIVENESS, ReadinessProbe};
 #[cfg(feature = "testing")]
@@ -78,6 +81,8 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("a descriptor set does not decode: {0}")]
     Descriptor(#[from] prost::DecodeError),
+    #[error("--tls-cert, --tls-key, --tls-client-ca: {0}")]
+    Tls(#[from] tls::TlsError),
 }
 
 /// Largest request the shell's own services (health, reflection) decode, compressed or not:
@@ -119,8 +124,23 @@ pub async fn serve(
         .local_addr()
         .map(|address| address.to_string())
         .unwrap_or_default();
+    let tls = config.tls.load()?;
+    if let Some(tls) = &tls {
+        // Both end with the server: the loop holds the configuration weakly.
+        tls.reload_every(config.key_reload_interval);
+        let expiry = tls.expiry();
+        telemetry::observe_certificate_expiry("server", move || expiry.unix_seconds());
+        tracing::info!(
+            address = %local_addr,
+            client_certificates = if tls.requires_client_certificates() { "required" } else { "none" },
+            "serving tls"
+        );
+    }
+    let incoming = TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .map(move |accepted| accepted.map(|tcp| transport::Transport::new(tcp, tls.as_ref())));
     let incoming = connections::Bounded::new(
-        TcpIncoming::from(listener).with_nodelay(Some(true)),
+        incoming,
         config.connection_limit as usize,
         config.handshake_timeout,
     );

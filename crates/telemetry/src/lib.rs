@@ -10,6 +10,7 @@
 //! nothing is exported, but every call still gets a trace id for its logs and errors.
 
 mod admission;
+mod certificates;
 mod grpc;
 mod logs;
 mod methods;
@@ -27,6 +28,7 @@ use tracing_subscriber::filter::{EnvFilter, LevelFilter, Targets};
 use tracing_subscriber::{Layer as _, fmt, prelude::*};
 
 pub use admission::observe_admission_limit;
+pub use certificates::observe_certificate_expiry;
 pub use grpc::{
     ClientLayer, ClientTelemetry, RPC_TELEMETRY_ENV, ServerLayer, ServerTelemetry,
     TRACE_HEALTH_CHECKS_ENV,

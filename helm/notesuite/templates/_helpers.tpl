@@ -90,6 +90,54 @@ by itself, so the grace period is derived here and nowhere else. */}}
 {{- define "notesuite.privateKeyPath" -}}/etc/notesuite/jwt-private{{ if not .Values.jwt.privateKeysSecret }}/jwt-private.pem{{ end }}{{- end }}
 {{- define "notesuite.publicKeyPath" -}}/etc/notesuite/jwt-public{{ if not .Values.jwt.publicKeysSecret }}/jwt-public.pem{{ end }}{{- end }}
 {{- define "notesuite.dataDir" -}}/var/lib/notesuite{{- end }}
+{{/* Certificate Secrets are mounted whole, as directories (no subPath), so that a rotated
+Secret reaches the files and the process reloads them. */}}
+{{- define "notesuite.publicTlsDir" -}}/etc/notesuite/tls/public{{- end }}
+{{- define "notesuite.internalTlsDir" -}}/etc/notesuite/tls/internal{{- end }}
+
+{{/* Whether a component's port serves TLS: the gateway's with a public certificate, users'
+and notes' with internal mTLS. */}}
+{{- define "notesuite.servesTls" -}}
+{{- if eq .component "gateway" }}{{ if .root.Values.tls.gateway.secretName }}true{{ end }}
+{{- else if .root.Values.tls.internal.enabled }}true{{ end }}
+{{- end }}
+
+{{/* A probe asking health name `service` of the pod's own port: the kubelet's native gRPC
+probe on a plaintext port; on a TLS port (which the kubelet's probe cannot speak) `notesuite
+health` with the CA bundle and the name the certificate carries, presenting the pod's own
+certificate where client certificates are required.
+(dict "root" $ "component" "users" "service" "liveness" "timings" $values.probes.startup) */}}
+{{- define "notesuite.probe" -}}
+{{- $values := index .root.Values .component }}
+{{- if include "notesuite.servesTls" . -}}
+exec:
+  command:
+    - /usr/local/bin/notesuite
+    - health
+    - --service
+    - {{ .service | quote }}
+    - --timeout
+    - {{ printf "%ds" (int (default 2 .timings.timeoutSeconds)) | quote }}
+    {{- if eq .component "gateway" }}
+    - --tls-ca
+    - {{ include "notesuite.publicTlsDir" .root | printf "%s/ca.crt" }}
+    - --tls-server-name
+    - {{ .root.Values.tls.gateway.serverName | quote }}
+    {{- else }}
+    - --tls-ca
+    - {{ include "notesuite.internalTlsDir" .root | printf "%s/ca.crt" }}
+    - --tls-cert
+    - {{ include "notesuite.internalTlsDir" .root | printf "%s/tls.crt" }}
+    - --tls-key
+    - {{ include "notesuite.internalTlsDir" .root | printf "%s/tls.key" }}
+    - --tls-server-name
+    - {{ include "notesuite.serviceHost" . }}
+    {{- end }}
+{{- else -}}
+grpc: {port: {{ $values.port }}, service: {{ .service }}}
+{{- end }}
+{{- toYaml .timings | nindent 0 }}
+{{- end }}
 
 {{/* The settings of one component that are not secret, as ConfigMap data. Its checksum is a
 pod annotation, so that changing any of them rolls that component's pods. */}}
@@ -117,9 +165,20 @@ OTEL_TRACES_SAMPLER_ARG: {{ .tracesSamplerArg | quote }}
 {{- end }}
 {{- end }}
 {{- end }}
+{{- $internalTls := $root.Values.tls.internal.enabled }}
 {{- if eq .component "gateway" }}
-NOTESUITE_USERS_URL: {{ printf "http://%s:%d" (include "notesuite.serviceHost" (dict "root" $root "component" "users")) (int $root.Values.users.port) | quote }}
-NOTESUITE_NOTES_URL: {{ printf "http://%s:%d" (include "notesuite.serviceHost" (dict "root" $root "component" "notes")) (int $root.Values.notes.port) | quote }}
+{{- $scheme := ternary "https" "http" $internalTls }}
+NOTESUITE_USERS_URL: {{ printf "%s://%s:%d" $scheme (include "notesuite.serviceHost" (dict "root" $root "component" "users")) (int $root.Values.users.port) | quote }}
+NOTESUITE_NOTES_URL: {{ printf "%s://%s:%d" $scheme (include "notesuite.serviceHost" (dict "root" $root "component" "notes")) (int $root.Values.notes.port) | quote }}
+{{- if $root.Values.tls.gateway.secretName }}
+NOTESUITE_TLS_CERT: {{ include "notesuite.publicTlsDir" $root | printf "%s/tls.crt" | quote }}
+NOTESUITE_TLS_KEY: {{ include "notesuite.publicTlsDir" $root | printf "%s/tls.key" | quote }}
+{{- end }}
+{{- if $internalTls }}
+NOTESUITE_BACKEND_CA: {{ include "notesuite.internalTlsDir" $root | printf "%s/ca.crt" | quote }}
+NOTESUITE_BACKEND_CERT: {{ include "notesuite.internalTlsDir" $root | printf "%s/tls.crt" | quote }}
+NOTESUITE_BACKEND_KEY: {{ include "notesuite.internalTlsDir" $root | printf "%s/tls.key" | quote }}
+{{- end }}
 NOTESUITE_JWT_PRIVATE_KEY: {{ include "notesuite.privateKeyPath" $root | quote }}
 {{- if $root.Values.jwt.publicKeysSecret }}
 {{- /* Also every public key: a token signed by a replica that saw a new private key first
@@ -130,6 +189,11 @@ NOTESUITE_ACCESS_TOKEN_TTL: {{ $values.accessTokenTtl | quote }}
 NOTESUITE_DEFAULT_DEADLINE: {{ $values.defaultDeadline | quote }}
 {{- else }}
 NOTESUITE_JWT_PUBLIC_KEY: {{ include "notesuite.publicKeyPath" $root | quote }}
+{{- if $internalTls }}
+NOTESUITE_TLS_CERT: {{ include "notesuite.internalTlsDir" $root | printf "%s/tls.crt" | quote }}
+NOTESUITE_TLS_KEY: {{ include "notesuite.internalTlsDir" $root | printf "%s/tls.key" | quote }}
+NOTESUITE_TLS_CLIENT_CA: {{ include "notesuite.internalTlsDir" $root | printf "%s/ca.crt" | quote }}
+{{- end }}
 NOTESUITE_DATABASE_MAX_CONNECTIONS: {{ $root.Values.database.maxConnections | quote }}
 NOTESUITE_DATABASE_CONNECT_TIMEOUT: {{ $root.Values.database.connectTimeout | quote }}
 NOTESUITE_DATABASE_ACQUIRE_TIMEOUT: {{ $root.Values.database.acquireTimeout | quote }}

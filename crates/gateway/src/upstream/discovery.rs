@@ -1,12 +1,14 @@
 //! Where a backend's replicas are: the addresses its targets name, found again and again.
 //!
-//! A target is `http://HOST:PORT`. An IP address is an endpoint as it stands; a name is looked
+//! A target is `http://HOST:PORT`, or `https://HOST:PORT` for a backend serving TLS: its
+//! certificate must name HOST (a DNS name, or an IP address as an IP SAN), whichever address
+//! HOST resolves to — a headless Service's pods all carry the Service's name. An IP address is an endpoint as it stands; a name is looked
 //! up (a Kubernetes headless Service answers with every ready pod's address) every
 //! `--resolve-interval`, and at once when a connection to the backend fails, so that replicas
 //! come and go without a restart. A failed lookup keeps the name's last answer: a DNS outage
 //! must not empty a working backend.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Weak;
 use std::time::Duration;
@@ -20,22 +22,32 @@ use super::Shared;
 /// Lookups asked for by failing connections come at most this often.
 const MIN_RESOLVE_GAP: Duration = Duration::from_millis(500);
 
-/// One `http://HOST:PORT` of a backend's `--*-url` list.
+/// One `http://HOST:PORT` or `https://HOST:PORT` of a backend's `--*-url` list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Target {
     host: String,
     port: u16,
+    /// For `https`: the name the replicas' certificates must carry (HOST).
+    server_name: Option<tls::ServerName<'static>>,
 }
 
 impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.host.contains(':') {
-            write!(f, "http://[{}]:{}", self.host, self.port)
+        let scheme = if self.server_name.is_some() {
+            "https"
         } else {
-            write!(f, "http://{}:{}", self.host, self.port)
+            "http"
+        };
+        if self.host.contains(':') {
+            write!(f, "{scheme}://[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{scheme}://{}:{}", self.host, self.port)
         }
     }
 }
+
+/// Where a replica is, and the name its certificate must carry when it serves TLS.
+pub(super) type Addresses = BTreeMap<SocketAddr, Option<tls::ServerName<'static>>>;
 
 impl Target {
     /// Parses a comma-separated list of `http://HOST:PORT`.
@@ -47,7 +59,7 @@ impl Target {
             .map(Self::parse)
             .collect::<Result<Vec<_>, _>>()?;
         if targets.is_empty() {
-            return Err("must name at least one http://HOST:PORT".into());
+            return Err("must name at least one http://HOST:PORT or https://HOST:PORT".into());
         }
         Ok(targets)
     }
@@ -61,17 +73,29 @@ impl Target {
             // `http://:80` parses as a URI with an empty host, and port 0 is nobody's: neither
             // could ever be reached, so the gateway would start and only ever answer
             // UNAVAILABLE.
-            (Some("http"), Some(host), Some(port), "" | "/") if !host.is_empty() && port != 0 => {
+            (Some(scheme @ ("http" | "https")), Some(host), Some(port), "" | "/")
+                if !host.is_empty() && port != 0 =>
+            {
+                let server_name = if scheme == "https" {
+                    Some(tls::server_name(host).map_err(|reason| format!("{raw}: {reason}"))?)
+                } else {
+                    None
+                };
                 Ok(Self {
                     host: host.to_owned(),
                     port,
+                    server_name,
                 })
             }
-            (Some("https"), ..) => Err(format!(
-                "{raw}: TLS to backends is not supported yet; use http://HOST:PORT"
+            _ => Err(format!(
+                "{raw}: must look like http://HOST:PORT or https://HOST:PORT"
             )),
-            _ => Err(format!("{raw}: must look like http://HOST:PORT")),
         }
+    }
+
+    /// Whether the replicas serve TLS.
+    pub(crate) fn is_tls(&self) -> bool {
+        self.server_name.is_some()
     }
 
     fn ip(&self) -> Option<SocketAddr> {
@@ -101,10 +125,10 @@ pub(super) async fn discover(
     };
     let mut answers: HashMap<String, Vec<IpAddr>> = HashMap::new();
     loop {
-        let mut addresses = BTreeSet::new();
+        let mut addresses = Addresses::new();
         for target in &targets {
             if let Some(address) = target.ip() {
-                addresses.insert(address);
+                addresses.insert(address, target.server_name.clone());
                 continue;
             }
             if let Some(resolver) = &resolver {
@@ -122,7 +146,12 @@ pub(super) async fn discover(
                 }
             }
             let ips = answers.get(&target.host).map_or(&[][..], Vec::as_slice);
-            addresses.extend(ips.iter().map(|ip| SocketAddr::new(*ip, target.port)));
+            addresses.extend(ips.iter().map(|ip| {
+                (
+                    SocketAddr::new(*ip, target.port),
+                    target.server_name.clone(),
+                )
+            }));
         }
         let Some(upstream) = shared.upgrade() else {
             return;
@@ -174,11 +203,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn targets_are_a_list_of_http_host_port() {
-        let targets =
-            Target::parse_list("http://notes:50052, http://10.0.0.7:50052,http://[::1]:1")
-                .expect("valid");
-        assert_eq!(targets.len(), 3);
+    fn targets_are_a_list_of_http_or_https_host_port() {
+        let targets = Target::parse_list(
+            "http://notes:50052, http://10.0.0.7:50052,http://[::1]:1,https://notes.ns.svc:1",
+        )
+        .expect("valid");
+        assert_eq!(targets.len(), 4);
+        assert!(!targets[0].is_tls());
+        assert!(targets[3].is_tls());
+        assert_eq!(targets[3].to_string(), "https://notes.ns.svc:1");
         assert_eq!(targets[0].ip(), None);
         assert_eq!(
             targets[1].ip(),
@@ -191,8 +224,8 @@ mod tests {
             "notes:50052",
             "http://notes",
             "http://notes:1/path",
-            "https://notes:1",
             "grpc://notes:1",
+            "https://not_a name:1",
         ] {
             assert!(Target::parse_list(bad).is_err(), "{bad}");
         }

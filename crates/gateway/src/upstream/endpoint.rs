@@ -52,6 +52,9 @@ pub(super) struct Endpoint {
     pub(super) address: SocketAddr,
     /// `host:port` of the request URIs sent to it.
     pub(super) authority: http::uri::Authority,
+    /// For a replica serving TLS: the name its certificate must carry (its target's host, not
+    /// this address).
+    server_name: Option<tls::ServerName<'static>>,
     connections: Mutex<Vec<Arc<Connection>>>,
     /// Calls on this endpoint now, over all its connections: what balancing compares.
     pub(super) in_flight: AtomicUsize,
@@ -93,10 +96,15 @@ pub(super) enum Outcome {
 }
 
 impl Endpoint {
-    pub(super) fn new(address: SocketAddr, authority: http::uri::Authority) -> Self {
+    pub(super) fn new(
+        address: SocketAddr,
+        authority: http::uri::Authority,
+        server_name: Option<tls::ServerName<'static>>,
+    ) -> Self {
         Self {
             address,
             authority,
+            server_name,
             connections: Mutex::new(Vec::new()),
             in_flight: AtomicUsize::new(0),
             failures: AtomicU32::new(0),
@@ -104,6 +112,15 @@ impl Endpoint {
             more: tokio::sync::Notify::new(),
             probe: tokio::sync::Notify::new(),
             removed: CancellationToken::new(),
+        }
+    }
+
+    /// The scheme of the request URIs sent to it.
+    pub(super) fn scheme(&self) -> http::uri::Scheme {
+        if self.server_name.is_some() {
+            http::uri::Scheme::HTTPS
+        } else {
+            http::uri::Scheme::HTTP
         }
     }
 
@@ -269,6 +286,8 @@ impl Connection {
 enum ConnectError {
     #[error("TCP connect: {0}")]
     Tcp(std::io::Error),
+    #[error("TLS: {0}")]
+    Tls(std::io::Error),
     #[error("no answer within {0:?}")]
     Timeout(Duration),
     #[error("HTTP/2: {0}")]
@@ -288,22 +307,25 @@ async fn connect(
             .await
             .map_err(ConnectError::Tcp)?;
         tcp.set_nodelay(true).map_err(ConnectError::Tcp)?;
-        let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .initial_stream_window_size(STREAM_WINDOW)
-            .initial_connection_window_size(STREAM_WINDOW * BACKEND_STREAMS)
-            .keep_alive_interval(upstream.keepalive)
-            .keep_alive_timeout(upstream.keepalive)
-            .keep_alive_while_idle(true)
-            .handshake(TokioIo::new(tcp))
-            .await?;
-        let (ended, mut end) = tokio::sync::oneshot::channel();
-        tokio::spawn(async move {
-            // Ends on GOAWAY (the calls under way carry on), on a lost connection, or when
-            // every sender is dropped.
-            let _ = connection.await;
-            let _ = ended.send(());
-        });
+        let (sender, mut end) = match (&endpoint.server_name, &upstream.tls) {
+            (None, _) => start_http2(tcp, upstream).await?,
+            (Some(server_name), Some(tls)) => {
+                // The configuration in force now: a reloaded certificate or CA bundle serves
+                // the connections opened after it, the open ones carry on.
+                let stream = tls
+                    .connector()
+                    .connect(server_name.clone(), tcp)
+                    .await
+                    .map_err(ConnectError::Tls)?;
+                start_http2(stream, upstream).await?
+            }
+            // The gateway refuses to start with an https target and no CA bundle.
+            (Some(_), None) => {
+                return Err(ConnectError::Tls(std::io::Error::other(
+                    "an https backend, but no --backend-ca",
+                )));
+            }
+        };
         let mut probe_sender = sender.clone();
         let status = tokio::select! {
             status = check_health(&mut probe_sender, endpoint, upstream.service) => status?,
@@ -336,6 +358,34 @@ async fn connect(
         .map_err(|_| ConnectError::Timeout(timeout))?
 }
 
+/// An HTTP/2 connection over `io`, driven by a task of its own; its sender, and a signal that
+/// the connection ended.
+async fn start_http2<IO>(
+    io: IO,
+    upstream: &Settings,
+) -> Result<(SendRequest<Body>, tokio::sync::oneshot::Receiver<()>), ConnectError>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(STREAM_WINDOW * BACKEND_STREAMS)
+        .keep_alive_interval(upstream.keepalive)
+        .keep_alive_timeout(upstream.keepalive)
+        .keep_alive_while_idle(true)
+        .handshake(TokioIo::new(io))
+        .await?;
+    let (ended, end) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        // Ends on GOAWAY (the calls under way carry on), on a lost connection, or when every
+        // sender is dropped.
+        let _ = connection.await;
+        let _ = ended.send(());
+    });
+    Ok((sender, end))
+}
+
 /// `grpc.health.v1.HealthCheckResponse.ServingStatus.SERVING`.
 const SERVING: u64 = 1;
 
@@ -353,7 +403,7 @@ async fn check_health(
     frame.extend_from_slice(&u32::try_from(message.len()).unwrap_or(0).to_be_bytes());
     frame.extend_from_slice(&message);
     let uri = http::Uri::builder()
-        .scheme("http")
+        .scheme(endpoint.scheme())
         .authority(endpoint.authority.clone())
         .path_and_query("/grpc.health.v1.Health/Check")
         .build()

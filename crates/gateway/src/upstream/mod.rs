@@ -1,7 +1,8 @@
 //! The gateway's client for one backend service: every replica found, calls balanced over the
 //! ready ones, failing ones ejected.
 //!
-//! - **Discovery** ([`discovery`]): the backend's `--*-url` names one or more `http://HOST:PORT`;
+//! - **Discovery** ([`discovery`]): the backend's `--*-url` names one or more `http://HOST:PORT`
+//!   (or `https://`: TLS, the certificate checked against HOST, the gateway's own presented);
 //!   names are looked up again every `--resolve-interval` and when a connection fails, so a
 //!   Kubernetes headless Service's pods come and go without a restart.
 //! - **Endpoints** ([`endpoint`]): a task per replica keeps it connected (more connections when
@@ -25,7 +26,6 @@ mod discovery;
 mod endpoint;
 pub(crate) mod retry;
 
-use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
@@ -52,6 +52,10 @@ pub(crate) struct UpstreamConfig {
     /// given up: a replica that stopped answering is found within twice this.
     pub(crate) keepalive: Duration,
     pub(crate) dns_server: Option<SocketAddr>,
+    /// How `https://` targets are connected to: the CA bundle their certificates must chain
+    /// to, and the certificate the gateway presents (reloaded: new connections use the
+    /// configuration in force).
+    pub(crate) tls: Option<tls::ClientTls>,
 }
 
 /// What the endpoint tasks share with the upstream.
@@ -59,6 +63,7 @@ struct Settings {
     service: &'static str,
     connect_timeout: Duration,
     keepalive: Duration,
+    tls: Option<tls::ClientTls>,
     /// Woken when a connection opens or fails: calls waiting for a ready replica look again.
     changed: tokio::sync::Notify,
     /// Asks discovery to look the names up now.
@@ -118,6 +123,7 @@ impl Upstream {
                 service: config.service,
                 connect_timeout: config.connect_timeout,
                 keepalive: config.keepalive,
+                tls: config.tls,
                 changed: tokio::sync::Notify::new(),
                 resolve_now: Arc::new(tokio::sync::Notify::new()),
             }),
@@ -249,7 +255,7 @@ impl Upstream {
 impl Shared {
     /// Makes the endpoint set `addresses`: new ones start connecting, gone ones stop taking
     /// calls (those under way finish on their connections).
-    fn set_endpoints(&self, addresses: &BTreeSet<SocketAddr>) {
+    fn set_endpoints(&self, addresses: &discovery::Addresses) {
         let mut endpoints = self
             .endpoints
             .write()
@@ -257,11 +263,11 @@ impl Shared {
         let unchanged = endpoints.len() == addresses.len()
             && endpoints
                 .iter()
-                .all(|endpoint| addresses.contains(&endpoint.address));
+                .all(|endpoint| addresses.contains_key(&endpoint.address));
         if !unchanged {
             let mut kept = Vec::with_capacity(addresses.len());
             for endpoint in endpoints.iter() {
-                if addresses.contains(&endpoint.address) {
+                if addresses.contains_key(&endpoint.address) {
                     kept.push(endpoint.clone());
                 } else {
                     tracing::info!(
@@ -272,7 +278,7 @@ impl Shared {
                     endpoint.removed.cancel();
                 }
             }
-            for address in addresses {
+            for (address, server_name) in addresses {
                 if kept.iter().any(|endpoint| endpoint.address == *address) {
                     continue;
                 }
@@ -284,7 +290,7 @@ impl Shared {
                     endpoint = %address,
                     "endpoint joined the backend's address list"
                 );
-                let endpoint = Arc::new(Endpoint::new(*address, authority));
+                let endpoint = Arc::new(Endpoint::new(*address, authority, server_name.clone()));
                 tokio::spawn(endpoint.clone().maintain(self.settings.clone()));
                 kept.push(endpoint);
             }
@@ -332,7 +338,7 @@ impl Lease {
         let (mut parts, body) = request.into_parts();
         let path = parts.uri.path_and_query().cloned();
         let mut uri = http::Uri::builder()
-            .scheme("http")
+            .scheme(self.endpoint.scheme())
             .authority(self.endpoint.authority.clone());
         if let Some(path) = path {
             uri = uri.path_and_query(path);
@@ -621,14 +627,97 @@ mod tests {
             .map(|address| format!("http://{address}"))
             .collect::<Vec<_>>()
             .join(",");
+        upstream_to(&list, None)
+    }
+
+    fn upstream_to(list: &str, tls: Option<tls::ClientTls>) -> Upstream {
         Upstream::new(UpstreamConfig {
             service: SERVICE,
-            targets: Target::parse_list(&list).expect("targets"),
+            targets: Target::parse_list(list).expect("targets"),
             connect_timeout: Duration::from_secs(5),
             resolve_interval: Duration::from_secs(5),
             keepalive: Duration::from_secs(10),
             dns_server: None,
+            tls,
         })
+    }
+
+    /// A replica served by the shell over mTLS with the certificate in `dir`: clients need a
+    /// certificate of `dir`'s CA bundle.
+    async fn tls_replica(dir: &tls::testing::SecretDir) -> (shell::Spawned, Arc<AtomicU32>) {
+        let calls = Arc::new(AtomicU32::new(0));
+        let definition = shell::ServiceDefinition {
+            name: SERVICE,
+            routes: tonic::service::Routes::new(Replica {
+                calls: calls.clone(),
+            }),
+            advertised_services: vec![],
+            descriptor_sets: vec![],
+            readiness: None,
+        };
+        let config = shell::ServeConfig {
+            drain_delay: Duration::ZERO,
+            tls: shell::TlsServeConfig {
+                tls_cert: Some(dir.cert()),
+                tls_key: Some(dir.key()),
+                tls_client_ca: Some(dir.ca()),
+            },
+            ..shell::ServeConfig::default()
+        };
+        let spawned = shell::spawn(definition, config).await.expect("serve");
+        (spawned, calls)
+    }
+
+    #[tokio::test]
+    async fn an_https_backend_is_called_only_when_its_certificate_names_the_url_host() {
+        use tls::testing::{SecretDir, TestCa};
+        let ca = TestCa::new("internal CA");
+        let gateway_dir = SecretDir::new();
+        gateway_dir.write(&[&ca], &ca.issue(&["gateway"], 2031));
+        let client = tls::ClientTls::load(
+            &gateway_dir.ca(),
+            Some((&gateway_dir.cert(), &gateway_dir.key())),
+        )
+        .expect("client tls");
+
+        // Signed by the trusted CA, but for another name than the URL's host.
+        let wrong_dir = SecretDir::new();
+        wrong_dir.write(&[&ca], &ca.issue(&["users.notesuite.svc"], 2031));
+        let (wrong, wrong_calls) = tls_replica(&wrong_dir).await;
+        let upstream = upstream_to(
+            &format!("https://127.0.0.1:{}", wrong.address.port()),
+            Some(client.clone()),
+        );
+        assert_eq!(
+            upstream.lease(false, None, None).await.err(),
+            Some(NoLease::Unavailable),
+            "a replica whose certificate names another host was connected to"
+        );
+        assert_eq!(wrong_calls.load(Ordering::SeqCst), 0);
+
+        // The URL's host, as an IP SAN and as a DNS name.
+        let right_dir = SecretDir::new();
+        right_dir.write(&[&ca], &ca.issue(&["localhost", "127.0.0.1"], 2031));
+        let (right, right_calls) = tls_replica(&right_dir).await;
+        for url in [
+            format!("https://127.0.0.1:{}", right.address.port()),
+            format!("https://localhost:{}", right.address.port()),
+        ] {
+            let upstream = upstream_to(&url, Some(client.clone()));
+            for _ in 0..5 {
+                call(&upstream).await.expect("answered over mTLS");
+            }
+        }
+        assert_eq!(right_calls.load(Ordering::SeqCst), 10);
+
+        // Without the gateway's certificate the replica refuses the connection.
+        let anonymous = tls::ClientTls::load(&gateway_dir.ca(), None).expect("client tls");
+        let upstream = upstream_to(
+            &format!("https://127.0.0.1:{}", right.address.port()),
+            Some(anonymous),
+        );
+        assert!(call(&upstream).await.is_err());
+        assert_eq!(right_calls.load(Ordering::SeqCst), 10);
     }
 
     fn request() -> http::Request<Body> {

@@ -9,4 +9,5 @@ mod rotation;
 mod secrets;
 mod support;
 mod telemetry;
+mod tls;
 mod watch;

@@ -30,7 +30,7 @@ use crate::support::{PATIENCE, Service, Up, keygen, scrape};
 /// An OTLP collector, in the test: it keeps every span (with the `service.name` of the process
 /// that sent it) and the name of every metric exported, and wakes whoever waits for them.
 #[derive(Clone)]
-struct Collector {
+pub(crate) struct Collector {
     spans: watch::Sender<Vec<(String, Span)>>,
     metric_exports: watch::Sender<Vec<String>>,
 }
@@ -76,7 +76,7 @@ impl MetricsService for Collector {
 }
 
 impl Collector {
-    async fn start() -> (Self, String) {
+    pub(crate) async fn start() -> (Self, String) {
         let collector = Self {
             spans: watch::Sender::new(Vec::new()),
             metric_exports: watch::Sender::new(Vec::new()),
@@ -94,7 +94,7 @@ impl Collector {
     }
 
     /// Waits until `done` holds for the spans of `trace_id`.
-    async fn trace(
+    pub(crate) async fn trace(
         &self,
         trace_id: &[u8],
         done: impl Fn(&[(String, Span)]) -> bool,
@@ -145,7 +145,7 @@ fn string_attribute(
         )
 }
 
-fn attribute(span: &Span, key: &str) -> Option<String> {
+pub(crate) fn attribute(span: &Span, key: &str) -> Option<String> {
     string_attribute(&span.attributes, key)
 }
 
