@@ -24,8 +24,12 @@ use tonic::{Request, Status};
 
 use crate::Backend;
 
-/// How long one call of the purge (list, purge, confirm) may take.
+/// How long one call of the purge (list, confirm) may take.
 const CALL_DEADLINE: Duration = Duration::from_secs(5);
+
+/// How long one PurgeUserNotes of the background round may take. notes deletes in chunks that
+/// commit one by one, so an account too large for one call is finished by the next ones.
+const PURGE_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Pending deletions purged per round.
 const PENDING_PAGE: i32 = 100;
@@ -105,6 +109,10 @@ impl AccountDeletions {
 
 impl Purger {
     fn request<T>(&self, message: T) -> Result<Request<T>, Status> {
+        self.request_within(message, CALL_DEADLINE)
+    }
+
+    fn request_within<T>(&self, message: T, deadline: Duration) -> Result<Request<T>, Status> {
         let issued = self
             .issuer
             .service_token(crate::api::GATEWAY_SERVICE_NAME)
@@ -113,7 +121,7 @@ impl Purger {
             .parse()
             .map_err(|_| Status::internal("a service token is not a header value"))?;
         let mut request = Request::new(message);
-        request.set_timeout(CALL_DEADLINE);
+        request.set_timeout(deadline);
         request
             .metadata_mut()
             .insert("authorization", authorization);
@@ -151,9 +159,12 @@ impl Purger {
         let purged = self
             .notes
             .clone()
-            .purge_user_notes(self.request(PurgeUserNotesRequest {
-                user_id: user_id.to_owned(),
-            })?)
+            .purge_user_notes(self.request_within(
+                PurgeUserNotesRequest {
+                    user_id: user_id.to_owned(),
+                },
+                PURGE_DEADLINE,
+            )?)
             .await?
             .into_inner()
             .purged_note_count;
@@ -171,9 +182,12 @@ impl Purger {
         Ok(())
     }
 
-    /// One round: every pending deletion (a page of them), oldest first. Stops at the first
-    /// failure: a backend that is down gets one call per round, not one per deletion.
-    async fn purge_round(&self) -> Result<usize, Status> {
+    /// One round: every pending deletion (a page of them), oldest first. One that fails is
+    /// left for the next round and the others go on, so an account that takes several calls
+    /// to purge delays no other; a backend that is down (UNAVAILABLE) ends the round, so it
+    /// gets one call per round, not one per deletion. Returns how many were pending, and the
+    /// first failure.
+    async fn purge_round(&self) -> Result<(usize, Option<Status>), Status> {
         let pending = self
             .users
             .clone()
@@ -185,6 +199,7 @@ impl Purger {
             .await?
             .into_inner()
             .deletions;
+        let mut failure = None;
         for deletion in &pending {
             self.revocations.revoke(
                 deletion.user_id.clone(),
@@ -193,32 +208,39 @@ impl Purger {
                     .and_then(|time| SystemTime::try_from(time).ok())
                     .unwrap_or_else(SystemTime::now),
             );
-            self.purge(&deletion.user_id).await?;
+            if let Err(status) = self.purge(&deletion.user_id).await {
+                let down = status.code() == tonic::Code::Unavailable;
+                failure.get_or_insert(status);
+                if down {
+                    break;
+                }
+            }
         }
-        Ok(pending.len())
+        Ok((pending.len(), failure))
     }
 }
 
 /// Purges pending deletions for as long as the gateway runs: every second while rounds
-/// succeed, backing off to
-/// [`MAX_BACKOFF`] while they fail (logged once per outage).
+/// succeed, backing off to [`MAX_BACKOFF`] while they fail (logged once per outage).
 async fn purge_pending(purger: Purger) {
     let mut backoff = token::revocations::REFRESH_INTERVAL;
     let mut failing = false;
     loop {
-        match purger.purge_round().await {
-            Ok(purged) => {
+        let failure = match purger.purge_round().await {
+            // A full page: more are waiting.
+            Ok((pending, None)) if pending >= PENDING_PAGE as usize => continue,
+            Ok((_, None)) => None,
+            Ok((_, Some(status))) | Err(status) => Some(status),
+        };
+        match failure {
+            None => {
                 if failing {
                     tracing::info!("purging deleted accounts' notes works again");
                     failing = false;
                 }
                 backoff = token::revocations::REFRESH_INTERVAL;
-                // A full page: more are waiting.
-                if purged >= PENDING_PAGE as usize {
-                    continue;
-                }
             }
-            Err(status) => {
+            Some(status) => {
                 if !failing {
                     tracing::warn!(
                         code = %status.code(),

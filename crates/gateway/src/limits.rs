@@ -19,7 +19,6 @@
 use std::hash::{BuildHasher, Hash, RandomState};
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use governor::clock::Clock;
@@ -270,29 +269,34 @@ impl RateLimits {
         let Some(max) = counter.max else {
             return Ok(None);
         };
-        let bucket = (self.seed.hash_one(("in-flight", user_id)) % BUCKETS) as usize;
-        let count = &counter.counts[bucket];
-        if count.fetch_add(1, Ordering::AcqRel) >= max {
-            count.fetch_sub(1, Ordering::AcqRel);
-            let mut details = tonic_types::ErrorDetails::with_retry_info(Some(IN_FLIGHT_RETRY));
-            details.set_error_info("TOO_MANY_CALLS", shell::ERROR_DOMAIN, []);
-            let what = if stream {
-                "streams open"
+        let key = self.seed.hash_one(("in-flight", user_id));
+        {
+            let mut counts = counter.counts();
+            let count = counts.entry(key).or_insert(0);
+            if *count < max {
+                *count += 1;
             } else {
-                "calls in flight"
-            };
-            return Err(<Status as tonic_types::StatusExt>::with_error_details(
-                Code::ResourceExhausted,
-                format!(
-                    "this user already has {max} {what} at the gateway, the most allowed; retry when one ends"
-                ),
-                details,
-            ));
+                drop(counts);
+                let mut details = tonic_types::ErrorDetails::with_retry_info(Some(IN_FLIGHT_RETRY));
+                details.set_error_info("TOO_MANY_CALLS", shell::ERROR_DOMAIN, []);
+                let what = if stream {
+                    "streams open"
+                } else {
+                    "calls in flight"
+                };
+                return Err(<Status as tonic_types::StatusExt>::with_error_details(
+                    Code::ResourceExhausted,
+                    format!(
+                        "this user already has {max} {what} at the gateway, the most allowed; retry when one ends"
+                    ),
+                    details,
+                ));
+            }
         }
         Ok(Some(InFlightPermit {
             limits: self.clone(),
             stream,
-            bucket,
+            key,
         }))
     }
 
@@ -326,20 +330,28 @@ impl RateLimits {
 /// The retry delay suggested to a user with too many calls in flight.
 const IN_FLIGHT_RETRY: Duration = Duration::from_millis(100);
 
-/// Calls in flight per hashed user key: 4 bytes per bucket.
+/// Calls in flight per user, by a 64-bit seeded hash of the user id (distinct users do not
+/// share a count). An entry lives while its user has a call in flight, so the map holds at
+/// most as many entries as the process admits calls (`--max-concurrent-calls` plus
+/// `--max-open-streams`), whatever the number of users.
 #[derive(Debug)]
 struct InFlight {
     max: Option<u32>,
-    counts: Box<[AtomicU32]>,
+    counts: std::sync::Mutex<std::collections::HashMap<u64, u32>>,
 }
 
 impl InFlight {
     fn new(max: Count) -> Self {
-        let buckets = if max.0.is_some() { BUCKETS as usize } else { 0 };
         Self {
             max: max.0,
-            counts: (0..buckets).map(|_| AtomicU32::new(0)).collect(),
+            counts: std::sync::Mutex::default(),
         }
+    }
+
+    fn counts(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, u32>> {
+        self.counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -348,7 +360,7 @@ impl InFlight {
 pub(crate) struct InFlightPermit {
     limits: Arc<RateLimits>,
     stream: bool,
-    bucket: usize,
+    key: u64,
 }
 
 impl Drop for InFlightPermit {
@@ -358,7 +370,13 @@ impl Drop for InFlightPermit {
         } else {
             &self.limits.calls_in_flight
         };
-        counter.counts[self.bucket].fetch_sub(1, Ordering::AcqRel);
+        let mut counts = counter.counts();
+        if let std::collections::hash_map::Entry::Occupied(mut entry) = counts.entry(self.key) {
+            *entry.get_mut() -= 1;
+            if *entry.get() == 0 {
+                entry.remove();
+            }
+        }
     }
 }
 
@@ -441,6 +459,9 @@ mod tests {
         // A call that ends frees its place.
         drop(held);
         assert!(limits.enter(false, "ada").is_ok());
+        // Nobody has a call in flight: nothing is remembered.
+        assert!(limits.calls_in_flight.counts().is_empty());
+        assert!(limits.streams_open.counts().is_empty());
         // Off: no bound, no permit.
         let off = limits_off();
         assert!((0..1000).all(|_| off.enter(false, "ada").is_ok_and(|permit| permit.is_none())));

@@ -51,6 +51,11 @@ pub struct ListedPage {
     pub revision: Revision,
 }
 
+/// Rows one statement of a purge deletes. Each chunk commits on its own, so a purge of any
+/// size never holds a lock (SQLite: the one write slot) for long, and one cut short (its
+/// deadline, a crash) keeps what it did: the next attempt goes on from there.
+pub(crate) const PURGE_CHUNK: i64 = 1000;
+
 /// How many changes per owner the change log keeps by default: a watcher further behind
 /// than this must list again (WATCH_CURSOR_EXPIRED).
 pub const DEFAULT_LOG_RETENTION: u32 = 10_000;
@@ -64,10 +69,11 @@ pub trait NoteStore: Clone + Send + Sync + 'static {
     /// owner is purged.
     fn write(&self, owner: &OwnerId) -> impl Future<Output = Result<Self::Write, Error>> + Send;
 
-    /// Deletes every note, logged change and request id of `owner` (a deleted account) and
-    /// marks the owner purged at `now`, in one transaction that waits for the owner's
-    /// writer: no write can store anything for the owner after it. Returns how many notes
-    /// it deleted; purging again deletes nothing and keeps the first time.
+    /// Marks `owner` (a deleted account) purged at `now`, in a transaction that waits for
+    /// the owner's writer and commits first: no write can store anything for the owner
+    /// after it. Then deletes every note, logged change and request id of the owner, in
+    /// chunks of [`PURGE_CHUNK`] rows. Returns how many notes this call deleted; purging
+    /// again deletes what is left (nothing once done) and keeps the first time.
     fn purge(
         &self,
         owner: &OwnerId,

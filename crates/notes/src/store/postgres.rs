@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::{
     CreateRequest, DEFAULT_LOG_RETENTION, EarlierRequest, ListQuery, ListedPage, NoteStore,
-    NoteWrite, fill_page, from_micros, to_micros, within_budget,
+    NoteWrite, PURGE_CHUNK, fill_page, from_micros, to_micros, within_budget,
 };
 use crate::domain::{
     Change, ChangeEvent, Content, Note, NoteId, OwnerId, RequestId, Revision, Tag, Tags, Title,
@@ -190,36 +190,54 @@ impl NoteStore for PostgresNoteStore {
     }
 
     async fn purge(&self, owner: &OwnerId, now: SystemTime) -> Result<u64, Error> {
+        // 1. Marked purged under the owner's row lock (it waits for a write in progress) and
+        //    committed at once: every later write is refused, whatever happens next.
         let mut transaction = self.database.write().await?;
-        let outcome = async {
-            // First, the owner's row lock: waits for a write in progress, and every later
-            // write sees purge_time.
-            sqlx::query(
-                "INSERT INTO owner_revisions AS r (owner_id, revision, purge_time) VALUES ($1, 0, $2)
-                 ON CONFLICT (owner_id) DO UPDATE SET purge_time = COALESCE(r.purge_time, $2)",
-            )
-            .bind(owner.as_str())
-            .bind(to_micros(now))
-            .execute(transaction.connection())
-            .await?;
-            // Tag rows first: deleting them by the owner's range beats a cascade per note.
-            for table in ["note_changes", "create_requests", "note_tags"] {
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "DELETE FROM {table} WHERE owner_id = $1"
+        let marked = sqlx::query(
+            "INSERT INTO owner_revisions AS r (owner_id, revision, purge_time) VALUES ($1, 0, $2)
+             ON CONFLICT (owner_id) DO UPDATE SET purge_time = COALESCE(r.purge_time, $2)",
+        )
+        .bind(owner.as_str())
+        .bind(to_micros(now))
+        .execute(transaction.connection())
+        .await
+        .map(drop);
+        transaction.finish(marked.map_err(Error::from)).await?;
+        // 2. Deleted in chunks, each statement its own transaction (see `PURGE_CHUNK`). Tag
+        //    rows before notes: by the owner's range, rather than a cascade per note.
+        let mut connection = self.database.connection().await?;
+        for table in ["note_changes", "create_requests", "note_tags"] {
+            loop {
+                let deleted = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DELETE FROM {table} WHERE ctid IN
+                     (SELECT ctid FROM {table} WHERE owner_id = $1 LIMIT $2)"
                 )))
                 .bind(owner.as_str())
-                .execute(transaction.connection())
-                .await?;
-            }
-            let deleted = sqlx::query("DELETE FROM notes WHERE owner_id = $1")
-                .bind(owner.as_str())
-                .execute(transaction.connection())
+                .bind(PURGE_CHUNK)
+                .execute(&mut *connection)
                 .await?
                 .rows_affected();
-            Ok::<_, sqlx::Error>(deleted)
+                if deleted < PURGE_CHUNK as u64 {
+                    break;
+                }
+            }
         }
-        .await;
-        transaction.finish(outcome.map_err(Error::from)).await
+        let mut purged = 0;
+        loop {
+            let deleted = sqlx::query(
+                "DELETE FROM notes WHERE id IN
+                 (SELECT id FROM notes WHERE owner_id = $1 LIMIT $2)",
+            )
+            .bind(owner.as_str())
+            .bind(PURGE_CHUNK)
+            .execute(&mut *connection)
+            .await?
+            .rows_affected();
+            purged += deleted;
+            if deleted < PURGE_CHUNK as u64 {
+                return Ok(purged);
+            }
+        }
     }
 
     async fn purged_since(

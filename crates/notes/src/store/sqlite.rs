@@ -9,7 +9,7 @@ use sqlx::Sqlite;
 
 use super::{
     CreateRequest, DEFAULT_LOG_RETENTION, EarlierRequest, ListQuery, ListedPage, NoteStore,
-    NoteWrite, fill_page, from_micros, to_micros, within_budget,
+    NoteWrite, PURGE_CHUNK, fill_page, from_micros, to_micros, within_budget,
 };
 use crate::domain::{
     Change, ChangeEvent, Content, Note, NoteId, OwnerId, RequestId, Revision, Tag, Tags, Title,
@@ -189,35 +189,49 @@ impl NoteStore for SqliteNoteStore {
     }
 
     async fn purge(&self, owner: &OwnerId, now: SystemTime) -> Result<u64, Error> {
-        // The one write slot: no write of the owner runs meanwhile, and each later one
-        // sees purge_time.
+        // 1. Marked purged in a transaction of its own (the one write slot: no write of the
+        //    owner runs meanwhile), so every later write is refused whatever happens next.
         let mut transaction = self.database.write().await?;
-        let outcome = async {
-            sqlx::query(
-                "INSERT INTO owner_revisions (owner_id, revision, purge_time) VALUES (?1, 0, ?2)
-                 ON CONFLICT (owner_id) DO UPDATE SET purge_time = COALESCE(purge_time, ?2)",
-            )
-            .bind(owner.as_str())
-            .bind(to_micros(now))
-            .execute(transaction.connection())
-            .await?;
-            for table in ["note_changes", "create_requests", "note_tags"] {
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "DELETE FROM {table} WHERE owner_id = ?1"
+        let marked = sqlx::query(
+            "INSERT INTO owner_revisions (owner_id, revision, purge_time) VALUES (?1, 0, ?2)
+             ON CONFLICT (owner_id) DO UPDATE SET purge_time = COALESCE(purge_time, ?2)",
+        )
+        .bind(owner.as_str())
+        .bind(to_micros(now))
+        .execute(transaction.connection())
+        .await
+        .map(drop);
+        transaction.finish(marked.map_err(Error::from)).await?;
+        // 2. Deleted in chunks, each in its own write transaction: other users' writes get
+        //    the write slot between chunks (see `PURGE_CHUNK`).
+        let mut purged = 0;
+        for (table, key) in [
+            ("note_changes", "revision"),
+            ("create_requests", "request_id"),
+            ("note_tags", "tag, note_id"),
+            ("notes", "id"),
+        ] {
+            loop {
+                let mut transaction = self.database.write().await?;
+                let deleted = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DELETE FROM {table} WHERE owner_id = ?1 AND ({key}) IN
+                     (SELECT {key} FROM {table} WHERE owner_id = ?1 LIMIT ?2)"
                 )))
                 .bind(owner.as_str())
+                .bind(PURGE_CHUNK)
                 .execute(transaction.connection())
-                .await?;
+                .await
+                .map(|done| done.rows_affected());
+                let deleted = transaction.finish(deleted.map_err(Error::from)).await?;
+                if table == "notes" {
+                    purged += deleted;
+                }
+                if deleted < PURGE_CHUNK as u64 {
+                    break;
+                }
             }
-            let deleted = sqlx::query("DELETE FROM notes WHERE owner_id = ?1")
-                .bind(owner.as_str())
-                .execute(transaction.connection())
-                .await?
-                .rows_affected();
-            Ok::<_, sqlx::Error>(deleted)
         }
-        .await;
-        transaction.finish(outcome.map_err(Error::from)).await
+        Ok(purged)
     }
 
     async fn purged_since(

@@ -9,8 +9,8 @@ use tonic::Code;
 
 use crate::helpers::{assert_error, draft, mask, spawn_notes, spawn_replica};
 use database::testing::Backend;
-use proto::notes::PurgeUserNotesRequest;
 use proto::notes::notes_service_client::NotesServiceClient;
+use proto::notes::{ImportNotesRequest, PurgeUserNotesRequest};
 
 async fn concurrent_updates_with_one_etag_make_exactly_one_success(backend: Backend) {
     let notes = spawn_notes(backend).await;
@@ -263,7 +263,41 @@ async fn a_purge_racing_writers_leaves_no_orphan_note(backend: Backend) {
     assert_error(&invalid, Code::InvalidArgument, "INVALID_FIELDS");
 }
 
+/// An account with more notes than one purge statement deletes (chunks of 1,000, each its
+/// own transaction): every note, tag, change and request id goes.
+async fn a_purge_takes_every_note_of_an_account_larger_than_a_chunk(backend: Backend) {
+    let notes = spawn_notes(backend).await;
+    let ada = notes.new_user();
+    let items: Vec<ImportNotesRequest> = (0..2_500)
+        .map(|n| ImportNotesRequest {
+            note: Some(draft(&format!("n{n}"), "", &["bulk", "more"])),
+            request_id: uuid::Uuid::now_v7().to_string(),
+        })
+        .collect();
+    let summary = notes
+        .client()
+        .import_notes(ada.request(futures_util::stream::iter(items)))
+        .await
+        .expect("import")
+        .into_inner();
+    assert_eq!(summary.created_count, 2_500);
+    let purge = || {
+        let mut client = notes.client();
+        let request = notes.request(PurgeUserNotesRequest {
+            user_id: ada.user_id.clone(),
+        });
+        async move { client.purge_user_notes(request).await }
+    };
+    let purged = purge().await.expect("purge").into_inner().purged_note_count;
+    assert_eq!(purged, 2_500);
+    assert_eq!(
+        purge().await.expect("again").into_inner().purged_note_count,
+        0
+    );
+}
+
 database::backend_tests!(
+    a_purge_takes_every_note_of_an_account_larger_than_a_chunk,
     a_purge_racing_writers_leaves_no_orphan_note,
     concurrent_updates_with_one_etag_make_exactly_one_success,
     concurrent_writers_for_one_owner_take_every_revision_once,
