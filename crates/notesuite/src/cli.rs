@@ -168,6 +168,11 @@ pub struct UpConfig {
     /// The gateway's rate limits, as in `notesuite gateway`.
     #[command(flatten)]
     pub rate_limits: gateway::RateLimitConfig,
+
+    /// TLS on the gateway's port, as in `notesuite gateway` (users and notes stay plaintext
+    /// on --host).
+    #[command(flatten)]
+    pub gateway_tls: shell::TlsServeConfig,
 }
 
 #[derive(Debug, Clone, clap::Args)]

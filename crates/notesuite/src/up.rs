@@ -20,8 +20,10 @@ pub struct Suite {
     pub notes_addr: SocketAddr,
     /// Whether the signing key was generated for this run.
     pub throwaway_key: bool,
-    services: Vec<(shell::ServiceDefinition, TcpListener)>,
-    serve_config: ServeConfig,
+    /// Each service with its listener and serving settings (the gateway's carry its TLS).
+    services: Vec<(shell::ServiceDefinition, TcpListener, ServeConfig)>,
+    /// Whether the gateway's port speaks TLS.
+    pub gateway_tls: bool,
 }
 
 impl Suite {
@@ -42,6 +44,12 @@ impl Suite {
             None => (token::SigningKey::generate()?, true),
         };
         let verifying_key = signing_key.verifying_key();
+        // Read now, so that a bad certificate fails before any port is bound.
+        let gateway_tls = config
+            .gateway_tls
+            .load()
+            .context("--tls-cert, --tls-key, --tls-client-ca")?
+            .is_some();
         let serve_config = ServeConfig {
             drain_delay: config.drain_delay,
             shutdown_grace: config.shutdown_grace,
@@ -91,7 +99,10 @@ impl Suite {
             stream_stall_timeout: std::time::Duration::from_secs(10),
             backends: Default::default(),
             rate_limits: config.rate_limits,
-            serve: serve_config.clone(),
+            serve: ServeConfig {
+                tls: config.gateway_tls.clone(),
+                ..serve_config.clone()
+            },
         };
         let gateway_definition = gateway::build(&gateway_config, &signing_key)?;
         let gateway_listener = bind(gateway_config.listen, "--gateway-port").await?;
@@ -103,20 +114,18 @@ impl Suite {
             notes_addr,
             throwaway_key,
             services: vec![
-                (users_definition, users_listener),
-                (notes_definition, notes_listener),
-                (gateway_definition, gateway_listener),
+                (users_definition, users_listener, serve_config.clone()),
+                (notes_definition, notes_listener, serve_config),
+                (gateway_definition, gateway_listener, gateway_config.serve),
             ],
-            serve_config,
+            gateway_tls,
         })
     }
 
     /// Serves all three until `shutdown`, then drains them together.
     pub async fn serve(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let serve_config = self.serve_config;
         let mut tasks = tokio::task::JoinSet::new();
-        for (definition, listener) in self.services {
-            let serve_config = serve_config.clone();
+        for (definition, listener, serve_config) in self.services {
             let shutdown = shutdown.clone();
             tasks.spawn(async move {
                 let name = definition.name;
@@ -159,7 +168,15 @@ impl Suite {
             u32::from_le_bytes(bytes) % 100_000
         };
         writeln!(out, "notesuite is up")?;
-        writeln!(out, "  gateway  {gateway}   (the public entry point)")?;
+        let (tls_note, grpcurl) = if self.gateway_tls {
+            (", TLS", "grpcurl -cacert CA.pem")
+        } else {
+            ("", "grpcurl -plaintext")
+        };
+        writeln!(
+            out,
+            "  gateway  {gateway}   (the public entry point{tls_note})"
+        )?;
         writeln!(out, "  users    {}", connectable(self.users_addr))?;
         writeln!(out, "  notes    {}", connectable(self.notes_addr))?;
         if let Some(metrics) = metrics {
@@ -174,14 +191,14 @@ impl Suite {
         }
         writeln!(out)?;
         writeln!(out, "Try it (grpcurl):")?;
-        writeln!(out, "  grpcurl -plaintext {gateway} list")?;
+        writeln!(out, "  {grpcurl} {gateway} list")?;
         writeln!(
             out,
-            "  grpcurl -plaintext -d '{{\"email\":\"demo{suffix}@example.com\",\"display_name\":\"Demo\",\"password\":\"correct horse battery\"}}' {gateway} notesuite.gateway.v1.GatewayService/SignUp"
+            "  {grpcurl} -d '{{\"email\":\"demo{suffix}@example.com\",\"display_name\":\"Demo\",\"password\":\"correct horse battery\"}}' {gateway} notesuite.gateway.v1.GatewayService/SignUp"
         )?;
         writeln!(
             out,
-            "  grpcurl -plaintext -H \"authorization: Bearer $TOKEN\" -d '{{\"note\":{{\"title\":\"Hello\",\"tags\":[\"demo\"]}}}}' {gateway} notesuite.notes.v1.NotesService/CreateNote"
+            "  {grpcurl} -H \"authorization: Bearer $TOKEN\" -d '{{\"note\":{{\"title\":\"Hello\",\"tags\":[\"demo\"]}}}}' {gateway} notesuite.notes.v1.NotesService/CreateNote"
         )?;
         writeln!(
             out,

@@ -58,6 +58,7 @@ pub async fn spawn_suite_signed_with(
         handshake_timeout: shell::ServeConfig::default().handshake_timeout,
         // Tests sign up many accounts from one address; the limits have tests of their own.
         rate_limits: gateway::RateLimitConfig::off(),
+        gateway_tls: Default::default(),
     };
     let suite = notesuite::up::Suite::build(&config)
         .await

@@ -290,3 +290,36 @@ fn check_fails_readably_on_a_wrong_gateway_address() {
         outcome.stderr
     );
 }
+
+#[tokio::test]
+async fn up_serves_tls_on_the_gateway_port_when_given_a_certificate() {
+    let ca = tls::testing::TestCa::new("up test CA");
+    let secret = tls::testing::SecretDir::new();
+    secret.write(&[&ca], &ca.issue(&["localhost", "127.0.0.1"], 2099));
+    let (cert, key, ca_file) = (
+        secret.cert().display().to_string(),
+        secret.key().display().to_string(),
+        secret.ca().display().to_string(),
+    );
+    let up = Up::start(&["--tls-cert", &cert, "--tls-key", &key]).await;
+    let gateway = up.gateway.to_string();
+    let over_tls = notesuite(
+        &[
+            "health",
+            "--addr",
+            &gateway,
+            "--tls-ca",
+            &ca_file,
+            "--tls-server-name",
+            "localhost",
+        ],
+        &[],
+    );
+    assert_eq!(over_tls.code, Some(0), "{}", over_tls.stderr);
+    let plaintext = notesuite(&["health", "--addr", &gateway, "--timeout", "2s"], &[]);
+    assert_eq!(plaintext.code, Some(1), "a plaintext client is not served");
+    // users and notes stay plaintext on loopback.
+    let users = up.users.expect("users' address").to_string();
+    let direct = notesuite(&["health", "--addr", &users], &[]);
+    assert_eq!(direct.code, Some(0), "{}", direct.stderr);
+}
