@@ -379,8 +379,8 @@ def _settings(args: argparse.Namespace) -> dict[str, str]:
         "notesuite processes": "one per service, `--runtime auto` (current_thread under `taskset -c 1`), "
         "all production layers and /metrics on, OTLP export off (except the telemetry scenario's "
         "exporting variant), `--drain-delay 0s`",
-        "admission": "`NOTESUITE_CONCURRENCY_LIMIT=fixed` except in the overload scenario: the limit stays at "
-        "--max-concurrent-calls instead of following latency",
+        "admission": "`NOTESUITE_CONCURRENCY_LIMIT=fixed` except in the overload scenario (which runs pool, fixed "
+        "and adaptive side by side): the limit is --max-concurrent-calls, whatever the pool",
         "--max-concurrent-calls": "default (1024), not raised: health checks are exempt, the 1,000-in-flight "
         "hop runs stay under it, and a shed call (RESOURCE_EXHAUSTED) would make its run INVALID",
         "grpc-go peer": "GOMAXPROCS=1",

@@ -83,7 +83,8 @@ def _save(figure: Figure, path: Path, title: str) -> None:
 
 def _overload(runs: list[Run], path: Path) -> None:
     selections = [
-        Selection(overload.NAME, overload.series_name(method, crowd), load.in_flight)
+        Selection(overload.NAME, overload.series_name(method, crowd, limit), load.in_flight)
+        for limit in overload.LIMITS
         for crowd in overload.CROWDS
         for method in overload.METHODS
         for load in overload.LOADS
@@ -93,7 +94,7 @@ def _overload(runs: list[Run], path: Path) -> None:
     _bars(axes[0], runs, selections, Panel("goodput (OK answers/s)", "goodput"), with_load=True)
     _bars(axes[1], runs, selections, Panel("p99 of OK calls (ms)", "ok_p99_ms"), with_load=True)
     _bars(axes[2], runs, selections, Panel("shed calls/s", "shed_per_s"), with_load=True)
-    _save(figure, path, "Overload: notes at 1x, 3x, 10x its default admission limit")
+    _save(figure, path, "Overload: notes with 1x, 3x, 10x 1,024 calls in flight, by --concurrency-limit")
 
 
 def _health(runs: list[Run], path: Path) -> None:

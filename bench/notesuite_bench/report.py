@@ -193,7 +193,8 @@ def _hop(runs: list[Run]) -> str:
 def _overload(runs: list[Run]) -> str:
     rows = []
     selections = [
-        Selection(overload.NAME, overload.series_name(method, crowd), load.in_flight)
+        Selection(overload.NAME, overload.series_name(method, crowd, limit), load.in_flight)
+        for limit in overload.LIMITS
         for crowd in overload.CROWDS
         for method in overload.METHODS
         for load in overload.LOADS
@@ -215,8 +216,9 @@ def _overload(runs: list[Run]) -> str:
     calls = table(("call", "in flight", "goodput (OK/s)", "OK p50 ms", "OK p99 ms", "shed/s", "shed %", "valid"), rows)
     return (
         "## Overload: goodput with more calls in flight than the process serves\n\n"
-        f"One notes process (SQLite) on core 1, h2load on core 0 keeping 1x, 3x and 10x the default "
-        f'admission limit ({overload.ADMITTED:,}) in flight; "at once": a shed call is retried at once; "paced": '
+        f"One notes process (SQLite) per way of setting its limit (`--concurrency-limit` pool: 8 pooled "
+        f"connections x 8 = 64; fixed: {overload.ADMITTED:,}; adaptive), on core 1, h2load on core 0 keeping "
+        f'1x, 3x and 10x {overload.ADMITTED:,} calls in flight; "at once": a shed call is retried at once; "paced": '
         f"each connection starts at most {overload.PACED_RPS} calls/s, so the offered load is 1x, 3x, 10x "
         "what the process serves. Counts and "
         "the latency of OK calls are the server's (its call-duration histogram by status, p50/p99 "

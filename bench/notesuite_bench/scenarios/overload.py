@@ -1,7 +1,9 @@
-"""Overload: ListNotes and CreateNote straight to one notes process (SQLite) with 1x, 3x and 10x
-the unary calls it admits by default (`--max-concurrent-calls`, 1,024) in flight, and what is
-left of its goodput: OK answers per second, the p99 latency of those OK calls, and the calls shed
-(RESOURCE_EXHAUSTED).
+"""Overload: ListNotes and CreateNote straight to one notes process (SQLite) with 1,024, 3,072 and
+10,240 calls in flight (1x, 3x and 10x the old fixed admission limit, `--max-concurrent-calls`),
+and what is left of its goodput: OK answers per second, the p99 latency of those OK calls, and
+the calls shed (RESOURCE_EXHAUSTED). Each of the three ways of setting the limit
+(`--concurrency-limit`: fixed at 1,024, sized from the pool — 8 connections x 8 = 64 —, and
+adaptive) is measured in the same run, one notes process each, so that they compare side by side.
 
 Two kinds of crowd. "at once": h2load keeps its calls in flight whatever they answer, so a shed
 call is retried at once, with no regard for the answer's retry delay: the worst a crowd can do,
@@ -29,7 +31,7 @@ from ..context import Context
 from ..load import Load, Target
 from ..measure import Run
 from ..metrics import Method, wait_until_quiet
-from ..services import SERVICE_NAMES, Server
+from ..services import CONCURRENCY_LIMIT_ENV, SERVICE_NAMES, Server
 from ..stubs import bearer, grpc_frame
 from ..tokens import user_token
 
@@ -42,6 +44,8 @@ METHODS = ("ListNotes", "CreateNote")
 AT_ONCE = "at once"
 PACED = "paced"
 CROWDS = (AT_ONCE, PACED)
+# `--concurrency-limit` of the notes process, side by side; the binary's default first.
+LIMITS = ("pool", "fixed", "adaptive")
 # Per connection: 8 connections offer about what one notes process serves on one core.
 PACED_RPS = 375
 SEEDED_NOTES = 20
@@ -55,11 +59,11 @@ LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
 def planned_runs(rounds: int) -> int:
-    return rounds * len(LOADS) * len(METHODS) * len(CROWDS)
+    return rounds * len(LOADS) * len(METHODS) * len(CROWDS) * len(LIMITS)
 
 
-def series_name(method: str, crowd: str) -> str:
-    return f"{method} {crowd}"
+def series_name(method: str, crowd: str, limit: str) -> str:
+    return f"{method} {crowd}, {limit} limit"
 
 
 def multiple(load: Load) -> str:
@@ -111,9 +115,17 @@ def histograms(metrics_address: str, method: Method) -> dict[int, Histogram]:
 
 def run(context: Context) -> list[Run]:
     runs = []
+    for limit in LIMITS:
+        runs += _run_limit(context, limit)
+    return runs
+
+
+def _run_limit(context: Context, limit: str) -> list[Run]:
+    runs = []
     with context.process_group() as group:
-        # The process's own limit, whatever it is: no NOTESUITE_CONCURRENCY_LIMIT=fixed here.
-        notes = context.notesuite.start(group, "notes", adaptive=True)
+        notes = context.notesuite.start(
+            group, "notes", name=f"notes-{limit}", env={CONCURRENCY_LIMIT_ENV: limit}, adaptive=True
+        )
         token = user_token(context.notesuite.keys_dir / "jwt-private.pem")
         context.stubs.create_notes(
             notes.address, token, [context.stubs.create_note_request(f"note {i}") for i in range(SEEDED_NOTES)]
@@ -135,17 +147,25 @@ def run(context: Context) -> list[Run]:
                     for method in METHODS:
 
                         def measure(method: str = method, load: Load = load, crowd: str = crowd, round_: int = round_):
-                            return _measure(context, notes, targets[method], method, crowd, load, round_)
+                            return _measure(context, notes, targets[method], method, crowd, limit, load, round_)
 
-                        runs.append(context.guarded(NAME, series_name(method, crowd), round_, load.in_flight, measure))
+                        series = series_name(method, crowd, limit)
+                        runs.append(context.guarded(NAME, series, round_, load.in_flight, measure))
     return runs
 
 
 def _measure(
-    context: Context, notes: Server, target: Target, method_name: str, crowd: str, load: Load, round_: int
+    context: Context,
+    notes: Server,
+    target: Target,
+    method_name: str,
+    crowd: str,
+    limit: str,
+    load: Load,
+    round_: int,
 ) -> Run:
     method = Method(SERVICE_NAMES["notes"], method_name)
-    run = Run(NAME, series_name(method_name, crowd), round_, load.in_flight)
+    run = Run(NAME, series_name(method_name, crowd, limit), round_, load.in_flight)
     rps = PACED_RPS if crowd == PACED else None
     # The warm-up lets an adaptive limit settle; its calls are not counted.
     h2load.run_for(target, load, context.runner.warmup_s, rps)

@@ -156,5 +156,6 @@ pub fn build_with_keys(
         // The gateway has no database: it is ready unless draining. Backend outages show up
         // as UNAVAILABLE answers, not as the gateway leaving the load balancer.
         readiness: None,
+        capacity: None,
     })
 }

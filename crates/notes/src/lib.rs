@@ -39,7 +39,7 @@ pub async fn build(
     config: &NotesConfig,
     token_keys: impl Into<token::VerifyingKeys>,
 ) -> Result<ServiceDefinition, Error> {
-    Ok(match &config.database_url {
+    let definition = match &config.database_url {
         DatabaseUrl::Sqlite(url) => definition_with(
             SqliteNoteStore::open(url, &config.database_pool)
                 .await?
@@ -54,6 +54,10 @@ pub async fn build(
             token_keys,
             &config.watch,
         ),
+    };
+    Ok(ServiceDefinition {
+        capacity: Some(config.database_pool.max_connections),
+        ..definition
     })
 }
 
@@ -115,5 +119,6 @@ pub fn definition_with<S: NoteStore>(
             let store = probe_store.clone();
             Box::pin(async move { store.check_writable().await })
         })),
+        capacity: None,
     }
 }

@@ -48,13 +48,17 @@ impl AdmissionLayer {
     pub(crate) fn new(
         max_concurrent_calls: u32,
         concurrency_limit: ConcurrencyLimit,
+        capacity: Option<u32>,
         max_open_streams: u32,
         streaming_paths: Arc<HashSet<String>>,
     ) -> Self {
+        let unary_limit = concurrency_limit.unary_limit(max_concurrent_calls, capacity) as usize;
         Self {
             unary: match concurrency_limit {
-                ConcurrencyLimit::Adaptive => AdaptiveLimit::new(max_concurrent_calls as usize),
-                ConcurrencyLimit::Fixed => AdaptiveLimit::fixed(max_concurrent_calls as usize),
+                ConcurrencyLimit::Adaptive => AdaptiveLimit::new(unary_limit),
+                ConcurrencyLimit::Fixed | ConcurrencyLimit::Pool => {
+                    AdaptiveLimit::fixed(unary_limit)
+                }
             },
             unary_unfinished: Arc::new(AtomicUsize::new(0)),
             stream_permits: Arc::new(Semaphore::new(max_open_streams as usize)),
@@ -265,7 +269,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_unary_call_counts_as_in_flight_until_its_answer_is_sent_whole() {
-        let layer = AdmissionLayer::new(8, ConcurrencyLimit::Adaptive, 8, Arc::new(HashSet::new()));
+        let layer = AdmissionLayer::new(
+            8,
+            ConcurrencyLimit::Adaptive,
+            None,
+            8,
+            Arc::new(HashSet::new()),
+        );
         let in_flight = layer.in_flight_counter();
         let mut service = layer.layer(EndlessAnswer);
         let request = http::Request::builder()

@@ -29,12 +29,15 @@ pub struct ServeConfig {
     #[arg(long, env = "NOTESUITE_MAX_CONCURRENT_CALLS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_concurrent_calls: u32,
 
-    /// How the limit on unary calls is set: `fixed` is `--max-concurrent-calls` itself (calls
-    /// below it queue when it is above what the process serves); `adaptive` follows latency,
-    /// between 16 calls and `--max-concurrent-calls` (keeps admitted calls fast under paced
-    /// overload, but clients that retry shed calls at once can hold it near its floor: see
-    /// docs/benchmarks.md, "overload").
-    #[arg(long, env = "NOTESUITE_CONCURRENCY_LIMIT", value_enum, default_value_t = ConcurrencyLimit::Fixed)]
+    /// How the limit on unary calls is set. `pool` (the default): sized from what the service
+    /// can work on at once, its database pool — `--database-max-connections` x 8, so that an
+    /// admitted call waits behind a few others per connection rather than behind a thousand —
+    /// and never above `--max-concurrent-calls`; a service without a database (the gateway)
+    /// uses `--max-concurrent-calls`. `fixed`: `--max-concurrent-calls` itself (calls below it
+    /// queue in the pool when it is above what the process serves). `adaptive`: follows
+    /// latency, between 16 calls and `--max-concurrent-calls` (clients that retry shed calls
+    /// at once can hold it near its floor). See docs/benchmarks.md, "overload".
+    #[arg(long, env = "NOTESUITE_CONCURRENCY_LIMIT", value_enum, default_value_t = ConcurrencyLimit::Pool)]
     pub concurrency_limit: ConcurrencyLimit,
 
     /// Streaming calls (watches, imports, reflection) open at once, health watches excepted;
@@ -115,6 +118,25 @@ impl TlsServeConfig {
 pub enum ConcurrencyLimit {
     Adaptive,
     Fixed,
+    Pool,
+}
+
+/// Unary calls admitted per pooled database connection with `--concurrency-limit pool`: enough
+/// to keep every connection busy while the next calls decode and wait, few enough that an
+/// admitted call waits for at most a handful of others on its connection.
+pub(crate) const CALLS_PER_CONNECTION: u32 = 8;
+
+impl ConcurrencyLimit {
+    /// The limit on unary calls for a service that can work on `capacity` calls at once
+    /// (its pool's connections; `None` without a database), under the ceiling `max`.
+    pub fn unary_limit(self, max: u32, capacity: Option<u32>) -> u32 {
+        match (self, capacity) {
+            (ConcurrencyLimit::Pool, Some(connections)) => connections
+                .saturating_mul(CALLS_PER_CONNECTION)
+                .clamp(1, max),
+            _ => max,
+        }
+    }
 }
 
 impl Default for ServeConfig {
@@ -125,7 +147,7 @@ impl Default for ServeConfig {
             max_connection_age: Duration::from_secs(600),
             max_connection_age_grace: Duration::from_secs(60),
             max_concurrent_calls: 1024,
-            concurrency_limit: ConcurrencyLimit::Fixed,
+            concurrency_limit: ConcurrencyLimit::Pool,
             max_open_streams: 16_384,
             connection_limit: 4096,
             handshake_timeout: Duration::from_secs(10),
@@ -136,5 +158,20 @@ impl Default for ServeConfig {
             key_reload_interval: Duration::from_secs(10),
             tls: TlsServeConfig::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pool_limit_follows_the_pool_under_the_ceiling() {
+        // 8 connections: 64 calls; the ceiling still caps it; no database: the ceiling.
+        assert_eq!(ConcurrencyLimit::Pool.unary_limit(1024, Some(8)), 64);
+        assert_eq!(ConcurrencyLimit::Pool.unary_limit(16, Some(8)), 16);
+        assert_eq!(ConcurrencyLimit::Pool.unary_limit(1024, None), 1024);
+        assert_eq!(ConcurrencyLimit::Fixed.unary_limit(1024, Some(8)), 1024);
+        assert_eq!(ConcurrencyLimit::Adaptive.unary_limit(512, Some(8)), 512);
     }
 }

@@ -62,6 +62,10 @@ pub struct ServiceDefinition {
     pub descriptor_sets: Vec<&'static [u8]>,
     /// What "ready" means beyond "not draining", e.g. "the database answers".
     pub readiness: Option<ReadinessProbe>,
+    /// How many calls the service can work on at once (its database pool's connections),
+    /// which `--concurrency-limit pool` sizes the admission limit from; `None`: no such
+    /// bound (the gateway), or unknown (tests that build a service over a store).
+    pub capacity: Option<u32>,
 }
 
 impl std::fmt::Debug for ServiceDefinition {
@@ -172,6 +176,7 @@ where
         advertised_services,
         descriptor_sets,
         readiness,
+        capacity,
     } = definition;
 
     let health = health::Health::new(name).await;
@@ -186,6 +191,7 @@ where
     let admission = admission::AdmissionLayer::new(
         config.max_concurrent_calls,
         config.concurrency_limit,
+        capacity,
         config.max_open_streams,
         streaming_paths.clone(),
     );

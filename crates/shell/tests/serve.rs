@@ -147,6 +147,7 @@ impl TestServer {
                     }
                 })
             })),
+            capacity: None,
         };
         let test_server = move |channel, server| Self {
             channel,

@@ -62,6 +62,7 @@ fn definition() -> ServiceDefinition {
         advertised_services: vec![],
         descriptor_sets: vec![],
         readiness: None,
+        capacity: None,
     }
 }
 

@@ -39,7 +39,7 @@ pub async fn build(
     token_keys: impl Into<token::VerifyingKeys>,
 ) -> Result<ServiceDefinition, Error> {
     let passwords = PasswordHasher::new(config.password_hash_concurrency as usize);
-    Ok(match &config.database_url {
+    let definition = match &config.database_url {
         DatabaseUrl::Sqlite(url) => definition(
             SqliteUserStore::open(url, &config.database_pool).await?,
             passwords,
@@ -50,6 +50,10 @@ pub async fn build(
             passwords,
             token_keys,
         ),
+    };
+    Ok(ServiceDefinition {
+        capacity: Some(config.database_pool.max_connections),
+        ..definition
     })
 }
 
@@ -91,5 +95,6 @@ pub fn definition<S: UserStore>(
             let store = probe_store.clone();
             Box::pin(async move { store.check_writable().await })
         })),
+        capacity: None,
     }
 }

@@ -654,6 +654,7 @@ mod tests {
             advertised_services: vec![],
             descriptor_sets: vec![],
             readiness: None,
+            capacity: None,
         };
         let config = shell::ServeConfig {
             drain_delay: Duration::ZERO,
