@@ -284,6 +284,12 @@ def test_rotation_secrets_are_mounted_whole_and_read_as_key_directories():
             assert data["NOTESUITE_JWT_PRIVATE_KEY"] == "/etc/notesuite/jwt-private"
 
 
+def test_the_production_profile_sizes_the_admission_limit_from_the_pool():
+    for documents, expected in ((render([PRODUCTION]), "pool"), (render(), "fixed")):
+        for component in COMPONENTS:
+            assert configmap_env(documents, component)["NOTESUITE_CONCURRENCY_LIMIT"] == expected, component
+
+
 @pytest.mark.parametrize("component", COMPONENTS)
 def test_pods_run_locked_down(component):
     deployment = deployments(render([PRODUCTION]))[component]

@@ -149,6 +149,7 @@ NOTESUITE_METRICS_LISTEN: {{ printf "%s:%d" (include "notesuite.hostPort" $root.
 NOTESUITE_DRAIN_DELAY: {{ printf "%ds" (int $root.Values.drain.delaySeconds) | quote }}
 NOTESUITE_SHUTDOWN_GRACE: {{ printf "%ds" (int $root.Values.drain.shutdownGraceSeconds) | quote }}
 NOTESUITE_LOG_FORMAT: {{ $root.Values.logFormat | quote }}
+NOTESUITE_CONCURRENCY_LIMIT: {{ $root.Values.concurrencyLimit | quote }}
 RUST_LOG: {{ $root.Values.logLevel | quote }}
 OTEL_SERVICE_NAME: {{ printf "notesuite-%s" .component | quote }}
 {{- with $root.Values.otel }}
