@@ -195,7 +195,7 @@ where
                     None => response,
                 }))
             }
-            AdmissionFutureProjection::Shed => Poll::Ready(Ok(overloaded().into_http())),
+            AdmissionFutureProjection::Shed => Poll::Ready(Ok(shed_response())),
         }
     }
 }
@@ -223,6 +223,18 @@ impl Drop for Unfinished {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// The answer to a shed call, its headers encoded once: under overload the process sheds tens
+/// of thousands of calls a second on the core its admitted calls need, and encoding the same
+/// status details (protobuf, then base64) for each was a measurable part of that (perf: the
+/// base64 encoder alone 1.6 % of the samples at 3x overload).
+fn shed_response() -> http::Response<Body> {
+    static HEADERS: std::sync::LazyLock<http::HeaderMap> =
+        std::sync::LazyLock::new(|| overloaded().into_http::<Body>().into_parts().0.headers);
+    let mut response = http::Response::new(Body::default());
+    *response.headers_mut() = HEADERS.clone();
+    response
 }
 
 fn overloaded() -> Status {
