@@ -19,6 +19,7 @@ use proto::notes::PurgeUserNotesRequest;
 use proto::notes::notes_service_client::NotesServiceClient;
 use proto::users::users_service_client::UsersServiceClient;
 use proto::users::{ConfirmAccountPurgedRequest, ListAccountDeletionsRequest};
+use tokio_util::task::AbortOnDropHandle;
 use tonic::metadata::AsciiMetadataValue;
 use tonic::{Request, Status};
 
@@ -61,8 +62,8 @@ impl std::fmt::Debug for Purger {
 #[derive(Debug)]
 pub(crate) struct AccountDeletions {
     purger: Purger,
-    _refresh: token::revocations::Refresh,
-    _purges: token::revocations::Refresh,
+    _refresh: AbortOnDropHandle<()>,
+    _purges: AbortOnDropHandle<()>,
 }
 
 impl AccountDeletions {
@@ -80,7 +81,7 @@ impl AccountDeletions {
                         .map_err(|status| format!("{}: {}", status.code(), status.message()))
                 }
             });
-        let purges = token::revocations::Refresh::from(tokio::spawn(purge_pending(purger.clone())));
+        let purges = AbortOnDropHandle::new(tokio::spawn(purge_pending(purger.clone())));
         Arc::new(Self {
             purger,
             _refresh: refresh,

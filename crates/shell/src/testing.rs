@@ -45,3 +45,60 @@ pub fn bad_fields(status: &Status) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// Decodes `bytes` as `T` the way tonic's codec does, for request fuzz targets; a message that
+/// decodes also survives encode → decode unchanged (nothing a handler sees depends on how the
+/// client encoded it).
+pub fn decode_stable<T: prost::Message + Default + PartialEq>(bytes: &[u8]) -> Option<T> {
+    let message = T::decode(bytes).ok()?;
+    let again = T::decode(message.encode_to_vec().as_slice()).expect("re-encoded message decodes");
+    assert!(
+        again == message,
+        "decode → encode → decode changed the message"
+    );
+    Some(message)
+}
+
+/// What a fuzzed call may answer: INVALID_ARGUMENT naming only fields the request has (an
+/// index, `[3]`, stands for any) each with a description, or one of `allowed`; nothing a
+/// client sends is an internal error.
+#[track_caller]
+pub fn check_fuzzed_status(status: &Status, fields: &[&str], allowed: &[Code]) {
+    if status.code() != Code::InvalidArgument {
+        assert!(
+            allowed.contains(&status.code()),
+            "a request answered {status:?}"
+        );
+        return;
+    }
+    let violations = status
+        .get_error_details()
+        .bad_request()
+        .map(|bad| bad.field_violations.clone())
+        .unwrap_or_default();
+    assert!(!violations.is_empty(), "no field named: {status:?}");
+    for violation in violations {
+        let field = without_indexes(&violation.field);
+        assert!(
+            fields.contains(&field.as_str()),
+            "{:?} is not a field of the request: {status:?}",
+            violation.field
+        );
+        assert!(!violation.description.is_empty(), "{status:?}");
+    }
+}
+
+/// `note.tags[3]` → `note.tags`.
+fn without_indexes(field: &str) -> String {
+    let mut plain = String::with_capacity(field.len());
+    let mut in_index = false;
+    for character in field.chars() {
+        match character {
+            '[' => in_index = true,
+            ']' => in_index = false,
+            _ if !in_index => plain.push(character),
+            _ => {}
+        }
+    }
+    plain
+}

@@ -13,6 +13,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
+use tokio_util::task::AbortOnDropHandle;
+
 /// How often services read new deletions from their database: the bound on how long
 /// another replica still accepts a deleted account's token.
 pub const REFRESH_INTERVAL: Duration = Duration::from_secs(1);
@@ -91,33 +93,16 @@ pub fn refresh_since(latest_seen: Option<SystemTime>) -> SystemTime {
 /// Deletions read per query by [`spawn_refresh`]; a full page is followed by another at once.
 pub const REFRESH_PAGE: u32 = 1000;
 
-/// A background refresh of a [`Revocations`] set; stops when dropped.
-#[derive(Debug)]
-pub struct Refresh(tokio::task::JoinHandle<()>);
-
-/// Any background task that should stop with its owner.
-impl From<tokio::task::JoinHandle<()>> for Refresh {
-    fn from(task: tokio::task::JoinHandle<()>) -> Self {
-        Self(task)
-    }
-}
-
-impl Drop for Refresh {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// Keeps `revocations` up to date from a service's database: every [`REFRESH_INTERVAL`],
 /// `load(since, REFRESH_PAGE)` gives the deletions at or after `since`, oldest first. A
 /// failing load keeps what is known and is tried again next time (logged once per outage).
-/// Must be called within a Tokio runtime.
-pub fn spawn_refresh<Load, Loading>(revocations: Revocations, load: Load) -> Refresh
+/// Must be called within a Tokio runtime; the refresh stops when the handle is dropped.
+pub fn spawn_refresh<Load, Loading>(revocations: Revocations, load: Load) -> AbortOnDropHandle<()>
 where
     Load: Fn(SystemTime, u32) -> Loading + Send + 'static,
     Loading: std::future::Future<Output = Result<Vec<(String, SystemTime)>, String>> + Send,
 {
-    Refresh(tokio::spawn(async move {
+    AbortOnDropHandle::new(tokio::spawn(async move {
         let mut latest: Option<SystemTime> = None;
         let mut failing = false;
         loop {

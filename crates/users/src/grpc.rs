@@ -29,7 +29,7 @@ mod fuzz;
 pub struct UsersGrpc<S> {
     users: Users<S>,
     /// Keeps the revocation set fresh for as long as the service lives.
-    _refresh: Option<token::revocations::Refresh>,
+    _refresh: Option<tokio_util::task::AbortOnDropHandle<()>>,
 }
 
 impl<S> UsersGrpc<S> {
@@ -42,7 +42,7 @@ impl<S> UsersGrpc<S> {
 
     /// Stops `refresh` when the service is dropped.
     #[must_use]
-    pub fn with_refresh(mut self, refresh: token::revocations::Refresh) -> Self {
+    pub fn with_refresh(mut self, refresh: tokio_util::task::AbortOnDropHandle<()>) -> Self {
         self._refresh = Some(refresh);
         self
     }

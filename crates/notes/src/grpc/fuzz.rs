@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use bolero::check;
 use futures_util::StreamExt as _;
-use prost::Message;
 use proto::notes::notes_service_server::NotesService as _;
+use shell::testing::decode_stable;
 use tonic::{Code, Request, Status};
 
 use super::*;
@@ -80,57 +80,18 @@ fn as_caller<T>(message: T, caller: &Principal) -> Request<T> {
     request
 }
 
-/// Decodes `bytes` as `T` the way tonic's codec does; a message that decodes also survives
-/// encode → decode unchanged (nothing the handler sees depends on how the client encoded it).
-fn decode<T: Message + Default + PartialEq>(bytes: &[u8]) -> Option<T> {
-    let message = T::decode(bytes).ok()?;
-    let again = T::decode(message.encode_to_vec().as_slice()).expect("re-encoded message decodes");
-    assert!(
-        again == message,
-        "decode → encode → decode changed the message"
-    );
-    Some(message)
-}
+/// What a notes call may answer besides INVALID_ARGUMENT (PERMISSION_DENIED: a user calling
+/// PurgeUserNotes, the gateway's alone).
+const ALLOWED: &[Code] = &[
+    Code::NotFound,
+    Code::Aborted,
+    Code::FailedPrecondition,
+    Code::OutOfRange,
+    Code::PermissionDenied,
+];
 
-/// What a failed call may answer: a validation error names only fields the request has (an
-/// index, `[3]`, stands for any), and nothing a client sends is an internal error.
 fn check_status(status: &Status, fields: &[&str]) {
-    match status.code() {
-        Code::InvalidArgument => {
-            let details = tonic_types::StatusExt::get_error_details(status);
-            let violations = details
-                .bad_request()
-                .map(|bad| bad.field_violations.clone())
-                .unwrap_or_default();
-            assert!(!violations.is_empty(), "no field named: {status:?}");
-            for violation in violations {
-                let field = without_indexes(&violation.field);
-                assert!(
-                    fields.contains(&field.as_str()),
-                    "{:?} is not a field of the request: {status:?}",
-                    violation.field
-                );
-                assert!(!violation.description.is_empty(), "{status:?}");
-            }
-        }
-        Code::NotFound | Code::Aborted | Code::FailedPrecondition | Code::OutOfRange => {}
-        _ => panic!("a request answered {status:?}"),
-    }
-}
-
-/// `note.tags[3]` → `note.tags`.
-fn without_indexes(field: &str) -> String {
-    let mut plain = String::with_capacity(field.len());
-    let mut in_index = false;
-    for character in field.chars() {
-        match character {
-            '[' => in_index = true,
-            ']' => in_index = false,
-            _ if !in_index => plain.push(character),
-            _ => {}
-        }
-    }
-    plain
+    shell::testing::check_fuzzed_status(status, fields, ALLOWED);
 }
 
 const CREATE_FIELDS: &[&str] = &[
@@ -154,7 +115,7 @@ fn notes_requests() {
             let grpc = &harness.grpc;
             harness.runtime.block_on(async {
                 let outcome = match method % 8 {
-                    0 => match decode::<CreateNoteRequest>(message) {
+                    0 => match decode_stable::<CreateNoteRequest>(message) {
                         Some(request) => grpc
                             .create_note(as_caller(request, &caller))
                             .await
@@ -162,7 +123,7 @@ fn notes_requests() {
                             .map_err(|status| (status, CREATE_FIELDS)),
                         None => return,
                     },
-                    1 => match decode::<GetNoteRequest>(message) {
+                    1 => match decode_stable::<GetNoteRequest>(message) {
                         Some(request) => grpc
                             .get_note(as_caller(request, &caller))
                             .await
@@ -170,7 +131,7 @@ fn notes_requests() {
                             .map_err(|status| (status, &["id"][..])),
                         None => return,
                     },
-                    2 => match decode::<ListNotesRequest>(message) {
+                    2 => match decode_stable::<ListNotesRequest>(message) {
                         Some(request) => grpc
                             .list_notes(as_caller(request, &caller))
                             .await
@@ -178,7 +139,7 @@ fn notes_requests() {
                             .map_err(|status| (status, &["page_size", "tag", "page_token"][..])),
                         None => return,
                     },
-                    3 => match decode::<UpdateNoteRequest>(message) {
+                    3 => match decode_stable::<UpdateNoteRequest>(message) {
                         Some(request) => grpc
                             .update_note(as_caller(request, &caller))
                             .await
@@ -200,7 +161,7 @@ fn notes_requests() {
                             }),
                         None => return,
                     },
-                    4 => match decode::<DeleteNoteRequest>(message) {
+                    4 => match decode_stable::<DeleteNoteRequest>(message) {
                         Some(request) => grpc
                             .delete_note(as_caller(request, &caller))
                             .await
@@ -208,7 +169,7 @@ fn notes_requests() {
                             .map_err(|status| (status, &["id", "etag"][..])),
                         None => return,
                     },
-                    5 => match decode::<WatchNotesRequest>(message) {
+                    5 => match decode_stable::<WatchNotesRequest>(message) {
                         // A stream that opens is dropped at once: its first events are the
                         // replay, which the revision-order property checks.
                         Some(request) => grpc
@@ -218,7 +179,7 @@ fn notes_requests() {
                             .map_err(|status| (status, &["after_revision"][..])),
                         None => return,
                     },
-                    6 => match decode::<PurgeUserNotesRequest>(message) {
+                    6 => match decode_stable::<PurgeUserNotesRequest>(message) {
                         Some(request) => grpc
                             .purge_user_notes(as_caller(request, &caller))
                             .await
@@ -228,7 +189,7 @@ fn notes_requests() {
                     },
                     // ImportNotes items go through the same parser one by one; a bad one is
                     // an item error in the summary, carried as this Status.
-                    _ => match decode::<ImportNotesRequest>(message) {
+                    _ => match decode_stable::<ImportNotesRequest>(message) {
                         Some(ImportNotesRequest { note, request_id }) => {
                             parse_create(note, &request_id)
                                 .map(drop)

@@ -66,5 +66,5 @@ pub(crate) struct Watches {
     /// Stops the change feed between replicas when the service goes.
     pub(crate) _feed: Arc<tokio_util::sync::DropGuard>,
     /// Stops the revocation refresh when the service goes.
-    pub(crate) _revocation_refresh: Arc<token::revocations::Refresh>,
+    pub(crate) _revocation_refresh: Arc<tokio_util::task::AbortOnDropHandle<()>>,
 }

@@ -4,8 +4,8 @@
 //! libFuzzer with `cargo bolero test` (docs/fuzzing.md).
 
 use bolero::check;
-use prost::Message;
 use proto::users::users_service_server::UsersService as _;
+use shell::testing::decode_stable;
 use tonic::{Code, Status};
 
 use super::*;
@@ -60,45 +60,16 @@ fn as_user<T>(message: T) -> Request<T> {
     request
 }
 
-/// Decodes `bytes` as `T` the way tonic's codec does; a message that decodes also survives
-/// encode → decode unchanged.
-fn decode<T: Message + Default + PartialEq>(bytes: &[u8]) -> Option<T> {
-    let message = T::decode(bytes).ok()?;
-    let again = T::decode(message.encode_to_vec().as_slice()).expect("re-encoded message decodes");
-    assert!(
-        again == message,
-        "decode → encode → decode changed the message"
-    );
-    Some(message)
-}
+/// What a users call may answer besides INVALID_ARGUMENT.
+const ALLOWED: &[Code] = &[
+    Code::NotFound,
+    Code::PermissionDenied,
+    Code::Aborted,
+    Code::Unauthenticated,
+];
 
-/// A validation error names only fields the request has (`[3]` stands for any index); nothing
-/// a client sends is an internal error.
 fn check_status(status: &Status, fields: &[&str]) {
-    match status.code() {
-        Code::InvalidArgument => {
-            let details = tonic_types::StatusExt::get_error_details(status);
-            let violations = details
-                .bad_request()
-                .map(|bad| bad.field_violations.clone())
-                .unwrap_or_default();
-            assert!(!violations.is_empty(), "no field named: {status:?}");
-            for violation in violations {
-                let field = match violation.field.split_once('[') {
-                    Some((field, _)) => field,
-                    None => violation.field.as_str(),
-                };
-                assert!(
-                    fields.contains(&field),
-                    "{:?} is not a field of the request: {status:?}",
-                    violation.field
-                );
-                assert!(!violation.description.is_empty(), "{status:?}");
-            }
-        }
-        Code::NotFound | Code::PermissionDenied | Code::Aborted | Code::Unauthenticated => {}
-        _ => panic!("a request answered {status:?}"),
-    }
+    shell::testing::check_fuzzed_status(status, fields, ALLOWED);
 }
 
 /// Every request type of UsersService: the first byte picks the method, the rest is the
@@ -113,32 +84,32 @@ fn users_requests() {
             let grpc = &harness.grpc;
             harness.runtime.block_on(async {
                 let (outcome, fields): (Result<(), Status>, &[&str]) = match method % 9 {
-                    0 => match decode::<CreateUserRequest>(message) {
+                    0 => match decode_stable::<CreateUserRequest>(message) {
                         Some(request) => (
                             grpc.create_user(as_user(request)).await.map(drop),
                             &["email", "display_name", "password"],
                         ),
                         None => return,
                     },
-                    1 => match decode::<GetUserRequest>(message) {
+                    1 => match decode_stable::<GetUserRequest>(message) {
                         Some(request) => (grpc.get_user(as_user(request)).await.map(drop), &["id"]),
                         None => return,
                     },
-                    2 => match decode::<BatchGetUsersRequest>(message) {
+                    2 => match decode_stable::<BatchGetUsersRequest>(message) {
                         Some(request) => (
                             grpc.batch_get_users(as_user(request)).await.map(drop),
                             &["ids"],
                         ),
                         None => return,
                     },
-                    3 => match decode::<ListUsersRequest>(message) {
+                    3 => match decode_stable::<ListUsersRequest>(message) {
                         Some(request) => (
                             grpc.list_users(as_user(request)).await.map(drop),
                             &["page_size", "page_token"],
                         ),
                         None => return,
                     },
-                    4 => match decode::<UpdateUserRequest>(message) {
+                    4 => match decode_stable::<UpdateUserRequest>(message) {
                         Some(request) => (
                             grpc.update_user(as_user(request)).await.map(drop),
                             &[
@@ -153,14 +124,14 @@ fn users_requests() {
                         ),
                         None => return,
                     },
-                    5 => match decode::<DeleteUserRequest>(message) {
+                    5 => match decode_stable::<DeleteUserRequest>(message) {
                         Some(request) => (
                             grpc.delete_user(as_user(request)).await.map(drop),
                             &["id", "etag"],
                         ),
                         None => return,
                     },
-                    6 => match decode::<ListAccountDeletionsRequest>(message) {
+                    6 => match decode_stable::<ListAccountDeletionsRequest>(message) {
                         Some(request) => (
                             grpc.list_account_deletions(as_user(request))
                                 .await
@@ -169,7 +140,7 @@ fn users_requests() {
                         ),
                         None => return,
                     },
-                    7 => match decode::<ConfirmAccountPurgedRequest>(message) {
+                    7 => match decode_stable::<ConfirmAccountPurgedRequest>(message) {
                         Some(request) => (
                             grpc.confirm_account_purged(as_user(request))
                                 .await
@@ -178,7 +149,7 @@ fn users_requests() {
                         ),
                         None => return,
                     },
-                    _ => match decode::<VerifyCredentialsRequest>(message) {
+                    _ => match decode_stable::<VerifyCredentialsRequest>(message) {
                         Some(request) => (
                             grpc.verify_credentials(as_user(request)).await.map(drop),
                             &["email", "password"],
