@@ -74,7 +74,7 @@ impl GatewayApi {
     }
 }
 
-fn bearer(token: &str) -> Option<AsciiMetadataValue> {
+pub(crate) fn bearer(token: &str) -> Option<AsciiMetadataValue> {
     format!("Bearer {token}").parse().ok()
 }
 

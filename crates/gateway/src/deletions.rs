@@ -20,7 +20,6 @@ use proto::notes::notes_service_client::NotesServiceClient;
 use proto::users::users_service_client::UsersServiceClient;
 use proto::users::{ConfirmAccountPurgedRequest, ListAccountDeletionsRequest};
 use tokio_util::task::AbortOnDropHandle;
-use tonic::metadata::AsciiMetadataValue;
 use tonic::{Request, Status};
 
 use crate::Backend;
@@ -118,9 +117,8 @@ impl Purger {
             .issuer
             .service_token(crate::api::GATEWAY_SERVICE_NAME)
             .map_err(|error| Status::internal(error.to_string()))?;
-        let authorization: AsciiMetadataValue = format!("Bearer {}", issued.token)
-            .parse()
-            .map_err(|_| Status::internal("a service token is not a header value"))?;
+        let authorization = crate::api::bearer(&issued.token)
+            .ok_or_else(|| Status::internal("a service token is not a header value"))?;
         let mut request = Request::new(message);
         request.set_timeout(deadline);
         request

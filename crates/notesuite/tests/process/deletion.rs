@@ -13,7 +13,7 @@ use proto::users::{DeleteUserRequest, ListAccountDeletionsRequest};
 use tonic::Request;
 use tonic_types::StatusExt as _;
 
-use crate::support::{PATIENCE, Service, keygen};
+use crate::support::{PATIENCE, keygen, start_backend, start_gateway};
 
 fn with_token<T>(message: T, token: &str) -> Request<T> {
     let mut request = Request::new(message);
@@ -53,59 +53,14 @@ async fn a_deletion_while_notes_is_down_is_purged_once_it_is_back() {
         Duration::from_secs(900),
     );
     let database = |name: &str| format!("sqlite://{}", dir.path().join(name).display());
+    let (users_db, notes_db) = (database("users.db"), database("notes.db"));
     let notes_listen = format!("127.0.0.1:{}", free_port());
-    let start_notes = || {
-        let (listen, db, public) = (notes_listen.clone(), database("notes.db"), public.clone());
-        async move {
-            Service::start(
-                &[
-                    "notes",
-                    "--listen",
-                    &listen,
-                    "--metrics-listen",
-                    "off",
-                    "--database-url",
-                    &db,
-                    "--jwt-public-key",
-                    &public,
-                ],
-                &[],
-            )
-            .await
-        }
-    };
-    let users = Service::start(
-        &[
-            "users",
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "off",
-            "--database-url",
-            &database("users.db"),
-            "--jwt-public-key",
-            &public,
-        ],
-        &[],
-    )
-    .await;
-    let notes = start_notes().await;
-    let gateway = Service::start(
-        &[
-            "gateway",
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "off",
-            "--users-url",
-            &users.url(),
-            "--notes-url",
-            &format!("http://{notes_listen}"),
-            "--jwt-private-key",
-            &private,
-            "--jwt-public-key",
-            &public,
-        ],
+    let users = start_backend("users", "127.0.0.1:0", &users_db, &public, &[]).await;
+    let notes = start_backend("notes", &notes_listen, &notes_db, &public, &[]).await;
+    let gateway = start_gateway(
+        &users.url(),
+        &format!("http://{notes_listen}"),
+        &private,
         &[],
     )
     .await;
@@ -186,7 +141,7 @@ async fn a_deletion_while_notes_is_down_is_purged_once_it_is_back() {
     );
 
     // notes comes back: the purge runs by itself.
-    let notes = start_notes().await;
+    let notes = start_backend("notes", &notes_listen, &notes_db, &public, &[]).await;
     let back = Instant::now();
     let notes_direct = NotesServiceClient::new(notes.channel().await);
     loop {

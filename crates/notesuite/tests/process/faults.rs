@@ -21,7 +21,7 @@ use proto::notes::{CreateNoteRequest, GetNoteRequest, ListNotesRequest, Note};
 use tokio::net::UdpSocket;
 use tonic::transport::Channel;
 
-use crate::support::{PATIENCE, Service, keygen, scrape};
+use crate::support::{PATIENCE, Service, keygen, scrape, start_gateway};
 
 /// How often the gateway looks the names up again in these tests.
 const RESOLVE_INTERVAL: &str = "300ms";
@@ -267,19 +267,11 @@ impl Cluster {
         let users_url = format!("http://users.test:{}", users.port);
         let notes_url = format!("http://notes.test:{}", notes.port);
         let dns_server = dns.address.to_string();
-        let gateway = Service::start(
+        let gateway = start_gateway(
+            &users_url,
+            &notes_url,
+            &private_key,
             &[
-                "gateway",
-                "--listen",
-                "127.0.0.1:0",
-                "--metrics-listen",
-                "off",
-                "--users-url",
-                &users_url,
-                "--notes-url",
-                &notes_url,
-                "--jwt-private-key",
-                &private_key,
                 "--dns-server",
                 &dns_server,
                 "--resolve-interval",
@@ -287,7 +279,6 @@ impl Cluster {
                 "--backend-keepalive",
                 "500ms",
             ],
-            &[],
         )
         .await;
         Self {

@@ -13,7 +13,7 @@ use proto::notes::ListNotesRequest;
 use proto::notes::notes_service_client::NotesServiceClient;
 use tonic::transport::Channel;
 
-use crate::support::{PATIENCE, Service, keygen};
+use crate::support::{PATIENCE, Service, keygen, start_backend, start_gateway};
 
 const RELOAD: &str = "200ms";
 const PASSWORD: &str = "correct horse battery";
@@ -81,50 +81,14 @@ async fn a_key_rotation_under_load_fails_no_call() {
     let private = private_dir.display().to_string();
     let database = |name: &str| format!("sqlite://{}", dir.path().join(name).display());
     let (users_db, notes_db) = (database("users.db"), database("notes.db"));
-    let backend = |kind: &'static str, db: String| {
-        let public = public.clone();
-        async move {
-            Service::start(
-                &[
-                    kind,
-                    "--listen",
-                    "127.0.0.1:0",
-                    "--metrics-listen",
-                    "off",
-                    "--database-url",
-                    &db,
-                    "--jwt-public-key",
-                    &public,
-                    "--key-reload-interval",
-                    RELOAD,
-                ],
-                &[],
-            )
-            .await
-        }
-    };
-    let users = backend("users", users_db).await;
-    let notes = backend("notes", notes_db).await;
-    let (users_url, notes_url) = (users.url(), notes.url());
-    let gateway = Service::start(
-        &[
-            "gateway",
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "off",
-            "--users-url",
-            &users_url,
-            "--notes-url",
-            &notes_url,
-            "--jwt-private-key",
-            &private,
-            "--jwt-public-key",
-            &public,
-            "--key-reload-interval",
-            RELOAD,
-        ],
-        &[],
+    let reload = ["--key-reload-interval", RELOAD];
+    let users = start_backend("users", "127.0.0.1:0", &users_db, &public, &reload).await;
+    let notes = start_backend("notes", "127.0.0.1:0", &notes_db, &public, &reload).await;
+    let gateway = start_gateway(
+        &users.url(),
+        &notes.url(),
+        &private,
+        &["--jwt-public-key", &public, "--key-reload-interval", RELOAD],
     )
     .await;
     let channel = gateway.channel().await;

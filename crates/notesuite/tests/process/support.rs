@@ -333,6 +333,55 @@ impl Service {
     }
 }
 
+/// `notesuite users` or `notes` (`kind`) on `listen`, metrics off, on `database`, verifying
+/// tokens with `public_key`; `extra` flags after those.
+pub(crate) async fn start_backend(
+    kind: &str,
+    listen: &str,
+    database: &str,
+    public_key: &str,
+    extra: &[&str],
+) -> Service {
+    let mut args = vec![
+        kind,
+        "--listen",
+        listen,
+        "--metrics-listen",
+        "off",
+        "--database-url",
+        database,
+        "--jwt-public-key",
+        public_key,
+    ];
+    args.extend(extra);
+    Service::start(&args, &[]).await
+}
+
+/// `notesuite gateway` on a free loopback port, metrics off, in front of `users_url` and
+/// `notes_url`, signing with `private_key`; `extra` flags after those.
+pub(crate) async fn start_gateway(
+    users_url: &str,
+    notes_url: &str,
+    private_key: &str,
+    extra: &[&str],
+) -> Service {
+    let mut args = vec![
+        "gateway",
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "off",
+        "--users-url",
+        users_url,
+        "--notes-url",
+        notes_url,
+        "--jwt-private-key",
+        private_key,
+    ];
+    args.extend(extra);
+    Service::start(&args, &[]).await
+}
+
 /// Writes a fresh key pair into `dir` with `notesuite keygen`.
 pub(crate) fn keygen(dir: &std::path::Path) -> (String, String) {
     let (code, stderr) = run(&["keygen", "--out-dir", dir.to_str().expect("utf-8 path")]);

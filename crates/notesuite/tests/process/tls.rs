@@ -16,7 +16,7 @@ use proto::notes::notes_service_client::NotesServiceClient;
 use tls::testing::{SecretDir, TestCa};
 use tonic::transport::{Channel, Endpoint};
 
-use crate::support::{PATIENCE, Service, keygen, run, scrape};
+use crate::support::{PATIENCE, Service, keygen, run, scrape, start_backend};
 use crate::telemetry::{Collector, attribute};
 
 const RELOAD: &str = "200ms";
@@ -97,35 +97,24 @@ fn path(path: &std::path::Path) -> String {
 }
 
 async fn backend(kind: &str, dir: &SecretDir, database: &str, public_key: &str) -> Service {
-    Service::start(
-        &[
-            kind,
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "off",
-            "--database-url",
-            database,
-            "--jwt-public-key",
-            public_key,
-            "--key-reload-interval",
-            RELOAD,
-            // The gateway reconnects every second or so: every phase of the rotation is seen
-            // by new handshakes, not only by connections opened before it.
-            "--max-connection-age",
-            "1s",
-            "--max-connection-age-grace",
-            "5s",
-            "--tls-cert",
-            &path(&dir.cert()),
-            "--tls-key",
-            &path(&dir.key()),
-            "--tls-client-ca",
-            &path(&dir.ca()),
-        ],
-        &[],
-    )
-    .await
+    let (cert, key, ca) = (path(&dir.cert()), path(&dir.key()), path(&dir.ca()));
+    let extra = [
+        "--key-reload-interval",
+        RELOAD,
+        // The gateway reconnects every second or so: every phase of the rotation is seen
+        // by new handshakes, not only by connections opened before it.
+        "--max-connection-age",
+        "1s",
+        "--max-connection-age-grace",
+        "5s",
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--tls-client-ca",
+        &ca,
+    ];
+    start_backend(kind, "127.0.0.1:0", database, public_key, &extra).await
 }
 
 /// A channel to the gateway's TLS port, opened now: its handshake sees the certificate and the
