@@ -267,6 +267,9 @@ enum Attempt {
     Refused(SendError),
     /// Lost with its connection: the backend may have acted.
     Failed(SendError),
+    /// Answered with headers, then the backend went away before the answer was whole (and
+    /// before any of it went to the client): the backend may have acted.
+    Broke,
     /// Every connection is full of streams.
     Saturated,
     DeadlineExceeded,
@@ -328,12 +331,28 @@ impl Call {
                 deadline.apply_to(request.headers_mut());
             }
             let (attempt, endpoint) = self.attempt(request, avoid).await;
+            // Read here, not when answering: an answer that breaks before it is whole has
+            // sent the client nothing yet, so an idempotent call can still go elsewhere.
+            let attempt = match attempt {
+                // (Trailers only — grpc-status in the headers — is whole as it is.)
+                Attempt::Answered(response)
+                    if !http_body::Body::is_end_stream(response.body())
+                        && !response.headers().contains_key("grpc-status") =>
+                {
+                    let (parts, body) = response.into_parts();
+                    match self.read_answer(body).await {
+                        Some(body) => Attempt::Answered(http::Response::from_parts(parts, body)),
+                        None => Attempt::Broke,
+                    }
+                }
+                other => other,
+            };
             let retry = match &attempt {
                 Attempt::Refused(_) => true,
                 Attempt::Answered(response) => idempotent && is_unavailable(response),
                 // Lost with its connection: the backend may have acted, which only an
                 // idempotent call can shrug off.
-                Attempt::Failed(_) => idempotent,
+                Attempt::Failed(_) | Attempt::Broke => idempotent,
                 Attempt::Saturated | Attempt::DeadlineExceeded => false,
             };
             // The next attempt goes to another replica, if there is one.
@@ -407,14 +426,15 @@ impl Call {
             Attempt::Answered(response) if http_body::Body::is_end_stream(response.body()) => {
                 response
             }
-            Attempt::Answered(response) => {
-                let (parts, body) = response.into_parts();
-                let body = match self.method.shape {
-                    Shape::Unary => self.read_answer(body).await,
-                    Shape::Stream => relay(body, Vec::new(), self.relay_policy()),
-                };
-                http::Response::from_parts(parts, body)
-            }
+            // A unary answer was read in `unary`; a stream's is relayed as it comes.
+            Attempt::Answered(response) => match self.method.shape {
+                Shape::Unary => response,
+                Shape::Stream => {
+                    let (parts, body) = response.into_parts();
+                    http::Response::from_parts(parts, relay(body, Vec::new(), self.relay_policy()))
+                }
+            },
+            Attempt::Broke => backend_broke(self.service).into_http(),
             Attempt::Refused(error) | Attempt::Failed(error) => {
                 tracing::warn!(backend = self.service, %error, "backend call failed");
                 error_status(
@@ -444,7 +464,8 @@ impl Call {
     /// or two and goes back as it was read: the backend's stream is then over, and nothing
     /// waits on the client. A larger one (a ListNotes page of big notes) is relayed from
     /// where the reading stopped, with the relay's bound on a client that does not read.
-    async fn read_answer(&self, mut body: Body) -> Body {
+    /// `None`: the backend went away before the answer was whole, none of it sent on.
+    async fn read_answer(&self, mut body: Body) -> Option<Body> {
         let mut read = Vec::new();
         let mut bytes = 0;
         loop {
@@ -458,18 +479,18 @@ impl Call {
                     bytes += frame.data_ref().map_or(0, bytes::Bytes::len);
                     read.push(frame);
                     if last {
-                        return Body::new(Buffered(read.into()));
+                        return Some(Body::new(Buffered(read.into())));
                     }
                     if bytes > READ_AHEAD_BYTES {
-                        return relay(body, read, self.relay_policy());
+                        return Some(relay(body, read, self.relay_policy()));
                     }
                     continue;
                 }
                 Err(_) => shell::deadline_exceeded(),
-                Ok(None | Some(Err(_))) => backend_broke(self.service),
+                Ok(None | Some(Err(_))) => return None,
             };
             read.extend(trailers(&status));
-            return Body::new(Buffered(read.into()));
+            return Some(Body::new(Buffered(read.into())));
         }
     }
 }
@@ -588,11 +609,14 @@ mod tests {
 
     use super::*;
 
-    /// A notes backend that answers UNAVAILABLE to its first `failures` calls, then OK.
+    /// A notes backend that answers UNAVAILABLE to its first `failures` calls, then OK; with
+    /// `mid_answer`, its failures are answers cut off after their headers and a first frame
+    /// (the stream reset, as when the process dies), and its OK answers carry a message.
     #[derive(Clone)]
     struct FlakyNotes {
         calls: Arc<AtomicU32>,
         failures: u32,
+        mid_answer: bool,
     }
 
     impl NamedService for FlakyNotes {
@@ -610,12 +634,36 @@ mod tests {
 
         fn call(&mut self, _request: http::Request<Body>) -> Self::Future {
             let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
-            let status = if call <= self.failures {
-                Status::unavailable("not now")
+            let failing = call <= self.failures;
+            if !self.mid_answer {
+                let status = if failing {
+                    Status::unavailable("not now")
+                } else {
+                    Status::new(Code::Ok, "")
+                };
+                return std::future::ready(Ok(status.into_http()));
+            }
+            let message = http_body::Frame::data(bytes::Bytes::from_static(&[0, 0, 0, 0, 0]));
+            let last = if failing {
+                Err(Status::internal("the process died"))
             } else {
-                Status::new(Code::Ok, "")
+                let mut trailers = http::HeaderMap::new();
+                trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                Ok(http_body::Frame::trailers(trailers))
             };
-            std::future::ready(Ok(status.into_http()))
+            // The end comes a moment later: the gateway has the headers by then.
+            let frames = futures_util::StreamExt::chain(
+                futures_util::stream::iter([Ok(message)]),
+                futures_util::stream::once(async move {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    last
+                }),
+            );
+            let response = http::Response::builder()
+                .header("content-type", "application/grpc")
+                .body(Body::new(http_body_util::StreamBody::new(frames)))
+                .expect("response");
+            std::future::ready(Ok(response))
         }
     }
 
@@ -644,6 +692,10 @@ mod tests {
     }
 
     async fn harness(failures: u32) -> Harness {
+        harness_with(failures, false).await
+    }
+
+    async fn harness_with(failures: u32, mid_answer: bool) -> Harness {
         let calls = Arc::new(AtomicU32::new(0));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -652,6 +704,7 @@ mod tests {
         let backend = FlakyNotes {
             calls: calls.clone(),
             failures,
+            mid_answer,
         };
         let (health, health_service) = tonic_health::server::health_reporter();
         health
@@ -705,11 +758,18 @@ mod tests {
                 .oneshot(request)
                 .await
                 .expect("infallible");
-            response
-                .headers()
-                .get("grpc-status")
-                .map(|status| status.to_str().expect("ascii").to_owned())
-                .unwrap_or_default()
+            let status = |headers: &http::HeaderMap| {
+                headers
+                    .get("grpc-status")
+                    .map(|status| status.to_str().expect("ascii").to_owned())
+            };
+            if let Some(status) = status(response.headers()) {
+                return status;
+            }
+            match response.into_body().collect().await {
+                Ok(whole) => whole.trailers().and_then(status).unwrap_or_default(),
+                Err(_) => "broken".into(),
+            }
         }
 
         fn calls(&self) -> u32 {
@@ -722,6 +782,20 @@ mod tests {
         let harness = harness(2).await;
         assert_eq!(harness.call("GetNote", 10).await, "0");
         assert_eq!(harness.calls(), 3, "two retries");
+    }
+
+    #[tokio::test]
+    async fn an_answer_cut_off_before_it_is_whole_is_retried_only_when_idempotent() {
+        let harness = harness_with(1, true).await;
+        assert_eq!(harness.call("GetNote", 10).await, "0");
+        assert_eq!(harness.calls(), 2, "sent again");
+        let harness = harness_with(1, true).await;
+        assert_eq!(
+            harness.call("DeleteNote", 10).await,
+            "14",
+            "UNAVAILABLE: the backend may have acted"
+        );
+        assert_eq!(harness.calls(), 1, "not sent again");
     }
 
     #[tokio::test]
