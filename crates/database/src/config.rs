@@ -190,6 +190,15 @@ pub struct PoolConfig {
     /// wait for the database's write lock).
     #[arg(long = "database-statement-timeout", env = "NOTESUITE_DATABASE_STATEMENT_TIMEOUT", default_value = "10s", value_parser = parse_timeout)]
     pub statement_timeout: Duration,
+
+    /// Longest a PostgreSQL session may sit inside a transaction without running a statement
+    /// (`idle_in_transaction_session_timeout`) before the server ends it. A replica that
+    /// freezes mid-transaction (SIGSTOP, a paused VM, a stuck thread) would otherwise hold its
+    /// row locks, and stall every write of the users it locked, for as long as it stays frozen.
+    /// Our transactions never wait on anything but their own statements. Unused by SQLite (one
+    /// process holds the database).
+    #[arg(long = "database-idle-in-transaction-timeout", env = "NOTESUITE_DATABASE_IDLE_IN_TRANSACTION_TIMEOUT", default_value = "5s", value_parser = parse_timeout)]
+    pub idle_in_transaction_timeout: Duration,
 }
 
 impl Default for PoolConfig {
@@ -199,6 +208,7 @@ impl Default for PoolConfig {
             connect_timeout: Duration::from_secs(5),
             acquire_timeout: Duration::from_secs(2),
             statement_timeout: Duration::from_secs(10),
+            idle_in_transaction_timeout: Duration::from_secs(5),
         }
     }
 }

@@ -52,11 +52,18 @@ impl PostgresDatabase {
             source,
         };
         let statement_timeout = config.statement_timeout.as_millis().to_string();
+        let idle_in_transaction = config.idle_in_transaction_timeout.as_millis().to_string();
         let options =
             crate::statement_logging(PgConnectOptions::from_str(url).map_err(connect_error)?)
                 .application_name(&format!("notesuite-{pool_name}"))
                 .options([
                     ("statement_timeout", statement_timeout.as_str()),
+                    // A frozen replica's transaction is ended by the server, and its locks
+                    // released, instead of stalling every write waiting behind it.
+                    (
+                        "idle_in_transaction_session_timeout",
+                        idle_in_transaction.as_str(),
+                    ),
                     // A call its client cancels drops its query, and sqlx then closes the
                     // connection; PostgreSQL only notices a gone client when it next writes
                     // to it, so a statement waiting on a lock would run on until the
