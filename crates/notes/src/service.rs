@@ -138,14 +138,11 @@ impl<S: NoteStore> Notes<S> {
             limit: page_size,
             byte_budget: MAX_PAGE_BYTES,
         };
-        let (page, total) = tokio::try_join!(
-            self.store.list(&owner, query),
-            self.store.count(&owner, tag.as_ref()),
-        )?;
+        let page = self.store.list(&owner, query).await?;
         Ok(NotePage {
             notes: page.notes,
             more: page.more,
-            total,
+            total: page.total,
             revision: page.revision,
         })
     }

@@ -49,6 +49,8 @@ pub struct ListedPage {
     /// The owner's revision in the snapshot the page was read from: every change up to it
     /// is reflected in the page, none after it.
     pub revision: Revision,
+    /// How many notes match the listing in all pages, in the same snapshot.
+    pub total: u64,
 }
 
 /// Rows one statement of a purge deletes. Each chunk commits on its own, so a purge of any
@@ -93,19 +95,12 @@ pub trait NoteStore: Clone + Send + Sync + 'static {
         id: NoteId,
     ) -> impl Future<Output = Result<Option<Note>, Error>> + Send;
 
-    /// The owner's notes, newest first, within `query`'s bounds.
+    /// The owner's notes, newest first, within `query`'s bounds, and how many match in all.
     fn list(
         &self,
         owner: &OwnerId,
         query: ListQuery<'_>,
     ) -> impl Future<Output = Result<ListedPage, Error>> + Send;
-
-    /// How many of the owner's notes match `tag` (all of them without).
-    fn count(
-        &self,
-        owner: &OwnerId,
-        tag: Option<&Tag>,
-    ) -> impl Future<Output = Result<u64, Error>> + Send;
 
     /// The owner's logged changes with revisions above `after`, oldest first: at most
     /// `limit` of them, and fewer when they are big (about `byte_budget` bytes, though
@@ -254,37 +249,44 @@ pub(crate) fn from_micros(micros: i64) -> SystemTime {
 /// Fills a page from rows arriving newest first, stopping as soon as the page is full. The
 /// stores' queries already leave out the rows that start past the budget; this decides
 /// exactly, with the size the note takes on the wire. Every row carries the owner's revision
-/// as the statement saw it; a listing with no note is one row without a note.
+/// and the listing's total as the statement saw them; a listing with no note is one row
+/// without a note.
 pub(crate) async fn fill_page<S>(rows: S, query: &ListQuery<'_>) -> Result<ListedPage, Error>
 where
-    S: futures_util::Stream<Item = Result<(Revision, Option<Note>), Error>>,
+    S: futures_util::Stream<Item = Result<PageRowParts, Error>>,
 {
     use futures_util::TryStreamExt as _;
     let mut rows = std::pin::pin!(rows);
-    let mut notes = Vec::new();
+    let mut page = ListedPage {
+        notes: Vec::new(),
+        more: false,
+        revision: Revision::ZERO,
+        total: 0,
+    };
     let mut bytes = 0;
-    let mut revision = Revision::ZERO;
-    while let Some((owner_revision, note)) = rows.try_next().await? {
-        revision = owner_revision;
-        let Some(note) = note else { continue };
+    while let Some(row) = rows.try_next().await? {
+        page.revision = row.revision;
+        page.total = row.total;
+        let Some(note) = row.note else { continue };
         let size = note.encoded_len_estimate();
-        let full = notes.len() >= query.limit as usize
-            || (!notes.is_empty() && bytes + size > query.byte_budget);
+        let full = page.notes.len() >= query.limit as usize
+            || (!page.notes.is_empty() && bytes + size > query.byte_budget);
         if full {
-            return Ok(ListedPage {
-                notes,
-                more: true,
-                revision,
-            });
+            page.more = true;
+            return Ok(page);
         }
         bytes += size;
-        notes.push(note);
+        page.notes.push(note);
     }
-    Ok(ListedPage {
-        notes,
-        more: false,
-        revision,
-    })
+    Ok(page)
+}
+
+/// One row of a listing, as the stores read it: what the statement saw of the owner, and a
+/// note unless the listing is empty.
+pub(crate) struct PageRowParts {
+    pub(crate) revision: Revision,
+    pub(crate) total: u64,
+    pub(crate) note: Option<Note>,
 }
 
 /// Keeps the changes that fit `byte_budget` (always the first).

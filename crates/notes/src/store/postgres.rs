@@ -11,10 +11,10 @@ use uuid::Uuid;
 
 use super::{
     CreateRequest, DEFAULT_LOG_RETENTION, EarlierRequest, ListQuery, ListedPage, NoteStore,
-    NoteWrite, PURGE_CHUNK, fill_page, from_micros, to_micros, within_budget,
+    NoteWrite, PURGE_CHUNK, PageRowParts, fill_page, from_micros, to_micros, within_budget,
 };
 use crate::domain::{
-    Change, ChangeEvent, Content, Note, NoteId, OwnerId, RequestId, Revision, Tag, Tags, Title,
+    Change, ChangeEvent, Content, Note, NoteId, OwnerId, RequestId, Revision, Tags, Title,
 };
 use crate::error::Error;
 
@@ -76,10 +76,12 @@ impl From<NoteRow> for Note {
     }
 }
 
-/// A row of a listing: the owner's revision, and a note unless the listing is empty.
+/// A row of a listing: the owner's revision and the listing's total, and a note unless the
+/// listing is empty.
 #[derive(sqlx::FromRow)]
 struct PageRow {
     owner_revision: i64,
+    total: i64,
     id: Option<Uuid>,
     owner_id: Option<String>,
     title: Option<String>,
@@ -91,7 +93,7 @@ struct PageRow {
 }
 
 impl PageRow {
-    fn into_parts(self) -> (Revision, Option<Note>) {
+    fn into_parts(self) -> PageRowParts {
         let note = match (self.id, self.owner_id, self.title, self.content, self.tags) {
             (Some(id), Some(owner_id), Some(title), Some(content), Some(tags)) => {
                 Some(Note::from(NoteRow {
@@ -107,7 +109,11 @@ impl PageRow {
             }
             _ => None,
         };
-        (Revision::from_stored(self.owner_revision), note)
+        PageRowParts {
+            revision: Revision::from_stored(self.owner_revision),
+            total: u64::try_from(self.total).unwrap_or(0),
+            note,
+        }
     }
 }
 
@@ -275,8 +281,10 @@ impl NoteStore for PostgresNoteStore {
         // statement, hence the same snapshot: the page reflects every change up to it.
         let statement = match query.tag {
             Some(tag) => sqlx::query_as::<_, PageRow>(
-                "SELECT r.owner_revision, page.*
-                 FROM (SELECT COALESCE(MAX(revision), 0) AS owner_revision
+                "SELECT r.owner_revision, r.total, page.*
+                 FROM (SELECT COALESCE(MAX(revision), 0) AS owner_revision,
+                              COALESCE((SELECT note_count FROM owner_tag_counts
+                                        WHERE owner_id = $1 AND tag = $2), 0) AS total
                        FROM owner_revisions WHERE owner_id = $1) r
                  LEFT JOIN (
                  SELECT id, owner_id, title, content, tags, revision, create_time, update_time
@@ -300,8 +308,9 @@ impl NoteStore for PostgresNoteStore {
             .bind(limit)
             .bind(budget),
             None => sqlx::query_as::<_, PageRow>(
-                "SELECT r.owner_revision, page.*
-                 FROM (SELECT COALESCE(MAX(revision), 0) AS owner_revision
+                "SELECT r.owner_revision, r.total, page.*
+                 FROM (SELECT COALESCE(MAX(revision), 0) AS owner_revision,
+                              COALESCE(MAX(note_count), 0) AS total
                        FROM owner_revisions WHERE owner_id = $1) r
                  LEFT JOIN (
                  SELECT id, owner_id, title, content, tags, revision, create_time, update_time
@@ -329,28 +338,6 @@ impl NoteStore for PostgresNoteStore {
             .map_err(Error::from)
             .map_ok(PageRow::into_parts);
         fill_page(rows, &query).await
-    }
-
-    async fn count(&self, owner: &OwnerId, tag: Option<&Tag>) -> Result<u64, Error> {
-        let mut connection = self.database.connection().await?;
-        let count: i64 = match tag {
-            Some(tag) => {
-                sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM note_tags WHERE owner_id = $1 AND tag = $2",
-                )
-                .bind(owner.as_str())
-                .bind(tag.as_str())
-                .fetch_one(&mut *connection)
-                .await?
-            }
-            None => {
-                sqlx::query_scalar("SELECT COUNT(*) FROM notes WHERE owner_id = $1")
-                    .bind(owner.as_str())
-                    .fetch_one(&mut *connection)
-                    .await?
-            }
-        };
-        Ok(u64::try_from(count).unwrap_or(0))
     }
 
     async fn changes(

@@ -223,9 +223,10 @@ async fn the_tag_filter_follows_updates_and_deletes(backend: Backend) {
         .expect("delete");
     assert_eq!(
         tagged("todo").await,
-        (vec![retagged.id], 1),
+        (vec![retagged.id.clone()], 1),
         "a deleted note leaves its tags"
     );
+    assert_eq!(tagged("").await, (vec![retagged.id], 1), "and the total");
 }
 
 database::backend_tests!(
