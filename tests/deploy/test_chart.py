@@ -284,8 +284,12 @@ def test_rotation_secrets_are_mounted_whole_and_read_as_key_directories():
             assert data["NOTESUITE_JWT_PRIVATE_KEY"] == "/etc/notesuite/jwt-private"
 
 
-def test_the_production_profile_sizes_the_admission_limit_from_the_pool():
-    for documents, expected in ((render([PRODUCTION]), "pool"), (render(), "fixed")):
+def test_the_admission_limit_is_sized_from_the_pool_unless_set():
+    for documents, expected in (
+        (render([PRODUCTION]), "pool"),
+        (render(), "pool"),
+        (render(sets={"concurrencyLimit": "fixed"}), "fixed"),
+    ):
         for component in COMPONENTS:
             assert configmap_env(documents, component)["NOTESUITE_CONCURRENCY_LIMIT"] == expected, component
 

@@ -29,16 +29,16 @@ pub struct ServeConfig {
     #[arg(long, env = "NOTESUITE_MAX_CONCURRENT_CALLS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_concurrent_calls: u32,
 
-    /// How the limit on unary calls is set. `fixed` (the default): `--max-concurrent-calls`
-    /// itself, so a load test with 1,000 calls in flight is served, not shed (calls below the
-    /// limit queue in the database pool when it is above what the process serves). `pool`:
-    /// sized from what the service can work on at once, its database pool —
-    /// `--database-max-connections` x 8 — and never above `--max-concurrent-calls`, so that an
-    /// admitted call waits behind a few others per connection rather than behind a thousand
-    /// (a service without a database, the gateway, uses `--max-concurrent-calls`); the chart's
-    /// production profile sets it. `adaptive`: follows latency, between 16 calls and
+    /// How the limit on unary calls is set. `pool` (the default): sized from what the
+    /// service can work on at once, its database pool — `--database-max-connections` x 8 —
+    /// and never above `--max-concurrent-calls`, so that under overload an admitted call waits
+    /// behind a few others per connection rather than behind a thousand, and the surplus is
+    /// shed at once with a retry delay (a service without a database, the gateway, uses
+    /// `--max-concurrent-calls`). `fixed`: `--max-concurrent-calls` itself, so that a load
+    /// test keeping 1,000 calls in flight on one process is served, queueing in the database
+    /// pool, rather than shed. `adaptive`: follows latency, between 16 calls and
     /// `--max-concurrent-calls`. See docs/benchmarks.md, "overload".
-    #[arg(long, env = "NOTESUITE_CONCURRENCY_LIMIT", value_enum, default_value_t = ConcurrencyLimit::Fixed)]
+    #[arg(long, env = "NOTESUITE_CONCURRENCY_LIMIT", value_enum, default_value_t = ConcurrencyLimit::Pool)]
     pub concurrency_limit: ConcurrencyLimit,
 
     /// Streaming calls (watches, imports, reflection) open at once, health watches excepted;
@@ -148,7 +148,7 @@ impl Default for ServeConfig {
             max_connection_age: Duration::from_secs(600),
             max_connection_age_grace: Duration::from_secs(60),
             max_concurrent_calls: 1024,
-            concurrency_limit: ConcurrencyLimit::Fixed,
+            concurrency_limit: ConcurrencyLimit::Pool,
             max_open_streams: 16_384,
             connection_limit: 4096,
             handshake_timeout: Duration::from_secs(10),
