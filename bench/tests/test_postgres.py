@@ -108,8 +108,8 @@ def test_pgbench_scripts_send_the_note_as_parameters_and_write_what_createnote_w
 
 def test_the_tag_page_query_is_read_from_the_store_source():
     query = postgres.tag_page_query(REPO_ROOT)
-    # The page, joined to the owner's revision (ListNotes returns it for list-then-watch).
-    assert query.startswith("SELECT r.owner_revision, page.*")
+    # The page, joined to the owner's revision (ListNotes returns it for list-then-watch) and total.
+    assert query.startswith("SELECT r.owner_revision, r.total, page.*")
     assert "SELECT id, owner_id, title, content, tags, revision, create_time, update_time FROM" in query
     assert "FROM note_tags t JOIN notes n ON n.id = t.note_id" in query
     assert "LIMIT $4" in query and "through - size < $5" in query

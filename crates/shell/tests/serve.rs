@@ -443,6 +443,13 @@ async fn calls_over_the_limit_are_shed_with_resource_exhausted_but_health_checks
         Some("OVERLOADED")
     );
     assert_eq!(
+        shed.metadata()
+            .get("grpc-retry-pushback-ms")
+            .and_then(|value| value.to_str().ok()),
+        Some("50"),
+        "and gRPC retry policies when (gRFC A6)"
+    );
+    assert_eq!(
         server.check("").await.expect("health is exempt"),
         ServingStatus::Serving
     );
