@@ -271,10 +271,13 @@ def test_list_then_watch_from_the_listings_revision_misses_nothing(notes, accoun
         try:
             written_after_list = 0
             while written_after_list < 5 and len(created) < 500:
+                # Only a create sent after the listing came back is surely after it: one
+                # answered just after may have committed before the listing read.
+                after_list = listed.is_set()
                 created.append(create_note(notes, account, f"note {len(created)}"))
                 if len(created) == 5:
                     some_created.set()
-                if listed.is_set():
+                if after_list:
                     written_after_list += 1
         except grpc.RpcError as error:
             failures.append(error)
