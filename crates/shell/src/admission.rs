@@ -1,7 +1,13 @@
-//! Admission control: a bound on calls served at once. A call over the bound is shed at once
-//! with RESOURCE_EXHAUSTED and a retry delay, never queued: a queue only turns overload into
-//! latency for everyone. Health checks are exempt, so that an overloaded but healthy process
-//! is not restarted by its orchestrator.
+//! Admission control: a bound on calls served at once. A unary call over the bound waits a
+//! moment (`--admission-wait`) for a slot, newest first, and is then shed with
+//! RESOURCE_EXHAUSTED and a retry delay: never an unbounded queue, which only turns overload
+//! into latency for everyone. The wait is what keeps goodput when clients retry a shed call
+//! at once: answered at once, each retry comes straight back and a crowd of them spends the
+//! core on shedding (goodput fell to a tenth); held for the wait, the crowd's retries come at
+//! most one per wait per call. Last in, first out keeps admitted calls fast under sustained
+//! overload: the newest waiter gets the next slot, the oldest are shed. Streaming calls are
+//! shed at once. Health checks are exempt, so that an overloaded but healthy process is not
+//! restarted by its orchestrator.
 //!
 //! The bound on unary calls adapts to what the process really serves (see `crate::limit`),
 //! with `--max-concurrent-calls` as its ceiling: a fixed bound above capacity queues calls
@@ -25,17 +31,24 @@ use http_body_util::BodyExt as _;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::ConcurrencyLimit;
-use crate::limit::{AdaptiveLimit, Slot};
+use crate::limit::{AdaptiveLimit, Slot, Wait, Waiter};
 use tonic::body::Body;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 const HEALTH_PATH_PREFIX: &str = "/grpc.health.v1.Health/";
 const RETRY_DELAY: Duration = Duration::from_millis(50);
+/// Unary calls that may wait for a slot at once, per call the ceiling admits: enough for a
+/// crowd of 16x the ceiling to wait rather than be answered at once (and retry at once). A
+/// waiting call holds what HTTP/2 holds for any open stream, bounded by the connections'
+/// flow-control windows, and a few hundred bytes more.
+const WAITING_PER_CALL: usize = 16;
 
 #[derive(Debug, Clone)]
 pub(crate) struct AdmissionLayer {
     unary: Arc<AdaptiveLimit>,
+    /// How long a unary call over the limit waits for a slot before it is shed.
+    wait: Duration,
     /// Unary calls admitted whose answer has not been sent whole: a call leaves the limit
     /// when its answer is ready, but the drain must still count it until its body is out.
     unary_unfinished: Arc<AtomicUsize>,
@@ -49,17 +62,24 @@ impl AdmissionLayer {
         max_concurrent_calls: u32,
         concurrency_limit: ConcurrencyLimit,
         capacity: Option<u32>,
+        wait: Duration,
         max_open_streams: u32,
         streaming_paths: Arc<HashSet<String>>,
     ) -> Self {
         let unary_limit = concurrency_limit.unary_limit(max_concurrent_calls, capacity) as usize;
+        let max_waiting = if wait.is_zero() {
+            0
+        } else {
+            (max_concurrent_calls as usize).saturating_mul(WAITING_PER_CALL)
+        };
         Self {
             unary: match concurrency_limit {
-                ConcurrencyLimit::Adaptive => AdaptiveLimit::new(unary_limit),
+                ConcurrencyLimit::Adaptive => AdaptiveLimit::new(unary_limit, max_waiting),
                 ConcurrencyLimit::Fixed | ConcurrencyLimit::Pool => {
-                    AdaptiveLimit::fixed(unary_limit)
+                    AdaptiveLimit::fixed(unary_limit, max_waiting)
                 }
             },
+            wait,
             unary_unfinished: Arc::new(AtomicUsize::new(0)),
             stream_permits: Arc::new(Semaphore::new(max_open_streams as usize)),
             stream_capacity: max_open_streams as usize,
@@ -114,11 +134,11 @@ pub(crate) struct Admission<S> {
 
 impl<S> tower_service::Service<http::Request<Body>> for Admission<S>
 where
-    S: tower_service::Service<http::Request<Body>, Response = http::Response<Body>>,
+    S: tower_service::Service<http::Request<Body>, Response = http::Response<Body>> + Clone,
 {
     type Response = http::Response<Body>;
     type Error = S::Error;
-    type Future = AdmissionFuture<S::Future>;
+    type Future = AdmissionFuture<S>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -132,70 +152,118 @@ where
                 permit: None,
             };
         }
-        let permit = if self.layer.streaming_paths.contains(path) {
-            self.layer
-                .stream_permits
-                .clone()
-                .try_acquire_owned()
-                .ok()
-                .map(Permit::UntilStreamEnds)
-        } else {
-            self.layer.unary.try_acquire().map(|slot| {
-                Permit::UntilAnswered(slot, Unfinished::new(&self.layer.unary_unfinished))
-            })
-        };
-        match permit {
-            Some(permit) => AdmissionFuture::Admitted {
-                inner: self.inner.call(request),
-                permit: Some(permit),
-            },
-            None => AdmissionFuture::Shed,
+        if self.layer.streaming_paths.contains(path) {
+            return match self.layer.stream_permits.clone().try_acquire_owned() {
+                Ok(permit) => AdmissionFuture::Admitted {
+                    inner: self.inner.call(request),
+                    permit: Some(Permit::UntilStreamEnds(permit)),
+                },
+                Err(_) => AdmissionFuture::Shed,
+            };
         }
+        match self.layer.unary.wait() {
+            Wait::Admitted(slot) => AdmissionFuture::Admitted {
+                inner: self.inner.call(request),
+                permit: Some(self.layer.unary_permit(slot)),
+            },
+            Wait::Waiting(waiter) => {
+                // The service polled ready goes with the call; this one keeps a clone.
+                let clone = self.inner.clone();
+                AdmissionFuture::Waiting {
+                    waiter,
+                    timeout: tokio::time::sleep(self.layer.wait),
+                    call: Some((std::mem::replace(&mut self.inner, clone), request)),
+                    layer: self.layer.clone(),
+                }
+            }
+            Wait::Full => AdmissionFuture::Shed,
+        }
+    }
+}
+
+impl AdmissionLayer {
+    fn unary_permit(&self, slot: Slot) -> Permit {
+        Permit::UntilAnswered(slot, Unfinished::new(&self.unary_unfinished))
     }
 }
 
 pin_project_lite::pin_project! {
     #[project = AdmissionFutureProjection]
-    pub(crate) enum AdmissionFuture<F> {
-        Admitted { #[pin] inner: F, permit: Option<Permit> },
+    pub(crate) enum AdmissionFuture<S>
+    where
+        S: tower_service::Service<http::Request<Body>>,
+    {
+        Admitted { #[pin] inner: S::Future, permit: Option<Permit> },
+        Waiting {
+            #[pin] waiter: Waiter,
+            #[pin] timeout: tokio::time::Sleep,
+            call: Option<(S, http::Request<Body>)>,
+            layer: AdmissionLayer,
+        },
         Shed,
     }
 }
 
-impl<F, E> Future for AdmissionFuture<F>
+impl<S> Future for AdmissionFuture<S>
 where
-    F: Future<Output = Result<http::Response<Body>, E>>,
+    S: tower_service::Service<http::Request<Body>, Response = http::Response<Body>>,
 {
-    type Output = Result<http::Response<Body>, E>;
+    type Output = Result<http::Response<Body>, S::Error>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            AdmissionFutureProjection::Admitted { inner, permit } => {
-                let response = ready!(inner.poll(cx))?;
-                Poll::Ready(Ok(match permit.take() {
-                    // The permit lives in the body, and goes when the stream ends or its
-                    // client leaves.
-                    Some(Permit::UntilStreamEnds(permit)) => response.map(|body| {
-                        Body::new(body.map_frame(move |frame| {
-                            let _held = &permit;
-                            frame
-                        }))
-                    }),
-                    Some(Permit::UntilAnswered(slot, unfinished)) => {
-                        slot.answered();
-                        // Counted until the body is sent whole or dropped: an answer stuck
-                        // behind a client that does not read is still a call in flight.
-                        response.map(|body| {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            match self.as_mut().project() {
+                AdmissionFutureProjection::Admitted { inner, permit } => {
+                    let response = ready!(inner.poll(cx))?;
+                    return Poll::Ready(Ok(match permit.take() {
+                        // The permit lives in the body, and goes when the stream ends or its
+                        // client leaves.
+                        Some(Permit::UntilStreamEnds(permit)) => response.map(|body| {
                             Body::new(body.map_frame(move |frame| {
-                                let _unfinished = &unfinished;
+                                let _held = &permit;
                                 frame
                             }))
-                        })
-                    }
-                    None => response,
-                }))
+                        }),
+                        Some(Permit::UntilAnswered(slot, unfinished)) => {
+                            slot.answered();
+                            // Counted until the body is sent whole or dropped: an answer stuck
+                            // behind a client that does not read is still a call in flight.
+                            response.map(|body| {
+                                Body::new(body.map_frame(move |frame| {
+                                    let _unfinished = &unfinished;
+                                    frame
+                                }))
+                            })
+                        }
+                        None => response,
+                    }));
+                }
+                AdmissionFutureProjection::Waiting {
+                    waiter,
+                    timeout,
+                    call,
+                    layer,
+                } => {
+                    let slot = match waiter.poll(cx) {
+                        Poll::Ready(slot) => slot,
+                        Poll::Pending => {
+                            ready!(timeout.poll(cx));
+                            self.set(AdmissionFuture::Shed);
+                            continue;
+                        }
+                    };
+                    let Some((mut service, request)) = call.take() else {
+                        return Poll::Pending;
+                    };
+                    let permit = layer.unary_permit(slot);
+                    let inner = service.call(request);
+                    self.set(AdmissionFuture::Admitted {
+                        inner,
+                        permit: Some(permit),
+                    });
+                }
+                AdmissionFutureProjection::Shed => return Poll::Ready(Ok(shed_response())),
             }
-            AdmissionFutureProjection::Shed => Poll::Ready(Ok(shed_response())),
         }
     }
 }
@@ -295,6 +363,7 @@ mod tests {
             8,
             ConcurrencyLimit::Adaptive,
             None,
+            Duration::ZERO,
             8,
             Arc::new(HashSet::new()),
         );

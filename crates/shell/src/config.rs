@@ -41,6 +41,13 @@ pub struct ServeConfig {
     #[arg(long, env = "NOTESUITE_CONCURRENCY_LIMIT", value_enum, default_value_t = ConcurrencyLimit::Pool)]
     pub concurrency_limit: ConcurrencyLimit,
 
+    /// How long a unary call over the limit waits for a slot before it is shed; the newest
+    /// waiting call gets the next slot, so admitted calls stay fast while the oldest are shed.
+    /// The wait bounds how often a client that retries a shed call at once (ignoring the
+    /// retry delay) can come back, so that shedding cannot take the whole CPU. 0 sheds at once.
+    #[arg(long, env = "NOTESUITE_ADMISSION_WAIT", default_value = "100ms", value_parser = humantime::parse_duration)]
+    pub admission_wait: Duration,
+
     /// Streaming calls (watches, imports, reflection) open at once, health watches excepted;
     /// more are shed at once with RESOURCE_EXHAUSTED. Counted apart from
     /// `--max-concurrent-calls`, for as long as each stream stays open.
@@ -149,6 +156,7 @@ impl Default for ServeConfig {
             max_connection_age_grace: Duration::from_secs(60),
             max_concurrent_calls: 1024,
             concurrency_limit: ConcurrencyLimit::Pool,
+            admission_wait: Duration::from_millis(100),
             max_open_streams: 16_384,
             connection_limit: 4096,
             handshake_timeout: Duration::from_secs(10),

@@ -24,10 +24,22 @@
 //! The hot path is atomics only: admission is an increment checked against the limit, a
 //! completion adds its latency to the window's sums. The algorithm runs once per window, under
 //! a lock nobody waits for (a completion that finds it taken leaves the window to the next).
+//!
+//! A call that finds the limit reached may wait a moment for a slot (see [`AdaptiveLimit::wait`]):
+//! a slot given back goes to the *newest* waiter (last in, first out), so that under sustained
+//! overload the calls admitted are those that have waited least — their latency stays near
+//! normal — while the oldest run out of time and are shed. The queue is touched only while
+//! someone waits.
 
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
 
 /// The limit never falls below this many calls (nor above `--max-concurrent-calls`): a few
 /// calls in flight keep measuring the latency that lets the limit grow again, and a client's
@@ -136,10 +148,25 @@ pub(crate) struct AdaptiveLimit {
     window_rtt_nanos: AtomicU64,
     window_max_in_flight: AtomicUsize,
     algorithm: Mutex<(Gradient, Instant)>,
+    /// Calls waiting for a slot, oldest first; each is handed a slot through its sender. A
+    /// sender whose waiter left (shed, cancelled) is skipped when its turn comes.
+    queue: Mutex<VecDeque<oneshot::Sender<()>>>,
+    /// `queue`'s length, read without the lock on every slot given back.
+    waiting: AtomicUsize,
+    max_waiting: usize,
+}
+
+/// What [`AdaptiveLimit::wait`] got a call.
+pub(crate) enum Wait {
+    Admitted(Slot),
+    Waiting(Waiter),
+    /// As many calls wait already as may.
+    Full,
 }
 
 impl AdaptiveLimit {
-    pub(crate) fn new(max: usize) -> Arc<Self> {
+    /// A limit between the floor and `max`; up to `max_waiting` calls may wait over it.
+    pub(crate) fn new(max: usize, max_waiting: usize) -> Arc<Self> {
         let gradient = Gradient::new(max);
         Arc::new(Self {
             limit: AtomicUsize::new(gradient.limit()),
@@ -149,12 +176,15 @@ impl AdaptiveLimit {
             window_rtt_nanos: AtomicU64::new(0),
             window_max_in_flight: AtomicUsize::new(0),
             algorithm: Mutex::new((gradient, Instant::now())),
+            queue: Mutex::new(VecDeque::new()),
+            waiting: AtomicUsize::new(0),
+            max_waiting,
         })
     }
 
     /// A limit that stays at `max`: no window ever closes.
-    pub(crate) fn fixed(max: usize) -> Arc<Self> {
-        let limit = Self::new(max);
+    pub(crate) fn fixed(max: usize, max_waiting: usize) -> Arc<Self> {
+        let limit = Self::new(max, max_waiting);
         limit.limit.store(max, Ordering::Relaxed);
         limit.window_size.store(usize::MAX, Ordering::Relaxed);
         limit
@@ -173,15 +203,64 @@ impl AdaptiveLimit {
 
     /// A slot for one call, or `None` when the limit is reached.
     pub(crate) fn try_acquire(self: &Arc<Self>) -> Option<Slot> {
-        let before = self.in_flight.fetch_add(1, Ordering::Relaxed);
-        if before >= self.limit.load(Ordering::Relaxed) {
-            self.in_flight.fetch_sub(1, Ordering::Relaxed);
-            return None;
+        self.take().then(|| Slot::new(self.clone()))
+    }
+
+    /// A slot now, or a place among the calls waiting for one.
+    pub(crate) fn wait(self: &Arc<Self>) -> Wait {
+        if let Some(slot) = self.try_acquire() {
+            return Wait::Admitted(slot);
         }
-        Some(Slot {
+        let (sender, receiver) = oneshot::channel();
+        {
+            let mut queue = lock(&self.queue);
+            if queue.len() >= self.max_waiting {
+                queue.retain(|sender| !sender.is_closed());
+                if queue.len() >= self.max_waiting {
+                    return Wait::Full;
+                }
+            }
+            queue.push_back(sender);
+            self.waiting.store(queue.len(), Ordering::SeqCst);
+        }
+        let waiter = Waiter {
             limit: self.clone(),
-            admitted: Instant::now(),
-        })
+            receiver: Some(receiver),
+        };
+        // A slot given back between the check above and joining the queue saw nobody
+        // waiting: look again, now that a slot given back will see this call.
+        match self.try_acquire() {
+            Some(slot) => Wait::Admitted(slot),
+            None => Wait::Waiting(waiter),
+        }
+    }
+
+    /// Takes a place under the limit if there is one.
+    fn take(&self) -> bool {
+        let before = self.in_flight.fetch_add(1, Ordering::SeqCst);
+        if before >= self.limit.load(Ordering::Relaxed) {
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            return false;
+        }
+        true
+    }
+
+    /// Gives a place back, to the newest call waiting for one if any.
+    fn release(&self) {
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if self.waiting.load(Ordering::SeqCst) == 0 || !self.take() {
+            return;
+        }
+        let mut queue = lock(&self.queue);
+        while let Some(waiter) = queue.pop_back() {
+            if waiter.send(()).is_ok() {
+                self.waiting.store(queue.len(), Ordering::SeqCst);
+                return;
+            }
+        }
+        self.waiting.store(0, Ordering::SeqCst);
+        // Under the lock: a call joining the queue after this looks at the limit again.
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 
     fn record(&self, rtt: Duration, in_flight: usize) {
@@ -231,7 +310,55 @@ pub(crate) struct Slot {
     admitted: Instant,
 }
 
+/// A call waiting for a slot: ready with one when a call gives its slot back to it. Dropped
+/// (its wait ran out, or its client left) with a slot just handed to it, it passes the slot on.
+#[derive(Debug)]
+pub(crate) struct Waiter {
+    limit: Arc<AdaptiveLimit>,
+    receiver: Option<oneshot::Receiver<()>>,
+}
+
+impl Future for Waiter {
+    type Output = Slot;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Slot> {
+        let Some(receiver) = self.receiver.as_mut() else {
+            return Poll::Pending;
+        };
+        match Pin::new(receiver).poll(cx) {
+            Poll::Ready(Ok(())) => {
+                self.receiver = None;
+                Poll::Ready(Slot::new(self.limit.clone()))
+            }
+            // The sender went without a slot: only when the limit itself is dropped.
+            Poll::Ready(Err(_)) => {
+                self.receiver = None;
+                Poll::Pending
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        if let Some(mut receiver) = self.receiver.take() {
+            receiver.close();
+            if receiver.try_recv().is_ok() {
+                self.limit.release();
+            }
+        }
+    }
+}
+
 impl Slot {
+    fn new(limit: Arc<AdaptiveLimit>) -> Self {
+        Self {
+            limit,
+            admitted: Instant::now(),
+        }
+    }
+
     pub(crate) fn answered(self) {
         let in_flight = self.limit.in_flight.load(Ordering::Relaxed);
         self.limit.record(self.admitted.elapsed(), in_flight);
@@ -240,8 +367,16 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.limit.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.limit.release();
     }
+}
+
+/// A lock whose holder cannot leave its data half-changed (no code under it panics); a
+/// poisoned one is used as it stands.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]
@@ -371,7 +506,7 @@ mod tests {
 
     #[test]
     fn admission_sheds_at_the_limit_and_a_window_moves_it() {
-        let limit = AdaptiveLimit::new(1024);
+        let limit = AdaptiveLimit::new(1024, 0);
         let slots: Vec<Slot> = std::iter::from_fn(|| limit.try_acquire()).collect();
         assert_eq!(slots.len(), INITIAL_LIMIT);
         assert_eq!(limit.in_flight(), INITIAL_LIMIT);
@@ -390,9 +525,80 @@ mod tests {
         assert!(limit.limit() > INITIAL_LIMIT, "{}", limit.limit());
     }
 
+    /// Polls a waiter once: its slot if it has been handed one.
+    fn poll_once(waiter: &mut Waiter) -> Option<Slot> {
+        let mut context = Context::from_waker(std::task::Waker::noop());
+        match Pin::new(waiter).poll(&mut context) {
+            Poll::Ready(slot) => Some(slot),
+            Poll::Pending => None,
+        }
+    }
+
+    fn waiting(limit: &Arc<AdaptiveLimit>) -> Waiter {
+        match limit.wait() {
+            Wait::Waiting(waiter) => waiter,
+            Wait::Admitted(_) => panic!("admitted over the limit"),
+            Wait::Full => panic!("the queue is full"),
+        }
+    }
+
+    #[test]
+    fn a_slot_given_back_goes_to_the_newest_waiter() {
+        let limit = AdaptiveLimit::fixed(1, 4);
+        let first = limit.try_acquire().expect("room");
+        let mut older = waiting(&limit);
+        let mut newer = waiting(&limit);
+        assert!(poll_once(&mut newer).is_none(), "nothing given back yet");
+        drop(first);
+        let slot = poll_once(&mut newer).expect("the newest waiter gets the slot");
+        assert!(poll_once(&mut older).is_none(), "the older one still waits");
+        assert_eq!(limit.in_flight(), 1, "the slot passed on, not freed");
+        drop(slot);
+        assert!(poll_once(&mut older).is_some(), "then the older one");
+        drop(older);
+        assert_eq!(limit.in_flight(), 0);
+        assert_eq!(limit.waiting.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_waiter_that_leaves_with_a_slot_passes_it_on() {
+        let limit = AdaptiveLimit::fixed(1, 4);
+        let first = limit.try_acquire().expect("room");
+        let mut older = waiting(&limit);
+        let newer = waiting(&limit);
+        drop(first);
+        // The newest was handed the slot but left (shed by its wait, or its client gone)
+        // before it looked: the slot goes on to the next waiter instead of being lost.
+        drop(newer);
+        assert!(poll_once(&mut older).is_some());
+        drop(older);
+        assert_eq!(limit.in_flight(), 0);
+        // And with nobody left waiting, a slot given back is free.
+        drop(waiting_or_admitted(&limit));
+        assert_eq!(limit.in_flight(), 0);
+    }
+
+    fn waiting_or_admitted(limit: &Arc<AdaptiveLimit>) -> Slot {
+        match limit.wait() {
+            Wait::Admitted(slot) => slot,
+            _ => panic!("a free slot was not taken"),
+        }
+    }
+
+    #[test]
+    fn calls_past_the_queue_bound_are_refused_and_no_queue_refuses_at_once() {
+        let limit = AdaptiveLimit::fixed(1, 1);
+        let _slot = limit.try_acquire().expect("room");
+        let _waiter = waiting(&limit);
+        assert!(matches!(limit.wait(), Wait::Full));
+        let no_queue = AdaptiveLimit::fixed(1, 0);
+        let _slot = no_queue.try_acquire().expect("room");
+        assert!(matches!(no_queue.wait(), Wait::Full));
+    }
+
     #[test]
     fn a_slot_dropped_unanswered_is_given_back_without_a_sample() {
-        let limit = AdaptiveLimit::new(1024);
+        let limit = AdaptiveLimit::new(1024, 0);
         let slot = limit.try_acquire().expect("room");
         drop(slot);
         assert_eq!(limit.in_flight(), 0);

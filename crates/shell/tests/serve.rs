@@ -461,6 +461,79 @@ async fn calls_over_the_limit_are_shed_with_resource_exhausted_but_health_checks
         .expect("the admitted call succeeds");
 }
 
+#[tokio::test]
+async fn a_call_over_the_limit_waits_for_a_slot_and_the_newest_waiter_gets_it() {
+    let mut server = TestServer::spawn(ServeConfig {
+        max_concurrent_calls: 1,
+        admission_wait: Duration::from_secs(30),
+        ..config()
+    })
+    .await;
+    let first = server.start_slow_call().await;
+    // Two calls over the limit wait (neither is shed: the wait is long); the slot the first
+    // gives back goes to the newer one, which the handler then holds in its turn.
+    let older = tokio::spawn(call_wait(server.channel.clone()));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let newer = tokio::spawn(call_wait(server.channel.clone()));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!older.is_finished() && !newer.is_finished(), "both wait");
+
+    server.gate.add_permits(1);
+    first.await.expect("task").expect("the first call");
+    tokio::time::timeout(PATIENCE, server.entered.recv())
+        .await
+        .expect("a waiting call is admitted when the slot is given back");
+    server.gate.add_permits(1);
+    tokio::time::timeout(PATIENCE, newer)
+        .await
+        .expect("the newest waiter went first")
+        .expect("task")
+        .expect("served, not shed");
+    assert!(!older.is_finished(), "the older one still waits");
+    server.gate.add_permits(1);
+    tokio::time::timeout(PATIENCE, older)
+        .await
+        .expect("then the older one")
+        .expect("task")
+        .expect("served, not shed");
+}
+
+#[tokio::test]
+async fn a_call_that_waits_out_its_admission_wait_is_shed() {
+    let mut server = TestServer::spawn(ServeConfig {
+        max_concurrent_calls: 1,
+        admission_wait: Duration::from_millis(200),
+        ..config()
+    })
+    .await;
+    let first = server.start_slow_call().await;
+    let started = std::time::Instant::now();
+    let shed = call_wait(server.channel.clone())
+        .await
+        .expect_err("over the limit for longer than the wait");
+    assert_eq!(shed.code(), Code::ResourceExhausted);
+    assert!(
+        started.elapsed() >= Duration::from_millis(200),
+        "shed only once its wait ran out"
+    );
+    server.gate.add_permits(1);
+    first.await.expect("task").expect("the admitted call");
+}
+
+async fn call_wait(channel: Channel) -> Result<(), Status> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready()
+        .await
+        .map_err(|error| Status::unavailable(error.to_string()))?;
+    grpc.unary(
+        Request::new(()),
+        http::uri::PathAndQuery::from_static(WAIT_PATH),
+        ProstCodec::<(), ()>::default(),
+    )
+    .await
+    .map(|_| ())
+}
+
 /// A reflection stream (bidirectional) held open: it counts against the streams' budget for
 /// as long as it lasts.
 async fn open_reflection_stream(
