@@ -217,7 +217,8 @@ def _overload(runs: list[Run]) -> str:
     return (
         "## Overload: goodput with more calls in flight than the process serves\n\n"
         f"One notes process (SQLite) per way of setting its limit (`--concurrency-limit` pool: 8 pooled "
-        f"connections x 8 = 64; fixed: {overload.ADMITTED:,}; adaptive), on core 1, h2load on core 0 keeping "
+        f"connections x 8 = 64; pool, no wait: the same with `--admission-wait 0`, every call over the "
+        f"limit shed at once; fixed: {overload.ADMITTED:,}; adaptive), on core 1, h2load on core 0 keeping "
         f'1x, 3x and 10x {overload.ADMITTED:,} calls in flight; "at once": a shed call is retried at once; "paced": '
         f"each connection starts at most {overload.PACED_RPS} calls/s, so the offered load is 1x, 3x, 10x "
         "what the process serves. Counts and "

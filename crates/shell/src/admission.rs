@@ -1,5 +1,5 @@
 //! Admission control: a bound on calls served at once. A unary call over the bound waits a
-//! moment (`--admission-wait`) for a slot, newest first, and is then shed with
+//! moment (`--admission-wait`, 250 ms) for a slot, newest first, and is then shed with
 //! RESOURCE_EXHAUSTED and a retry delay: never an unbounded queue, which only turns overload
 //! into latency for everyone. The wait is what keeps goodput when clients retry a shed call
 //! at once: answered at once, each retry comes straight back and a crowd of them spends the

@@ -45,7 +45,7 @@ pub struct ServeConfig {
     /// waiting call gets the next slot, so admitted calls stay fast while the oldest are shed.
     /// The wait bounds how often a client that retries a shed call at once (ignoring the
     /// retry delay) can come back, so that shedding cannot take the whole CPU. 0 sheds at once.
-    #[arg(long, env = "NOTESUITE_ADMISSION_WAIT", default_value = "100ms", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "NOTESUITE_ADMISSION_WAIT", default_value = "250ms", value_parser = humantime::parse_duration)]
     pub admission_wait: Duration,
 
     /// Streaming calls (watches, imports, reflection) open at once, health watches excepted;
@@ -156,7 +156,7 @@ impl Default for ServeConfig {
             max_connection_age_grace: Duration::from_secs(60),
             max_concurrent_calls: 1024,
             concurrency_limit: ConcurrencyLimit::Pool,
-            admission_wait: Duration::from_millis(100),
+            admission_wait: Duration::from_millis(250),
             max_open_streams: 16_384,
             connection_limit: 4096,
             handshake_timeout: Duration::from_secs(10),
