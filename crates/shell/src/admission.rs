@@ -1,13 +1,16 @@
-//! Admission control: a bound on calls served at once. A unary call over the bound waits a
-//! moment (`--admission-wait`, 250 ms) for a slot, newest first, and is then shed with
-//! RESOURCE_EXHAUSTED and a retry delay: never an unbounded queue, which only turns overload
-//! into latency for everyone. The wait is what keeps goodput when clients retry a shed call
-//! at once: answered at once, each retry comes straight back and a crowd of them spends the
-//! core on shedding (goodput fell to a tenth); held for the wait, the crowd's retries come at
-//! most one per wait per call. Last in, first out keeps admitted calls fast under sustained
-//! overload: the newest waiter gets the next slot, the oldest are shed. Streaming calls are
-//! shed at once. Health checks are exempt, so that an overloaded but healthy process is not
-//! restarted by its orchestrator.
+//! Admission control: a bound on calls served at once. A call over the bound is shed at once
+//! with RESOURCE_EXHAUSTED and a retry delay, never queued: a queue only turns overload into
+//! latency for everyone. Health checks are exempt, so that an overloaded but healthy process
+//! is not restarted by its orchestrator.
+//!
+//! Shedding is not free (HTTP/2 and the layers outside admission: ~8 µs a call here), and
+//! clients that retry a shed call at once, ignoring its retry delay, come straight back: a
+//! crowd of them spent the whole core on being shed and goodput fell to a tenth. So only
+//! `--fast-shed-rate` calls a second are shed at once; past that rate a unary call over the
+//! bound waits a moment (`--admission-wait`, 250 ms) for a slot and is shed only then, so that
+//! a crowd retrying at once comes back at most once per wait per call. The newest waiter gets
+//! the next slot (last in, first out): under sustained overload the calls admitted are those
+//! that waited least, and the oldest are shed. Streaming calls are always shed at once.
 //!
 //! The bound on unary calls adapts to what the process really serves (see `crate::limit`),
 //! with `--max-concurrent-calls` as its ceiling: a fixed bound above capacity queues calls
@@ -47,6 +50,8 @@ const WAITING_PER_CALL: usize = 16;
 #[derive(Debug, Clone)]
 pub(crate) struct AdmissionLayer {
     unary: Arc<AdaptiveLimit>,
+    /// Calls over the limit shed at once, before the others wait; `None`: none are.
+    fast_sheds: Option<Arc<governor::DefaultDirectRateLimiter>>,
     /// How long a unary call over the limit waits for a slot before it is shed.
     wait: Duration,
     /// Unary calls admitted whose answer has not been sent whole: a call leaves the limit
@@ -62,6 +67,7 @@ impl AdmissionLayer {
         max_concurrent_calls: u32,
         concurrency_limit: ConcurrencyLimit,
         capacity: Option<u32>,
+        fast_shed_rate: u32,
         wait: Duration,
         max_open_streams: u32,
         streaming_paths: Arc<HashSet<String>>,
@@ -79,6 +85,12 @@ impl AdmissionLayer {
                     AdaptiveLimit::fixed(unary_limit, max_waiting)
                 }
             },
+            fast_sheds: std::num::NonZeroU32::new(fast_shed_rate).map(|rate| {
+                let burst = std::num::NonZeroU32::new(rate.get().div_ceil(10)).unwrap_or(rate);
+                Arc::new(governor::RateLimiter::direct(
+                    governor::Quota::per_second(rate).allow_burst(burst),
+                ))
+            }),
             wait,
             unary_unfinished: Arc::new(AtomicUsize::new(0)),
             stream_permits: Arc::new(Semaphore::new(max_open_streams as usize)),
@@ -160,6 +172,20 @@ where
                 },
                 Err(_) => AdmissionFuture::Shed,
             };
+        }
+        if let Some(slot) = self.layer.unary.try_acquire() {
+            return AdmissionFuture::Admitted {
+                inner: self.inner.call(request),
+                permit: Some(self.layer.unary_permit(slot)),
+            };
+        }
+        if self
+            .layer
+            .fast_sheds
+            .as_ref()
+            .is_some_and(|fast_sheds| fast_sheds.check().is_ok())
+        {
+            return AdmissionFuture::Shed;
         }
         match self.layer.unary.wait() {
             Wait::Admitted(slot) => AdmissionFuture::Admitted {
@@ -363,6 +389,7 @@ mod tests {
             8,
             ConcurrencyLimit::Adaptive,
             None,
+            0,
             Duration::ZERO,
             8,
             Arc::new(HashSet::new()),

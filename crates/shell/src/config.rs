@@ -41,10 +41,17 @@ pub struct ServeConfig {
     #[arg(long, env = "NOTESUITE_CONCURRENCY_LIMIT", value_enum, default_value_t = ConcurrencyLimit::Pool)]
     pub concurrency_limit: ConcurrencyLimit,
 
-    /// How long a unary call over the limit waits for a slot before it is shed; the newest
-    /// waiting call gets the next slot, so admitted calls stay fast while the oldest are shed.
-    /// The wait bounds how often a client that retries a shed call at once (ignoring the
-    /// retry delay) can come back, so that shedding cannot take the whole CPU. 0 sheds at once.
+    /// Calls over the limit shed at once per second: beyond this rate (clients retrying a shed
+    /// call at once, ignoring its retry delay, would otherwise spend the whole CPU on being
+    /// shed) a call over the limit waits up to `--admission-wait` for a slot before it is shed.
+    /// 0: every call over the limit waits.
+    #[arg(long, env = "NOTESUITE_FAST_SHED_RATE", default_value_t = 10_000)]
+    pub fast_shed_rate: u32,
+
+    /// How long a unary call over the limit, past `--fast-shed-rate`, waits for a slot before
+    /// it is shed. The newest waiting call gets the next slot, so admitted calls stay fast
+    /// while the oldest are shed; a client retrying at once comes back at most once per wait.
+    /// 0: calls over the limit are always shed at once.
     #[arg(long, env = "NOTESUITE_ADMISSION_WAIT", default_value = "250ms", value_parser = humantime::parse_duration)]
     pub admission_wait: Duration,
 
@@ -156,6 +163,7 @@ impl Default for ServeConfig {
             max_connection_age_grace: Duration::from_secs(60),
             max_concurrent_calls: 1024,
             concurrency_limit: ConcurrencyLimit::Pool,
+            fast_shed_rate: 10_000,
             admission_wait: Duration::from_millis(250),
             max_open_streams: 16_384,
             connection_limit: 4096,

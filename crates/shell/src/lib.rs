@@ -192,6 +192,7 @@ where
         config.max_concurrent_calls,
         config.concurrency_limit,
         capacity,
+        config.fast_shed_rate,
         config.admission_wait,
         config.max_open_streams,
         streaming_paths.clone(),

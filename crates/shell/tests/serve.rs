@@ -465,6 +465,7 @@ async fn calls_over_the_limit_are_shed_with_resource_exhausted_but_health_checks
 async fn a_call_over_the_limit_waits_for_a_slot_and_the_newest_waiter_gets_it() {
     let mut server = TestServer::spawn(ServeConfig {
         max_concurrent_calls: 1,
+        fast_shed_rate: 0,
         admission_wait: Duration::from_secs(30),
         ..config()
     })
@@ -499,9 +500,42 @@ async fn a_call_over_the_limit_waits_for_a_slot_and_the_newest_waiter_gets_it() 
 }
 
 #[tokio::test]
+async fn calls_over_the_limit_are_shed_at_once_up_to_the_fast_shed_rate_then_wait() {
+    let mut server = TestServer::spawn(ServeConfig {
+        max_concurrent_calls: 1,
+        fast_shed_rate: 1,
+        admission_wait: Duration::from_secs(30),
+        ..config()
+    })
+    .await;
+    let first = server.start_slow_call().await;
+    let started = std::time::Instant::now();
+    let shed = call_wait(server.channel.clone())
+        .await
+        .expect_err("the first call over the limit");
+    assert_eq!(shed.code(), Code::ResourceExhausted);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "shed at once, not after the wait"
+    );
+    // The rate spent (1 a second, a burst of 1): the next one waits for a slot instead.
+    let waiting = tokio::spawn(call_wait(server.channel.clone()));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!waiting.is_finished(), "waits past the fast-shed rate");
+    server.gate.add_permits(2);
+    first.await.expect("task").expect("the first call");
+    tokio::time::timeout(PATIENCE, waiting)
+        .await
+        .expect("admitted when the slot is given back")
+        .expect("task")
+        .expect("served, not shed");
+}
+
+#[tokio::test]
 async fn a_call_that_waits_out_its_admission_wait_is_shed() {
     let mut server = TestServer::spawn(ServeConfig {
         max_concurrent_calls: 1,
+        fast_shed_rate: 0,
         admission_wait: Duration::from_millis(200),
         ..config()
     })
