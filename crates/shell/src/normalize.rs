@@ -5,7 +5,10 @@
 //!   every other gRPC stack) says RESOURCE_EXHAUSTED;
 //! - bytes that do not decode: tonic says INTERNAL, but the fault is the client's:
 //!   INVALID_ARGUMENT;
-//! - an unknown method: tonic says UNIMPLEMENTED with no message; the message names the path.
+//! - an unknown method: tonic says UNIMPLEMENTED with no message; the message names the path;
+//! - a request whose client went away before it was read (its connection closed while the call
+//!   waited for admission): tonic says UNKNOWN "h2 protocol error: …"; the client is gone, and
+//!   the call counts as CANCELLED, as one it reset does.
 //!
 //! These only ever come as trailers-only answers (status in the headers), which is all this
 //! layer looks at. notesuite's own code never answers OUT_OF_RANGE, and its INTERNAL answers
@@ -22,6 +25,9 @@ use crate::error_status;
 
 /// Prefix of tonic's message for a request that does not decode.
 const DECODE_FAILURE: &str = "failed to decode Protobuf message";
+/// Prefix of tonic's message for a request body that could not be read: the stream or the
+/// connection broke under it.
+const BROKEN_STREAM: &str = "h2 protocol error";
 
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct NormalizeLayer;
@@ -99,6 +105,7 @@ where
 fn replacement(headers: &http::HeaderMap, path: &str) -> Option<Status> {
     let code = headers.get(Status::GRPC_STATUS)?;
     let code = match code.as_bytes() {
+        b"2" => Code::Unknown,
         b"11" => Code::OutOfRange,
         b"12" => Code::Unimplemented,
         b"13" => Code::Internal,
@@ -119,6 +126,15 @@ fn replacement(headers: &http::HeaderMap, path: &str) -> Option<Status> {
                 status.message()
             ),
         )),
+        Code::Unknown if status.message().starts_with(BROKEN_STREAM) => {
+            tracing::debug!(
+                error = status.message(),
+                "the client went away before its request was read"
+            );
+            Some(Status::cancelled(
+                "the client went away before its request was read",
+            ))
+        }
         Code::Unimplemented if status.message().is_empty() => Some(error_status(
             Code::Unimplemented,
             "UNKNOWN_METHOD",
@@ -155,5 +171,12 @@ mod tests {
         let unknown =
             replacement(&headers_of(&Status::unimplemented("")), "/a.B/C").expect("rewritten");
         assert!(unknown.message().contains("/a.B/C"));
+        let gone = Status::unknown("h2 protocol error: error reading a body from connection");
+        let gone = replacement(&headers_of(&gone), "/a.B/C").expect("rewritten");
+        assert_eq!(gone.code(), Code::Cancelled);
+        assert!(
+            replacement(&headers_of(&Status::unknown("something else")), "/a.B/C").is_none(),
+            "only the broken stream's UNKNOWN"
+        );
     }
 }
