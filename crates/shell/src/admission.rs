@@ -278,8 +278,9 @@ where
                             continue;
                         }
                     };
+                    // Taken only here, and the state changes right after: always there.
                     let Some((mut service, request)) = call.take() else {
-                        return Poll::Pending;
+                        return Poll::Ready(Ok(shed_response()));
                     };
                     let permit = layer.unary_permit(slot);
                     let inner = service.call(request);

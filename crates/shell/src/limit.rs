@@ -211,9 +211,17 @@ impl AdaptiveLimit {
         if let Some(slot) = self.try_acquire() {
             return Wait::Admitted(slot);
         }
+        if self.max_waiting == 0 {
+            return Wait::Full;
+        }
         let (sender, receiver) = oneshot::channel();
         {
             let mut queue = lock(&self.queue);
+            // Waiters that left (shed at the end of their wait, cancelled) are the oldest under
+            // last in, first out: drop them from the front as they pile up.
+            while queue.front().is_some_and(oneshot::Sender::is_closed) {
+                queue.pop_front();
+            }
             if queue.len() >= self.max_waiting {
                 queue.retain(|sender| !sender.is_closed());
                 if queue.len() >= self.max_waiting {
@@ -235,32 +243,49 @@ impl AdaptiveLimit {
         }
     }
 
-    /// Takes a place under the limit if there is one.
+    /// Takes a place under the limit if there is one. A compare-and-swap rather than an
+    /// increment undone on failure: a failed attempt must never make the count look higher
+    /// than it is, or a slot given back at that moment could be missed by the waiters.
     fn take(&self) -> bool {
-        let before = self.in_flight.fetch_add(1, Ordering::SeqCst);
-        if before >= self.limit.load(Ordering::Relaxed) {
-            self.in_flight.fetch_sub(1, Ordering::SeqCst);
-            return false;
+        let limit = self.limit.load(Ordering::Relaxed);
+        let mut current = self.in_flight.load(Ordering::SeqCst);
+        while current < limit {
+            match self.in_flight.compare_exchange_weak(
+                current,
+                current + 1,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            ) {
+                Ok(_) => return true,
+                Err(now) => current = now,
+            }
         }
-        true
+        false
     }
 
-    /// Gives a place back, to the newest call waiting for one if any.
+    /// Gives a place back, and hands every place free to the newest calls waiting for one
+    /// (more than one when the adaptive limit has just grown).
     fn release(&self) {
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
-        if self.waiting.load(Ordering::SeqCst) == 0 || !self.take() {
-            return;
-        }
-        let mut queue = lock(&self.queue);
-        while let Some(waiter) = queue.pop_back() {
-            if waiter.send(()).is_ok() {
-                self.waiting.store(queue.len(), Ordering::SeqCst);
+        while self.waiting.load(Ordering::SeqCst) != 0 && self.take() {
+            let mut queue = lock(&self.queue);
+            let handed = loop {
+                match queue.pop_back() {
+                    Some(waiter) => {
+                        if waiter.send(()).is_ok() {
+                            break true;
+                        }
+                    }
+                    None => break false,
+                }
+            };
+            self.waiting.store(queue.len(), Ordering::SeqCst);
+            if !handed {
+                // Under the lock: a call joining the queue after this looks at the limit again.
+                self.in_flight.fetch_sub(1, Ordering::SeqCst);
                 return;
             }
         }
-        self.waiting.store(0, Ordering::SeqCst);
-        // Under the lock: a call joining the queue after this looks at the limit again.
-        self.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 
     fn record(&self, rtt: Duration, in_flight: usize) {
@@ -558,6 +583,23 @@ mod tests {
         drop(older);
         assert_eq!(limit.in_flight(), 0);
         assert_eq!(limit.waiting.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_slot_given_back_after_the_limit_grew_frees_every_place_it_gained() {
+        let limit = AdaptiveLimit::fixed(1, 4);
+        let first = limit.try_acquire().expect("room");
+        let mut waiters: Vec<Waiter> = (0..3).map(|_| waiting(&limit)).collect();
+        // The adaptive limit grows by two while they wait: the next slot given back lets all
+        // three in, not one.
+        limit.limit.store(3, Ordering::Relaxed);
+        drop(first);
+        let slots: Vec<Slot> = waiters.iter_mut().filter_map(poll_once).collect();
+        assert_eq!(slots.len(), 3);
+        assert_eq!(limit.in_flight(), 3);
+        drop(slots);
+        drop(waiters);
+        assert_eq!(limit.in_flight(), 0);
     }
 
     #[test]
