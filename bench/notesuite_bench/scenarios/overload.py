@@ -44,12 +44,16 @@ METHODS = ("ListNotes", "CreateNote")
 AT_ONCE = "at once"
 PACED = "paced"
 CROWDS = (AT_ONCE, PACED)
-# `--concurrency-limit` of the notes process, side by side; the binary's default first. "pool,
-# no wait" is the default limit with `--admission-wait 0`: every call over the limit shed at
-# once, as before the admission wait.
-NO_WAIT = ", no wait"
-LIMITS = ("pool", f"pool{NO_WAIT}", "fixed", "adaptive")
+# Each way of setting the limit, side by side, as the notes process's environment; the binary's
+# default first. "pool, no wait" is the default limit with `--admission-wait 0`: every call over
+# the limit shed at once, as before the admission wait.
 ADMISSION_WAIT_ENV = "NOTESUITE_ADMISSION_WAIT"
+LIMITS = {
+    "pool": {CONCURRENCY_LIMIT_ENV: "pool"},
+    "pool, no wait": {CONCURRENCY_LIMIT_ENV: "pool", ADMISSION_WAIT_ENV: "0ms"},
+    "fixed": {CONCURRENCY_LIMIT_ENV: "fixed"},
+    "adaptive": {CONCURRENCY_LIMIT_ENV: "adaptive"},
+}
 # Per connection: 8 connections offer about what one notes process serves on one core.
 PACED_RPS = 375
 SEEDED_NOTES = 20
@@ -128,7 +132,7 @@ def _run_limit(context: Context, limit: str) -> list[Run]:
     runs = []
     with context.process_group() as group:
         notes = context.notesuite.start(
-            group, "notes", name=f"notes-{limit.replace(NO_WAIT, '-no-wait')}", env=_limit_env(limit), adaptive=True
+            group, "notes", name=f"notes-{limit.replace(', ', '-').replace(' ', '-')}", env=LIMITS[limit], adaptive=True
         )
         token = user_token(context.notesuite.keys_dir / "jwt-private.pem")
         context.stubs.create_notes(
@@ -156,13 +160,6 @@ def _run_limit(context: Context, limit: str) -> list[Run]:
                         series = series_name(method, crowd, limit)
                         runs.append(context.guarded(NAME, series, round_, load.in_flight, measure))
     return runs
-
-
-def _limit_env(limit: str) -> dict[str, str]:
-    """The notes process's environment for one of LIMITS."""
-    if limit.endswith(NO_WAIT):
-        return {CONCURRENCY_LIMIT_ENV: limit.removesuffix(NO_WAIT), ADMISSION_WAIT_ENV: "0ms"}
-    return {CONCURRENCY_LIMIT_ENV: limit}
 
 
 def _measure(

@@ -173,44 +173,42 @@ where
                 Err(_) => AdmissionFuture::Shed,
             };
         }
-        if let Some(slot) = self.layer.unary.try_acquire() {
-            return AdmissionFuture::Admitted {
-                inner: self.inner.call(request),
-                permit: Some(self.layer.unary_permit(slot)),
-            };
-        }
-        if self
-            .layer
-            .fast_sheds
-            .as_ref()
-            .is_some_and(|fast_sheds| fast_sheds.check().is_ok())
-        {
-            return AdmissionFuture::Shed;
-        }
-        match self.layer.unary.wait() {
-            Wait::Admitted(slot) => AdmissionFuture::Admitted {
-                inner: self.inner.call(request),
-                permit: Some(self.layer.unary_permit(slot)),
-            },
-            Wait::Waiting(waiter) => {
-                // The service polled ready goes with the call; this one keeps a clone.
-                let clone = self.inner.clone();
-                AdmissionFuture::Waiting {
-                    waiter,
-                    timeout: tokio::time::sleep(self.layer.wait),
-                    call: Some((std::mem::replace(&mut self.inner, clone), request)),
-                    layer: self.layer.clone(),
+        let slot = match self.layer.unary.try_acquire() {
+            Some(slot) => slot,
+            None if self.layer.shed_at_once() => return AdmissionFuture::Shed,
+            None => match self.layer.unary.wait() {
+                Wait::Admitted(slot) => slot,
+                Wait::Waiting(waiter) => {
+                    // The service polled ready goes with the call; this one keeps a clone.
+                    let clone = self.inner.clone();
+                    return AdmissionFuture::Waiting {
+                        waiter,
+                        timeout: tokio::time::sleep(self.layer.wait),
+                        call: Some((std::mem::replace(&mut self.inner, clone), request)),
+                        unfinished: self.layer.unary_unfinished.clone(),
+                    };
                 }
-            }
-            Wait::Full => AdmissionFuture::Shed,
+                Wait::Full => return AdmissionFuture::Shed,
+            },
+        };
+        AdmissionFuture::Admitted {
+            inner: self.inner.call(request),
+            permit: Some(unary_permit(slot, &self.layer.unary_unfinished)),
         }
     }
 }
 
 impl AdmissionLayer {
-    fn unary_permit(&self, slot: Slot) -> Permit {
-        Permit::UntilAnswered(slot, Unfinished::new(&self.unary_unfinished))
+    /// Whether a unary call over the limit is shed at once: while the fast-shed rate allows.
+    fn shed_at_once(&self) -> bool {
+        self.fast_sheds
+            .as_ref()
+            .is_some_and(|fast_sheds| fast_sheds.check().is_ok())
     }
+}
+
+fn unary_permit(slot: Slot, unfinished: &Arc<AtomicUsize>) -> Permit {
+    Permit::UntilAnswered(slot, Unfinished::new(unfinished))
 }
 
 pin_project_lite::pin_project! {
@@ -224,7 +222,7 @@ pin_project_lite::pin_project! {
             #[pin] waiter: Waiter,
             #[pin] timeout: tokio::time::Sleep,
             call: Option<(S, http::Request<Body>)>,
-            layer: AdmissionLayer,
+            unfinished: Arc<AtomicUsize>,
         },
         Shed,
     }
@@ -268,7 +266,7 @@ where
                     waiter,
                     timeout,
                     call,
-                    layer,
+                    unfinished,
                 } => {
                     let slot = match waiter.poll(cx) {
                         Poll::Ready(slot) => slot,
@@ -282,7 +280,7 @@ where
                     let Some((mut service, request)) = call.take() else {
                         return Poll::Ready(Ok(shed_response()));
                     };
-                    let permit = layer.unary_permit(slot);
+                    let permit = unary_permit(slot, unfinished);
                     let inner = service.call(request);
                     self.set(AdmissionFuture::Admitted {
                         inner,

@@ -24,8 +24,8 @@ pub struct ServeConfig {
     pub max_connection_age_grace: Duration,
 
     /// Most unary calls served at once (health checks excepted), and the ceiling of the
-    /// adaptive limit. Calls over the current limit are shed at once with RESOURCE_EXHAUSTED
-    /// and a retry delay instead of queueing.
+    /// pool-sized and adaptive limits. Calls over the current limit are shed with
+    /// RESOURCE_EXHAUSTED and a retry delay (see `--fast-shed-rate` and `--admission-wait`).
     #[arg(long, env = "NOTESUITE_MAX_CONCURRENT_CALLS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_concurrent_calls: u32,
 

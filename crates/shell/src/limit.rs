@@ -206,11 +206,9 @@ impl AdaptiveLimit {
         self.take().then(|| Slot::new(self.clone()))
     }
 
-    /// A slot now, or a place among the calls waiting for one.
+    /// A place among the calls waiting for a slot, for a call that found none (or the slot
+    /// given back meanwhile).
     pub(crate) fn wait(self: &Arc<Self>) -> Wait {
-        if let Some(slot) = self.try_acquire() {
-            return Wait::Admitted(slot);
-        }
         if self.max_waiting == 0 {
             return Wait::Full;
         }
