@@ -43,7 +43,7 @@ impl GatewayApi {
             .unwrap_or(self.default_deadline);
         Deadline::from_grpc_timeout(
             metadata
-                .get(GRPC_TIMEOUT)
+                .get(GRPC_TIMEOUT.as_str())
                 .and_then(|value| value.to_str().ok()),
             default,
         )

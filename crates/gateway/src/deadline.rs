@@ -7,7 +7,9 @@ use std::time::Duration;
 use http::{HeaderMap, HeaderValue};
 use tokio::time::Instant;
 
-pub(crate) const GRPC_TIMEOUT: &str = "grpc-timeout";
+pub(crate) static GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
+/// A call's status code, in its trailers (or its headers, when it has no message).
+pub(crate) static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
 
 /// A point in time after which nobody waits for the answer.
 #[derive(Debug, Clone, Copy)]
@@ -18,7 +20,7 @@ impl Deadline {
     pub(crate) fn from_headers(headers: &HeaderMap, default: Duration) -> Self {
         Self::from_grpc_timeout(
             headers
-                .get(GRPC_TIMEOUT)
+                .get(&GRPC_TIMEOUT)
                 .and_then(|value| value.to_str().ok()),
             default,
         )
@@ -27,7 +29,7 @@ impl Deadline {
     /// The client's own deadline, if it set a valid one.
     pub(crate) fn from_client(headers: &HeaderMap) -> Option<Self> {
         headers
-            .get(GRPC_TIMEOUT)
+            .get(&GRPC_TIMEOUT)
             .and_then(|value| value.to_str().ok())
             .and_then(shell::parse_grpc_timeout)
             .map(|timeout| Self(Instant::now() + timeout))
@@ -52,7 +54,7 @@ impl Deadline {
     /// Writes the remaining budget as this call's `grpc-timeout`.
     pub(crate) fn apply_to(self, headers: &mut HeaderMap) {
         if let Ok(value) = HeaderValue::from_str(&encode_grpc_timeout(self.remaining())) {
-            headers.insert(GRPC_TIMEOUT, value);
+            headers.insert(GRPC_TIMEOUT.clone(), value);
         }
     }
 }

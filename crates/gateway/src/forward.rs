@@ -31,7 +31,7 @@ use tower::Layer as _;
 use tower::ServiceExt as _;
 use tower::retry::budget::Budget as _;
 
-use crate::deadline::{Deadline, GRPC_TIMEOUT};
+use crate::deadline::{Deadline, GRPC_STATUS, GRPC_TIMEOUT};
 use crate::deletions::AccountDeletions;
 use crate::limits::InFlightPermit;
 use crate::policy::{self, Access, Idempotency, MethodPolicy, Shape};
@@ -165,7 +165,7 @@ impl<R: Route> tower_service::Service<http::Request<Body>> for Forward<R> {
         };
         if deadline.is_none() {
             // A malformed one means none; the backend must not read it otherwise.
-            request.headers_mut().remove(GRPC_TIMEOUT);
+            request.headers_mut().remove(&GRPC_TIMEOUT);
         }
         // `host` is HTTP/1 only; the channel sets the backend's `:authority`.
         request.headers_mut().remove(http::header::HOST);
@@ -337,7 +337,7 @@ impl Call {
                 // (Trailers only — grpc-status in the headers — is whole as it is.)
                 Attempt::Answered(response)
                     if !http_body::Body::is_end_stream(response.body())
-                        && !response.headers().contains_key("grpc-status") =>
+                        && !response.headers().contains_key(&GRPC_STATUS) =>
                 {
                     let (parts, body) = response.into_parts();
                     match self.read_answer(body).await {

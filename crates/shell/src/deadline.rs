@@ -19,6 +19,9 @@ use tonic::body::Body;
 
 use crate::error_status;
 
+/// The header a caller's deadline comes in.
+static GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
+
 /// How much earlier than the caller's deadline this layer gives up: more than the time
 /// between tonic's timer starting and this layer seeing the call (on a loaded machine,
 /// hundreds of microseconds when the task is preempted in between), and at most half of a
@@ -127,7 +130,7 @@ where
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let timeout = request
             .headers()
-            .get("grpc-timeout")
+            .get(&GRPC_TIMEOUT)
             .and_then(|value| value.to_str().ok())
             .and_then(parse_grpc_timeout);
         let Some(timeout) = timeout else {

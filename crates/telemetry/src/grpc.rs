@@ -23,7 +23,7 @@ use bytes::Bytes;
 use http_body::Frame;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{BoundHistogram, BoundUpDownCounter, Histogram, UpDownCounter};
-use opentelemetry::propagation::{Extractor, Injector};
+use opentelemetry::propagation::Extractor;
 use tonic::Status;
 use tonic::body::Body;
 use tracing::Span;
@@ -362,6 +362,9 @@ where
             };
         }
         let labels = self.layer.labels.get(request.uri().path());
+        // Without an exporter a client span would be built and thrown away on every call:
+        // the next hop continues the current (server) span's trace instead, so its logs carry
+        // the same trace id.
         let span = if self.layer.attributes {
             let span = tracing::debug_span!(
                 target: "notesuite::grpc",
@@ -382,14 +385,12 @@ where
                     span.record("server.port", port);
                 }
             }
+            inject_trace_context(&span.context(), request.headers_mut());
             span
         } else {
-            tracing::debug_span!(target: "notesuite::grpc", "grpc.client")
+            inject_trace_context(&Span::current().context(), request.headers_mut());
+            Span::none()
         };
-        let context = span.context();
-        opentelemetry::global::get_text_map_propagator(|propagator| {
-            propagator.inject_context(&context, &mut HeaderInjector(request.headers_mut()));
-        });
         let call = Call::start(labels, self.layer.instruments.clone(), span);
         let inner = call.span.in_scope(|| self.inner.call(request));
         CallFuture {
@@ -513,7 +514,7 @@ where
 /// The `grpc-status` of a header block, if it has one. Only the code: the metrics and spans
 /// need nothing else, and decoding a whole `Status` (message, details) on every call is waste.
 fn status_code(headers: &http::HeaderMap) -> Option<tonic::Code> {
-    let value = headers.get("grpc-status")?;
+    let value = headers.get(&GRPC_STATUS)?;
     let code = std::str::from_utf8(value.as_bytes())
         .ok()?
         .parse::<i32>()
@@ -588,16 +589,48 @@ impl Extractor for HeaderExtractor<'_> {
     }
 }
 
-struct HeaderInjector<'a>(&'a mut http::HeaderMap);
+static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+static TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
 
-impl Injector for HeaderInjector<'_> {
-    fn set(&mut self, key: &str, value: String) {
-        if let (Ok(name), Ok(value)) = (
-            http::HeaderName::from_bytes(key.as_bytes()),
-            http::HeaderValue::from_str(&value),
-        ) {
-            self.0.insert(name, value);
-        }
+/// Writes `context`'s span as W3C trace context (`traceparent`, and `tracestate` when it has
+/// one) — what the `TraceContextPropagator` set in [`crate::init`] writes, without its
+/// `format!` and header-name parsing on every call.
+fn inject_trace_context(context: &opentelemetry::Context, headers: &mut http::HeaderMap) {
+    use opentelemetry::trace::TraceContextExt as _;
+    let span = context.span();
+    let span_context = span.span_context();
+    if !span_context.is_valid() {
+        return;
+    }
+    // 00-<32 hex trace id>-<16 hex span id>-<2 hex flags>
+    let mut value = [0u8; 55];
+    value[..3].copy_from_slice(b"00-");
+    hex_into(&mut value[3..35], &span_context.trace_id().to_bytes());
+    value[35] = b'-';
+    hex_into(&mut value[36..52], &span_context.span_id().to_bytes());
+    value[52] = b'-';
+    hex_into(
+        &mut value[53..55],
+        &[span_context.trace_flags().to_u8() & opentelemetry::trace::TraceFlags::SAMPLED.to_u8()],
+    );
+    if let Ok(value) = http::HeaderValue::from_bytes(&value) {
+        headers.insert(TRACEPARENT.clone(), value);
+    }
+    let state = span_context.trace_state().header();
+    if !state.is_empty()
+        && let Ok(value) = http::HeaderValue::from_str(&state)
+    {
+        headers.insert(TRACESTATE.clone(), value);
+    }
+}
+
+/// Lower-case hex of `bytes` into `out` (twice as long).
+fn hex_into(out: &mut [u8], bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (pair, byte) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX[usize::from(byte >> 4)];
+        pair[1] = HEX[usize::from(byte & 0xf)];
     }
 }
 
@@ -651,6 +684,44 @@ mod tests {
             })
             .map(|metric| metric.get_histogram().get_sample_count())
             .sum()
+    }
+
+    #[test]
+    fn trace_context_is_written_as_the_w3c_propagator_writes_it() {
+        use opentelemetry::propagation::TextMapPropagator as _;
+        use opentelemetry::trace::{
+            SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState,
+        };
+        let propagator = opentelemetry_sdk::propagation::TraceContextPropagator::new();
+        let state = TraceState::from_key_value([("vendor", "opaque")]).expect("state");
+        for (flags, state) in [
+            (TraceFlags::SAMPLED, TraceState::default()),
+            (TraceFlags::default(), state),
+        ] {
+            let context = opentelemetry::Context::new().with_remote_span_context(SpanContext::new(
+                TraceId::from_hex("0af7651916cd43dd8448eb211c80319c").expect("trace id"),
+                SpanId::from_hex("b7ad6b7169203331").expect("span id"),
+                flags,
+                true,
+                state,
+            ));
+            let mut expected = std::collections::HashMap::new();
+            propagator.inject_context(&context, &mut expected);
+            // The propagator writes an empty `tracestate` too; W3C lets it be left out.
+            expected.retain(|_, value: &mut String| !value.is_empty());
+            let mut headers = http::HeaderMap::new();
+            inject_trace_context(&context, &mut headers);
+            let written: std::collections::HashMap<String, String> = headers
+                .iter()
+                .map(|(name, value)| {
+                    (name.to_string(), value.to_str().expect("ascii").to_owned())
+                })
+                .collect();
+            assert_eq!(written, expected);
+        }
+        let mut headers = http::HeaderMap::new();
+        inject_trace_context(&opentelemetry::Context::new(), &mut headers);
+        assert!(headers.is_empty(), "no span: nothing to hand on");
     }
 
     #[tokio::test]

@@ -21,7 +21,7 @@ fn deadline_headers() {
         let mut parts = input.split(|&byte| byte == 0);
         while let (Some(name), Some(value)) = (parts.next(), parts.next()) {
             let name = match name {
-                [b'!', ..] => http::HeaderName::from_static(GRPC_TIMEOUT),
+                [b'!', ..] => GRPC_TIMEOUT.clone(),
                 name => match http::HeaderName::from_bytes(name) {
                     Ok(name) => name,
                     Err(_) => continue,
@@ -32,7 +32,7 @@ fn deadline_headers() {
             }
         }
         let client = headers
-            .get(GRPC_TIMEOUT)
+            .get(&GRPC_TIMEOUT)
             .and_then(|value| value.to_str().ok())
             .and_then(shell::parse_grpc_timeout);
         let before = Instant::now();
@@ -44,7 +44,7 @@ fn deadline_headers() {
         let allowed = deadline.remaining();
         deadline.apply_to(&mut headers);
         let written = headers
-            .get(GRPC_TIMEOUT)
+            .get(&GRPC_TIMEOUT)
             .and_then(|value| value.to_str().ok())
             .and_then(shell::parse_grpc_timeout)
             .expect("the gateway writes a grpc-timeout the backend can read");
