@@ -15,9 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use h2::client::SendRequest;
 use http_body_util::{BodyExt as _, Full};
-use hyper::client::conn::http2::SendRequest;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::body::Body;
@@ -76,7 +75,7 @@ struct Ejection {
 }
 
 pub(super) struct Connection {
-    sender: SendRequest<Body>,
+    sender: SendRequest<Bytes>,
     in_flight: AtomicUsize,
     /// Calls it carries before it counts as full: the backends' default
     /// `--max-concurrent-streams` (a backend announcing fewer makes HTTP/2 queue the rest).
@@ -272,8 +271,8 @@ impl Endpoint {
 }
 
 impl Connection {
-    pub(super) fn sender(&self) -> SendRequest<Body> {
-        self.sender.clone()
+    pub(super) fn sender(&self) -> &SendRequest<Bytes> {
+        &self.sender
     }
 
     pub(super) fn in_flight(&self) -> &AtomicUsize {
@@ -291,7 +290,9 @@ enum ConnectError {
     #[error("no answer within {0:?}")]
     Timeout(Duration),
     #[error("HTTP/2: {0}")]
-    Http(#[from] hyper::Error),
+    Http(#[from] h2::Error),
+    #[error("health check: {0}")]
+    Call(#[from] super::stream::CallError),
     #[error("health check answered {0}")]
     NotServing(String),
 }
@@ -326,9 +327,8 @@ async fn connect(
                 )));
             }
         };
-        let mut probe_sender = sender.clone();
         let status = tokio::select! {
-            status = check_health(&mut probe_sender, endpoint, upstream.service) => status?,
+            status = check_health(&sender, endpoint, upstream.service) => status?,
             _ = &mut end => return Err(ConnectError::NotServing("a closed connection".into())),
         };
         if status != SERVING {
@@ -358,29 +358,53 @@ async fn connect(
         .map_err(|_| ConnectError::Timeout(timeout))?
 }
 
-/// An HTTP/2 connection over `io`, driven by a task of its own; its sender, and a signal that
-/// the connection ended.
+/// An HTTP/2 connection over `io`, driven by a task of its own that also pings the backend
+/// every `keepalive` (busy or idle) and closes the connection when a ping goes unanswered for
+/// as long: its sender, and a signal that the connection ended.
 async fn start_http2<IO>(
     io: IO,
     upstream: &Settings,
-) -> Result<(SendRequest<Body>, tokio::sync::oneshot::Receiver<()>), ConnectError>
+) -> Result<(SendRequest<Bytes>, tokio::sync::oneshot::Receiver<()>), ConnectError>
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .initial_stream_window_size(STREAM_WINDOW)
+    let (sender, mut connection) = h2::client::Builder::new()
+        .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(STREAM_WINDOW * BACKEND_STREAMS)
-        .keep_alive_interval(upstream.keepalive)
-        .keep_alive_timeout(upstream.keepalive)
-        .keep_alive_while_idle(true)
-        .handshake(TokioIo::new(io))
+        // As hyper's client: no server push, at most 100 streams until the backend's
+        // SETTINGS say how many (the health check waits for them anyway), 16 KiB of headers.
+        .enable_push(false)
+        .initial_max_send_streams(100)
+        .max_header_list_size(16 * 1024)
+        .handshake::<_, Bytes>(io)
         .await?;
+    let keepalive = upstream.keepalive;
+    let mut ping_pong = connection.ping_pong();
     let (ended, end) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
+        let unanswered = async {
+            let Some(ping_pong) = ping_pong.as_mut() else {
+                return std::future::pending().await;
+            };
+            loop {
+                tokio::time::sleep(keepalive).await;
+                match tokio::time::timeout(keepalive, ping_pong.ping(h2::Ping::opaque())).await {
+                    Ok(Ok(_pong)) => {}
+                    // The connection ended: the other branch sees it.
+                    Ok(Err(_)) => return std::future::pending().await,
+                    Err(_) => return,
+                }
+            }
+        };
         // Ends on GOAWAY (the calls under way carry on), on a lost connection, or when every
-        // sender is dropped.
-        let _ = connection.await;
+        // sender is dropped; or is dropped, closing the socket, when a ping goes unanswered
+        // (the calls on it then fail at once).
+        tokio::select! {
+            _ = &mut connection => {}
+            () = unanswered => {
+                tracing::warn!(?keepalive, "backend connection closed: a ping went unanswered");
+            }
+        }
         let _ = ended.send(());
     });
     Ok((sender, end))
@@ -391,7 +415,7 @@ const SERVING: u64 = 1;
 
 /// Asks `grpc.health.v1.Health/Check` about `service`; the status answered.
 async fn check_health(
-    sender: &mut SendRequest<Body>,
+    sender: &SendRequest<Bytes>,
     endpoint: &Endpoint,
     service: &str,
 ) -> Result<u64, ConnectError> {
@@ -408,14 +432,20 @@ async fn check_health(
         .path_and_query("/grpc.health.v1.Health/Check")
         .build()
         .map_err(|error| ConnectError::NotServing(error.to_string()))?;
-    let request = http::Request::post(uri)
+    let head = http::Request::post(uri)
+        .version(http::Version::HTTP_2)
         .header(http::header::CONTENT_TYPE, "application/grpc")
         .header("te", "trailers")
-        .body(Body::new(Full::new(Bytes::from(frame))))
+        .body(())
         .map_err(|error| ConnectError::NotServing(error.to_string()))?;
-    let response = sender.send_request(request).await?;
+    let body = Body::new(Full::new(Bytes::from(frame)));
+    let response = super::stream::send(sender, head, body).await?;
     let (parts, body) = response.into_parts();
-    let collected = body.collect().await?;
+    let body = super::stream::answer_body(body, ());
+    let collected = body
+        .collect()
+        .await
+        .map_err(|status| ConnectError::NotServing(status.to_string()))?;
     let grpc_status = collected
         .trailers()
         .and_then(|trailers| trailers.get("grpc-status"))

@@ -13,8 +13,9 @@
 //!   refusing).
 //!
 //! A call is sent on a [`Lease`]: the replica and connection picked for it, counted in flight
-//! until its answer ends. Sending goes straight to hyper's HTTP/2 connection: no worker task
-//! and no queue in between (tonic's `Channel` passes every call through a `Buffer` task).
+//! until its answer ends. The call opens its HTTP/2 stream itself, in the caller's task
+//! ([`stream`]): no worker task and no queue in between (tonic's `Channel` passes every call
+//! through a `Buffer` task, hyper's client through the connection's task and a task per call).
 //!
 //! tonic's `Channel::balance_channel` was not used: it reports a constant load (random picks),
 //! runs every call through one worker task and keeps dead endpoints as ready
@@ -25,6 +26,7 @@
 mod discovery;
 mod endpoint;
 pub(crate) mod retry;
+mod stream;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -346,27 +348,24 @@ impl Lease {
         if let Ok(uri) = uri.build() {
             parts.uri = uri;
         }
-        let request = http::Request::from_parts(parts, body);
-        match self.connection.sender().send_request(request).await {
+        // Whatever HTTP version the caller spoke, this goes out as HTTP/2.
+        parts.version = http::Version::HTTP_2;
+        let head = http::Request::from_parts(parts, ());
+        match stream::send(self.connection.sender(), head, body).await {
             Ok(response) => {
                 let unavailable = response
                     .headers()
-                    .get("grpc-status")
+                    .get(&crate::deadline::GRPC_STATUS)
                     .is_some_and(|status| status.as_bytes() == b"14");
                 self.record(if unavailable {
                     Outcome::Failed
                 } else {
                     Outcome::Answered
                 });
-                Ok(response.map(|body| {
-                    Body::new(http_body_util::BodyExt::map_frame(body, move |frame| {
-                        let _held = &self;
-                        frame
-                    }))
-                }))
+                Ok(response.map(|recv| stream::answer_body(recv, self)))
             }
             Err(error) => {
-                let refused = never_reached_the_backend(&error);
+                let refused = error.never_processed();
                 self.record(if refused {
                     Outcome::Refused
                 } else {
@@ -415,29 +414,6 @@ impl From<NoLease> for SendError {
             source: Box::new(refusal),
         }
     }
-}
-
-/// Whether `error` says the request never reached the backend's handler: the connection had
-/// closed before sending it, or HTTP/2 refused the stream (REFUSED_STREAM, or a GOAWAY whose
-/// last stream id excluded it) — the cases HTTP/2 itself says are safe to retry. A stream the
-/// backend had accepted and lost with its connection fails otherwise, and is not retried
-/// unless the method is idempotent.
-fn never_reached_the_backend(error: &hyper::Error) -> bool {
-    if error.is_canceled() {
-        // hyper cancels requests a connection closed before sending.
-        return true;
-    }
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(error) = source {
-        if let Some(h2) = error.downcast_ref::<h2::Error>()
-            && (h2.reason() == Some(h2::Reason::REFUSED_STREAM)
-                || h2.is_go_away() && h2.is_remote())
-        {
-            return true;
-        }
-        source = error.source();
-    }
-    false
 }
 
 impl tower_service::Service<http::Request<Body>> for Upstream {
