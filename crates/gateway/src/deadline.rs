@@ -51,9 +51,12 @@ impl Deadline {
         self.0
     }
 
-    /// Writes the remaining budget as this call's `grpc-timeout`.
+    /// Writes the remaining budget as this call's `grpc-timeout`. Marked never to be indexed
+    /// by HPACK: its value is new on every call, and adding it to the connection's table would
+    /// only push out the headers that repeat (which then go out as literals again).
     pub(crate) fn apply_to(self, headers: &mut HeaderMap) {
-        if let Ok(value) = HeaderValue::from_str(&encode_grpc_timeout(self.remaining())) {
+        if let Ok(mut value) = HeaderValue::from_str(&encode_grpc_timeout(self.remaining())) {
+            value.set_sensitive(true);
             headers.insert(GRPC_TIMEOUT.clone(), value);
         }
     }

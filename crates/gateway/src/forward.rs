@@ -325,8 +325,7 @@ impl Call {
         let mut avoid = None;
         loop {
             attempts += 1;
-            let mut request =
-                http::Request::from_parts(parts.clone(), Body::new(Full::new(bytes.clone())));
+            let mut request = resend(&parts, Body::new(Full::new(bytes.clone())));
             if let Some(deadline) = self.deadline {
                 deadline.apply_to(request.headers_mut());
             }
@@ -493,6 +492,17 @@ impl Call {
             return Some(Body::new(Buffered(read.into())));
         }
     }
+}
+
+/// The request `parts` came as, with `body`: its method, URI and headers, not the extensions
+/// the server stack attached on the way in (nothing on the way out reads them).
+fn resend(parts: &http::request::Parts, body: Body) -> http::Request<Body> {
+    let mut request = http::Request::new(body);
+    *request.method_mut() = parts.method.clone();
+    *request.uri_mut() = parts.uri.clone();
+    *request.version_mut() = parts.version;
+    *request.headers_mut() = parts.headers.clone();
+    request
 }
 
 /// After a forwarded DeleteUser: when users answered OK, the account's tokens are refused

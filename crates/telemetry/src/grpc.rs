@@ -614,7 +614,10 @@ fn inject_trace_context(context: &opentelemetry::Context, headers: &mut http::He
         &mut value[53..55],
         &[span_context.trace_flags().to_u8() & opentelemetry::trace::TraceFlags::SAMPLED.to_u8()],
     );
-    if let Ok(value) = http::HeaderValue::from_bytes(&value) {
+    // New on every call: kept out of HPACK's table (never indexed), where it would only push
+    // out the headers that repeat.
+    if let Ok(mut value) = http::HeaderValue::from_bytes(&value) {
+        value.set_sensitive(true);
         headers.insert(TRACEPARENT.clone(), value);
     }
     let state = span_context.trace_state().header();
