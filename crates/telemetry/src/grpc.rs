@@ -716,9 +716,7 @@ mod tests {
             inject_trace_context(&context, &mut headers);
             let written: std::collections::HashMap<String, String> = headers
                 .iter()
-                .map(|(name, value)| {
-                    (name.to_string(), value.to_str().expect("ascii").to_owned())
-                })
+                .map(|(name, value)| (name.to_string(), value.to_str().expect("ascii").to_owned()))
                 .collect();
             assert_eq!(written, expected);
         }

@@ -202,7 +202,11 @@ impl<G: Unpin> http_body::Body for Answer<G> {
         }
         let trailers = ready!(self.recv.poll_trailers(cx));
         self.done = true;
-        Poll::Ready(trailers.transpose().map(|trailers| trailers.map(Frame::trailers)))
+        Poll::Ready(
+            trailers
+                .transpose()
+                .map(|trailers| trailers.map(Frame::trailers)),
+        )
     }
 
     fn is_end_stream(&self) -> bool {
