@@ -6,6 +6,7 @@
 //! a shutdown future, so tests bind port 0 and never sleep.
 
 mod admission;
+mod coalesce;
 mod config;
 mod connections;
 mod deadline;
@@ -34,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
 
+pub use coalesce::{COALESCE_WRITES_ENV, Coalesced};
 pub use config::{ConcurrencyLimit, ServeConfig, TlsServeConfig};
 pub use deadline::{deadline_exceeded, parse_grpc_timeout};
 pub use health::{LIVENESS, ReadinessProbe};
@@ -140,9 +142,14 @@ pub async fn serve(
             "serving tls"
         );
     }
+    let coalesce = coalesce::enabled();
     let incoming = TcpIncoming::from(listener)
         .with_nodelay(Some(true))
-        .map(move |accepted| accepted.map(|tcp| transport::Transport::new(tcp, tls.as_ref())));
+        .map(move |accepted| {
+            accepted.map(|tcp| {
+                coalesce::Coalesced::new(transport::Transport::new(tcp, tls.as_ref()), coalesce)
+            })
+        });
     let incoming = connections::Bounded::new(
         incoming,
         config.connection_limit as usize,
