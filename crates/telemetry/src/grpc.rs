@@ -271,7 +271,8 @@ where
             }
             span
         };
-        if !span.is_none() {
+        // A caller that sent no trace context starts a trace here: nothing to extract.
+        if !span.is_none() && request.headers().contains_key(&TRACEPARENT) {
             let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
                 propagator.extract(&HeaderExtractor(request.headers()))
             });
