@@ -707,15 +707,32 @@ mod tests {
 
     async fn harness_with(failures: u32, mid_answer: bool) -> Harness {
         let calls = Arc::new(AtomicU32::new(0));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("address"));
         let backend = FlakyNotes {
             calls: calls.clone(),
             failures,
             mid_answer,
         };
+        harness_over(backend, calls).await
+    }
+
+    /// The forwarder in front of `backend`, a notes service.
+    async fn harness_over<S>(backend: S, calls: Arc<AtomicU32>) -> Harness
+    where
+        S: tower_service::Service<
+                http::Request<Body>,
+                Response = http::Response<Body>,
+                Error = Infallible,
+            > + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
         let (health, health_service) = tonic_health::server::health_reporter();
         health
             .set_service_status(NOTES_SERVICE, tonic_health::ServingStatus::Serving)
@@ -785,6 +802,72 @@ mod tests {
         fn calls(&self) -> u32 {
             self.calls.load(Ordering::SeqCst)
         }
+    }
+
+    /// A notes backend that reads each request body to its end and says how it ended: whole
+    /// (`true`) or cut off (`false`).
+    #[derive(Clone)]
+    struct RecordingNotes {
+        ended: tokio::sync::mpsc::UnboundedSender<bool>,
+    }
+
+    impl NamedService for RecordingNotes {
+        const NAME: &'static str = NOTES_SERVICE;
+    }
+
+    impl tower_service::Service<http::Request<Body>> for RecordingNotes {
+        type Response = http::Response<Body>;
+        type Error = Infallible;
+        type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+            let ended = self.ended.clone();
+            Box::pin(async move {
+                let whole = request.into_body().collect().await.is_ok();
+                let _ = ended.send(whole);
+                Ok(Status::new(Code::Ok, "").into_http())
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_client_stream_whose_caller_went_away_is_cut_off_at_the_backend() {
+        let (ended, mut endings) = tokio::sync::mpsc::unbounded_channel();
+        let harness = harness_over(RecordingNotes { ended }, Arc::new(AtomicU32::new(0))).await;
+        let (items, body) =
+            tokio::sync::mpsc::channel::<Result<http_body::Frame<bytes::Bytes>, Status>>(4);
+        let request = http::Request::post("/notesuite.notes.v1.NotesService/ImportNotes")
+            .header("content-type", "application/grpc")
+            .header("authorization", format!("Bearer {}", harness.token))
+            .body(Body::new(http_body_util::StreamBody::new(
+                tokio_stream::wrappers::ReceiverStream::new(body),
+            )))
+            .expect("request");
+        let item = || {
+            Ok(http_body::Frame::data(bytes::Bytes::from_static(&[
+                0, 0, 0, 0, 1, 0,
+            ])))
+        };
+        items.send(item()).await.expect("first item");
+        let call = tokio::spawn(harness.forward.clone().oneshot(request));
+        // The call is under way (the backend waits for the rest of the import); its caller
+        // goes away.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        call.abort();
+        let _ = call.await;
+        // The client's side is still open (it may send the rest later, or never): the
+        // backend's stream is reset now, not left open for the client's pace — and never
+        // completed by what the client sends after its call was abandoned.
+        let whole = tokio::time::timeout(Duration::from_secs(5), endings.recv())
+            .await
+            .expect("the backend's stream ended while the client's was still open")
+            .expect("an ending");
+        assert!(!whole, "the backend's stream was reset, not ended");
+        drop(items);
     }
 
     #[tokio::test]

@@ -4,7 +4,7 @@
 //! An HTTP/2 connection's task writes as soon as it is polled with frames queued. When a read
 //! wakes a dozen calls, the first one to answer wakes the connection task, and whether it
 //! writes one answer or all of them depends on where it sits in the run queue. [`Coalesced`]
-//! makes the first write of each batch yield once (`tokio::task::yield_now`, which waits for
+//! makes the first write of each batch (up to the flush that ends it) yield once (`tokio::task::yield_now`, which waits for
 //! the runtime to look at its sockets and run what that woke): by the time the write goes out,
 //! the round's other calls have queued their frames behind it. What it costs is one more turn
 //! of the runtime per write; what it saves, under load, is most of the `writev` calls, each of
@@ -32,7 +32,7 @@ pub struct Coalesced<IO> {
     enabled: bool,
     /// The yield the next write waits for, once started.
     turn: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
-    /// Set once the yield is over: the next write goes out, and the one after it yields again.
+    /// Set once the yield is over: writes go out until the next flush ends the batch.
     may_write: bool,
 }
 
@@ -92,9 +92,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Coalesced<IO> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         ready!(self.poll_turn(cx));
-        let written = ready!(Pin::new(&mut self.io).poll_write(cx, buf));
-        self.may_write = false;
-        Poll::Ready(written)
+        Pin::new(&mut self.io).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -103,17 +101,20 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Coalesced<IO> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         ready!(self.poll_turn(cx));
-        let written = ready!(Pin::new(&mut self.io).poll_write_vectored(cx, bufs));
-        self.may_write = false;
-        Poll::Ready(written)
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
         self.io.is_write_vectored()
     }
 
+    /// The end of a batch (HTTP/2 flushes once it has written all it had): the next write
+    /// waits for a round again. The writes of one batch (a large answer's frames) go out one
+    /// after the other without waiting.
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
+        let flushed = ready!(Pin::new(&mut self.io).poll_flush(cx));
+        self.may_write = false;
+        Poll::Ready(flushed)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -166,6 +167,7 @@ mod tests {
         let mut near = near;
         for round in 0..100u8 {
             near.write_all(&[round; 3]).await.expect("write");
+            near.flush().await.expect("flush");
             let mut got = [0; 3];
             far.read_exact(&mut got).await.expect("read");
             assert_eq!(got, [round; 3]);

@@ -621,11 +621,15 @@ fn inject_trace_context(context: &opentelemetry::Context, headers: &mut http::He
         value.set_sensitive(true);
         headers.insert(TRACEPARENT.clone(), value);
     }
+    // Whatever `tracestate` came in belongs to the caller's trace context, not this one.
     let state = span_context.trace_state().header();
-    if !state.is_empty()
-        && let Ok(value) = http::HeaderValue::from_str(&state)
-    {
-        headers.insert(TRACESTATE.clone(), value);
+    match http::HeaderValue::from_str(&state) {
+        Ok(value) if !state.is_empty() => {
+            headers.insert(TRACESTATE.clone(), value);
+        }
+        _ => {
+            headers.remove(&TRACESTATE);
+        }
     }
 }
 
@@ -724,6 +728,18 @@ mod tests {
         let mut headers = http::HeaderMap::new();
         inject_trace_context(&opentelemetry::Context::new(), &mut headers);
         assert!(headers.is_empty(), "no span: nothing to hand on");
+        // A caller's `tracestate` does not go on with a trace that is not the caller's.
+        let context = opentelemetry::Context::new().with_remote_span_context(SpanContext::new(
+            TraceId::from_hex("0af7651916cd43dd8448eb211c80319c").expect("trace id"),
+            SpanId::from_hex("b7ad6b7169203331").expect("span id"),
+            TraceFlags::SAMPLED,
+            true,
+            TraceState::default(),
+        ));
+        let mut headers = http::HeaderMap::new();
+        headers.insert("tracestate", http::HeaderValue::from_static("caller=state"));
+        inject_trace_context(&context, &mut headers);
+        assert!(!headers.contains_key("tracestate"));
     }
 
     #[tokio::test]

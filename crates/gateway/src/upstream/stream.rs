@@ -17,7 +17,9 @@ use http_body::{Body as _, Frame};
 use tonic::body::Body;
 
 /// Opens a stream for `head` on `sender`'s connection and sends `body` on it; the answer, its
-/// body still on the stream ([`answer_body`] reads it).
+/// body still on the stream ([`answer_body`] reads it). A request body still arriving when the
+/// answer is dropped unread (or this future is: the caller went away) is cut off, its stream
+/// reset: the backend must not see a client stream completed that its caller abandoned.
 ///
 /// An error before the request's head was handed to HTTP/2 (the connection closed, or is
 /// going away) means the backend never saw the call; after it, the error says what happened
@@ -26,29 +28,44 @@ pub(super) async fn send(
     sender: &SendRequest<Bytes>,
     head: http::Request<()>,
     body: Body,
-) -> Result<http::Response<RecvStream>, CallError> {
+) -> Result<http::Response<Incoming>, CallError> {
     let mut sender = sender.clone().ready().await.map_err(CallError::NotSent)?;
     let end_of_stream = body.is_end_stream();
     let (response, send_stream) = sender
         .send_request(head, end_of_stream)
         .map_err(CallError::NotSent)?;
+    let mut piping = None;
     if !end_of_stream {
         let mut pipe = Box::pin(Pipe::new(body, send_stream));
         // A unary request is whole already: it goes out now, with no task. One still
-        // arriving is piped by a task of its own as it comes.
+        // arriving is piped by a task of its own as it comes, until it ends or is cut off.
         if std::future::poll_fn(|cx| Poll::Ready(pipe.as_mut().poll(cx)))
             .await
             .is_pending()
         {
+            let (cut_off, cancelled) = tokio::sync::oneshot::channel();
+            pipe.cancelled = Some(cancelled);
+            piping = Some(cut_off);
             tokio::spawn(pipe);
         }
     }
-    response.await.map_err(CallError::Stream)
+    let response = response.await.map_err(CallError::Stream)?;
+    Ok(response.map(|recv| Incoming {
+        recv,
+        _piping: piping,
+    }))
+}
+
+/// An answer's body on its stream, and the request body's pipe (if it is still going), which
+/// is cut off when this is dropped.
+pub(super) struct Incoming {
+    recv: RecvStream,
+    _piping: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// An answer's body as it comes off its stream, holding `guard` until it ends or is dropped.
-pub(super) fn answer_body<G: Send + Unpin + 'static>(recv: RecvStream, guard: G) -> Body {
-    Body::new(Answer::new(recv, guard))
+pub(super) fn answer_body<G: Send + Unpin + 'static>(incoming: Incoming, guard: G) -> Body {
+    Body::new(Answer::new(incoming, guard))
 }
 
 /// Why a call got no answer.
@@ -85,6 +102,8 @@ struct Pipe {
     body: Body,
     stream: SendStream<Bytes>,
     sent_any: bool,
+    /// Ends (its sender dropped) when nobody waits for the answer any more.
+    cancelled: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
 impl Pipe {
@@ -93,11 +112,18 @@ impl Pipe {
             body,
             stream,
             sent_any: false,
+            cancelled: None,
         }
     }
 
     fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), h2::Error>> {
         loop {
+            if let Some(cancelled) = self.cancelled.as_mut()
+                && Pin::new(cancelled).poll(cx).is_ready()
+            {
+                self.stream.send_reset(h2::Reason::CANCEL);
+                return Poll::Ready(Ok(()));
+            }
             if self.sent_any {
                 self.stream.reserve_capacity(1);
                 if self.stream.capacity() == 0 {
@@ -161,16 +187,19 @@ struct Answer<G> {
     recv: RecvStream,
     data_done: bool,
     done: bool,
+    _piping: Option<tokio::sync::oneshot::Sender<()>>,
     _guard: G,
 }
 
 impl<G> Answer<G> {
-    fn new(recv: RecvStream, guard: G) -> Self {
+    fn new(incoming: Incoming, guard: G) -> Self {
+        let Incoming { recv, _piping } = incoming;
         let done = recv.is_end_stream();
         Self {
             recv,
             data_done: false,
             done,
+            _piping,
             _guard: guard,
         }
     }
