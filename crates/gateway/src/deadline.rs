@@ -7,9 +7,7 @@ use std::time::Duration;
 use http::{HeaderMap, HeaderValue};
 use tokio::time::Instant;
 
-pub(crate) static GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
-/// A call's status code, in its trailers (or its headers, when it has no message).
-pub(crate) static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+pub(crate) use shell::GRPC_TIMEOUT;
 
 /// A point in time after which nobody waits for the answer.
 #[derive(Debug, Clone, Copy)]

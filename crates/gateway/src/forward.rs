@@ -31,7 +31,7 @@ use tower::Layer as _;
 use tower::ServiceExt as _;
 use tower::retry::budget::Budget as _;
 
-use crate::deadline::{Deadline, GRPC_STATUS, GRPC_TIMEOUT};
+use crate::deadline::{Deadline, GRPC_TIMEOUT};
 use crate::deletions::AccountDeletions;
 use crate::limits::InFlightPermit;
 use crate::policy::{self, Access, Idempotency, MethodPolicy, Shape};
@@ -336,7 +336,7 @@ impl Call {
                 // (Trailers only — grpc-status in the headers — is whole as it is.)
                 Attempt::Answered(response)
                     if !http_body::Body::is_end_stream(response.body())
-                        && !response.headers().contains_key(&GRPC_STATUS) =>
+                        && !response.headers().contains_key(Status::GRPC_STATUS) =>
                 {
                     let (parts, body) = response.into_parts();
                     match self.read_answer(body).await {

@@ -19,7 +19,7 @@ use std::task::{Context, Poll, ready};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Set to `off` to write as soon as HTTP/2 asks (the baseline when measuring what this saves).
-pub const COALESCE_WRITES_ENV: &str = "NOTESUITE_COALESCE_WRITES";
+const COALESCE_WRITES_ENV: &str = "NOTESUITE_COALESCE_WRITES";
 
 /// Whether writes are coalesced (the default).
 pub(crate) fn enabled() -> bool {
@@ -27,7 +27,7 @@ pub(crate) fn enabled() -> bool {
 }
 
 /// `io`, its writes deferred to the end of the runtime's round (see the module).
-pub struct Coalesced<IO> {
+pub(crate) struct Coalesced<IO> {
     io: IO,
     enabled: bool,
     /// The yield the next write waits for, once started.
@@ -36,28 +36,15 @@ pub struct Coalesced<IO> {
     may_write: bool,
 }
 
-impl<IO: std::fmt::Debug> std::fmt::Debug for Coalesced<IO> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Coalesced")
-            .field("io", &self.io)
-            .field("may_write", &self.may_write)
-            .finish_non_exhaustive()
-    }
-}
-
 impl<IO> Coalesced<IO> {
     /// `io`, coalesced when `enabled` (otherwise as it is).
-    pub fn new(io: IO, enabled: bool) -> Self {
+    pub(crate) fn new(io: IO, enabled: bool) -> Self {
         Self {
             io,
             enabled,
             turn: None,
             may_write: false,
         }
-    }
-
-    pub fn get_ref(&self) -> &IO {
-        &self.io
     }
 
     /// Ready once this batch has waited for the end of the round.

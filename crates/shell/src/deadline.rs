@@ -20,7 +20,7 @@ use tonic::body::Body;
 use crate::error_status;
 
 /// The header a caller's deadline comes in.
-static GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
+pub static GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
 
 /// How much earlier than the caller's deadline this layer gives up: more than the time
 /// between tonic's timer starting and this layer seeing the call (on a loaded machine,

@@ -35,9 +35,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
 
-pub use coalesce::{COALESCE_WRITES_ENV, Coalesced};
 pub use config::{ConcurrencyLimit, ServeConfig, TlsServeConfig};
-pub use deadline::{deadline_exceeded, parse_grpc_timeout};
+pub use deadline::{GRPC_TIMEOUT, deadline_exceeded, parse_grpc_timeout};
 pub use health::{LIVENESS, ReadinessProbe};
 #[cfg(feature = "testing")]
 pub use in_memory::{InMemory, spawn_in_memory};

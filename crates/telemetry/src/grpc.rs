@@ -515,7 +515,7 @@ where
 /// The `grpc-status` of a header block, if it has one. Only the code: the metrics and spans
 /// need nothing else, and decoding a whole `Status` (message, details) on every call is waste.
 fn status_code(headers: &http::HeaderMap) -> Option<tonic::Code> {
-    let value = headers.get(&GRPC_STATUS)?;
+    let value = headers.get(Status::GRPC_STATUS)?;
     let code = std::str::from_utf8(value.as_bytes())
         .ok()?
         .parse::<i32>()
@@ -590,7 +590,6 @@ impl Extractor for HeaderExtractor<'_> {
     }
 }
 
-static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
 static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
 static TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
 

@@ -355,7 +355,7 @@ impl Lease {
             Ok(response) => {
                 let unavailable = response
                     .headers()
-                    .get(&crate::deadline::GRPC_STATUS)
+                    .get(tonic::Status::GRPC_STATUS)
                     .is_some_and(|status| status.as_bytes() == b"14");
                 self.record(if unavailable {
                     Outcome::Failed

@@ -28,7 +28,7 @@ pub(crate) fn backoff(attempts: u32) -> Duration {
 pub(crate) fn is_unavailable(response: &http::Response<Body>) -> bool {
     response
         .headers()
-        .get(&crate::deadline::GRPC_STATUS)
+        .get(tonic::Status::GRPC_STATUS)
         .is_some_and(|status| status.as_bytes() == b"14")
 }
 

@@ -184,22 +184,19 @@ impl Future for Pipe {
 /// An answer's body, read off its stream; the window it used is given back as each frame is
 /// handed on, so the backend sends more only as the caller takes it.
 struct Answer<G> {
-    recv: RecvStream,
+    incoming: Incoming,
     data_done: bool,
     done: bool,
-    _piping: Option<tokio::sync::oneshot::Sender<()>>,
     _guard: G,
 }
 
 impl<G> Answer<G> {
     fn new(incoming: Incoming, guard: G) -> Self {
-        let Incoming { recv, _piping } = incoming;
-        let done = recv.is_end_stream();
+        let done = incoming.recv.is_end_stream();
         Self {
-            recv,
+            incoming,
             data_done: false,
             done,
-            _piping,
             _guard: guard,
         }
     }
@@ -217,9 +214,13 @@ impl<G: Unpin> http_body::Body for Answer<G> {
             return Poll::Ready(None);
         }
         if !self.data_done {
-            match ready!(self.recv.poll_data(cx)) {
+            match ready!(self.incoming.recv.poll_data(cx)) {
                 Some(Ok(data)) => {
-                    let _ = self.recv.flow_control().release_capacity(data.len());
+                    let _ = self
+                        .incoming
+                        .recv
+                        .flow_control()
+                        .release_capacity(data.len());
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
                 Some(Err(error)) => {
@@ -229,7 +230,7 @@ impl<G: Unpin> http_body::Body for Answer<G> {
                 None => self.data_done = true,
             }
         }
-        let trailers = ready!(self.recv.poll_trailers(cx));
+        let trailers = ready!(self.incoming.recv.poll_trailers(cx));
         self.done = true;
         Poll::Ready(
             trailers
@@ -239,6 +240,6 @@ impl<G: Unpin> http_body::Body for Answer<G> {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done || self.recv.is_end_stream()
+        self.done || self.incoming.recv.is_end_stream()
     }
 }
