@@ -461,18 +461,19 @@ async fn calls_over_the_limit_are_shed_with_resource_exhausted_but_health_checks
         .expect("the admitted call succeeds");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_call_over_the_limit_waits_for_a_slot_and_the_newest_waiter_gets_it() {
-    let mut server = TestServer::spawn(ServeConfig {
+    let mut server = TestServer::spawn_in_memory(ServeConfig {
         max_concurrent_calls: 1,
         fast_shed_rate: 0,
         admission_wait: Duration::from_secs(30),
-        ..config()
-    })
-    .await;
+        ..paused_config()
+    });
     let first = server.start_slow_call().await;
     // Two calls over the limit wait (neither is shed: the wait is long); the slot the first
-    // gives back goes to the newer one, which the handler then holds in its turn.
+    // gives back goes to the newer one, which the handler then holds in its turn. The clock
+    // is paused: a sleep ends only once every task waits on a timer, so the older call is
+    // queued for a slot before the newer one is sent, however slow the machine.
     let older = tokio::spawn(call_wait(server.channel.clone()));
     tokio::time::sleep(Duration::from_millis(100)).await;
     let newer = tokio::spawn(call_wait(server.channel.clone()));
