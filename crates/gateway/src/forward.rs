@@ -514,10 +514,10 @@ async fn account_deleted(
 ) -> http::Response<Body> {
     let ok = |headers: &http::HeaderMap| {
         headers
-            .get("grpc-status")
+            .get(Status::GRPC_STATUS)
             .is_some_and(|status| status.as_bytes() == b"0")
     };
-    if response.headers().contains_key("grpc-status") {
+    if response.headers().contains_key(Status::GRPC_STATUS) {
         // Trailers only: an error (an OK answer carries a message).
         if ok(response.headers()) {
             deletions.deleted(user_id).await;
@@ -804,10 +804,11 @@ mod tests {
         }
     }
 
-    /// A notes backend that reads each request body to its end and says how it ended: whole
-    /// (`true`) or cut off (`false`).
+    /// A notes backend that says when a call reaches it, then reads the request body to its
+    /// end and says how it ended: whole (`true`) or cut off (`false`).
     #[derive(Clone)]
     struct RecordingNotes {
+        started: tokio::sync::mpsc::UnboundedSender<()>,
         ended: tokio::sync::mpsc::UnboundedSender<bool>,
     }
 
@@ -825,6 +826,7 @@ mod tests {
         }
 
         fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+            let _ = self.started.send(());
             let ended = self.ended.clone();
             Box::pin(async move {
                 let whole = request.into_body().collect().await.is_ok();
@@ -836,8 +838,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_client_stream_whose_caller_went_away_is_cut_off_at_the_backend() {
+        let (started, mut starts) = tokio::sync::mpsc::unbounded_channel();
         let (ended, mut endings) = tokio::sync::mpsc::unbounded_channel();
-        let harness = harness_over(RecordingNotes { ended }, Arc::new(AtomicU32::new(0))).await;
+        let backend = RecordingNotes { started, ended };
+        let harness = harness_over(backend, Arc::new(AtomicU32::new(0))).await;
         let (items, body) =
             tokio::sync::mpsc::channel::<Result<http_body::Frame<bytes::Bytes>, Status>>(4);
         let request = http::Request::post("/notesuite.notes.v1.NotesService/ImportNotes")
@@ -854,9 +858,12 @@ mod tests {
         };
         items.send(item()).await.expect("first item");
         let call = tokio::spawn(harness.forward.clone().oneshot(request));
-        // The call is under way (the backend waits for the rest of the import); its caller
-        // goes away.
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Once the call is under way (the backend waits for the rest of the import), its
+        // caller goes away.
+        tokio::time::timeout(Duration::from_secs(5), starts.recv())
+            .await
+            .expect("the call reaches the backend")
+            .expect("a start");
         call.abort();
         let _ = call.await;
         // The client's side is still open (it may send the rest later, or never): the

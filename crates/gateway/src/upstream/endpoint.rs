@@ -448,8 +448,8 @@ async fn check_health(
         .map_err(|status| ConnectError::NotServing(status.to_string()))?;
     let grpc_status = collected
         .trailers()
-        .and_then(|trailers| trailers.get("grpc-status"))
-        .or_else(|| parts.headers.get("grpc-status"))
+        .and_then(|trailers| trailers.get(tonic::Status::GRPC_STATUS))
+        .or_else(|| parts.headers.get(tonic::Status::GRPC_STATUS))
         .map(http::HeaderValue::as_bytes);
     if grpc_status != Some(b"0") {
         let status = grpc_status.map(String::from_utf8_lossy).unwrap_or_default();

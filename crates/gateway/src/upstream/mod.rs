@@ -353,11 +353,7 @@ impl Lease {
         let head = http::Request::from_parts(parts, ());
         match stream::send(self.connection.sender(), head, body).await {
             Ok(response) => {
-                let unavailable = response
-                    .headers()
-                    .get(tonic::Status::GRPC_STATUS)
-                    .is_some_and(|status| status.as_bytes() == b"14");
-                self.record(if unavailable {
+                self.record(if retry::is_unavailable(&response) {
                     Outcome::Failed
                 } else {
                     Outcome::Answered

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use tonic::body::Body;
 use tower::retry::budget::TpsBudget;
 
 /// Attempts of one call at most: the first and two retries.
@@ -25,7 +24,7 @@ pub(crate) fn backoff(attempts: u32) -> Duration {
 }
 
 /// A trailers-only answer of UNAVAILABLE: the backend did not act on the call.
-pub(crate) fn is_unavailable(response: &http::Response<Body>) -> bool {
+pub(crate) fn is_unavailable<B>(response: &http::Response<B>) -> bool {
     response
         .headers()
         .get(tonic::Status::GRPC_STATUS)
