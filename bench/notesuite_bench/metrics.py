@@ -59,17 +59,29 @@ def scrape(metrics_address: str) -> Scrape:
 
 def wait_until_quiet(metrics_address: str, method: Method, timeout_s: float) -> Scrape:
     """Scrapes until the calls of `method` in flight stop changing (calls a client abandoned may
-    still be running), then returns the last scrape."""
+    still be running), then returns the last scrape. A server still too busy with them to
+    answer a scrape in time is not quiet yet: only one that answers none before `timeout_s`
+    fails."""
     deadline = time.monotonic() + timeout_s
-    last = scrape(metrics_address)
+    last = _scrape_by(metrics_address, deadline)
     unchanged = 0
     while unchanged < QUIET_POLLS and time.monotonic() < deadline:
         time.sleep(QUIET_POLL_S)
-        current = scrape(metrics_address)
+        current = _scrape_by(metrics_address, deadline)
         same = current.active_calls(method) == last.active_calls(method) and current.calls == last.calls
         unchanged = unchanged + 1 if same else 0
         last = current
     return last
+
+
+def _scrape_by(metrics_address: str, deadline: float) -> Scrape:
+    """A scrape, tried again after each timeout until `deadline` (then the timeout is raised)."""
+    while True:
+        try:
+            return scrape(metrics_address)
+        except TimeoutError:
+            if time.monotonic() >= deadline:
+                raise
 
 
 def calls_by_status(before: Scrape, after: Scrape, method: Method) -> dict[int, int]:
