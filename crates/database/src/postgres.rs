@@ -24,11 +24,30 @@ async fn usable_again(connection: &mut PgConnection) -> Result<bool, sqlx::Error
         .await
         .is_ok_and(|pinged| pinged.is_ok()))
 }
+
 use sqlx::{Connection as _, PgPool, Postgres};
 
 use crate::config::{DatabaseUrl, PoolConfig};
 use crate::migrate::{self, OpenError};
 use crate::transaction::WriteTransaction;
+
+/// A connection used this recently is handed out without a ping (HikariCP's
+/// `aliveBypassWindowMs`, 500 ms, makes the same bet).
+const ALIVE_WITHOUT_PING: Duration = Duration::from_secs(1);
+
+/// Whether a pooled connection may be handed out: pinged first only when it sat idle longer
+/// than `ALIVE_WITHOUT_PING`, the case where the server may have gone away unnoticed (a
+/// restart, a failover, a proxy's idle cut). One that died within the window fails its call
+/// with UNAVAILABLE and RetryInfo, and sqlx drops it, so the client's retry gets another.
+async fn alive_unless_recently_used(
+    connection: &mut PgConnection,
+    metadata: sqlx::pool::PoolConnectionMetadata,
+) -> Result<bool, sqlx::Error> {
+    if metadata.idle_for > ALIVE_WITHOUT_PING {
+        connection.ping().await?;
+    }
+    Ok(true)
+}
 
 /// A PostgreSQL database shared by every replica of a service.
 #[derive(Debug, Clone)]
@@ -113,6 +132,12 @@ impl PostgresDatabase {
             // followed within minutes, not at the next error.
             .max_lifetime(Duration::from_secs(30 * 60))
             .idle_timeout(Duration::from_secs(10 * 60))
+            // sqlx pings every connection it hands out: a round trip on the path of every
+            // call. Only one idle for a while is pinged (see `alive_unless_recently_used`).
+            .test_before_acquire(false)
+            .before_acquire(|connection, metadata| {
+                Box::pin(alive_unless_recently_used(connection, metadata))
+            })
             .after_release(|connection, _| Box::pin(usable_again(connection)))
             .connect_lazy_with(options);
         let metrics = crate::pool_metrics(&pool, pool_name, config.max_connections);

@@ -78,6 +78,10 @@ impl SqliteDatabase {
         let pool = SqlitePoolOptions::new()
             .max_connections(config.max_connections)
             .acquire_timeout(config.acquire_timeout)
+            // A file has no server that could have gone away: sqlx's ping before each
+            // acquire would only be one more hand-off to the connection's worker thread,
+            // on the path of every call.
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .map_err(connect_error)?;
