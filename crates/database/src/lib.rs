@@ -22,7 +22,7 @@ pub use config::{
 };
 pub use migrate::OpenError;
 pub use postgres::{PostgresDatabase, create_database_if_missing};
-pub use sqlite::SqliteDatabase;
+pub use sqlite::{ReadConnection, SqliteDatabase};
 pub use transaction::WriteTransaction;
 
 /// How sqlx logs statements, on every backend: slow ones as warnings, the others not at all.

@@ -4,7 +4,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sqlx::migrate::Migrator;
-use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -15,8 +14,17 @@ use crate::config::PoolConfig;
 use crate::migrate::{self, OpenError};
 use crate::transaction::WriteTransaction;
 
-/// An embedded SQLite database: one file, WAL journal, a bounded pool of readers and one
-/// writer at a time.
+mod readers;
+
+pub use readers::ReadConnection;
+use readers::Readers;
+
+/// Connections of the writers' pool: one writes at a time (the write slot), and one may still
+/// be on its way back to the pool.
+const WRITER_CONNECTIONS: u32 = 2;
+
+/// An embedded SQLite database: one file, WAL journal, a bounded set of readers
+/// ([`readers`]) and one writer at a time.
 ///
 /// SQLite allows one writer per file. Left to SQLite, concurrent writers spin on the busy
 /// timeout and, under overload, some fail "database is locked"; here writers queue in the
@@ -24,7 +32,9 @@ use crate::transaction::WriteTransaction;
 /// and a writer that cannot get it fails UNAVAILABLE, never INTERNAL.
 #[derive(Debug, Clone)]
 pub struct SqliteDatabase {
+    /// The writers' connections.
     pool: SqlitePool,
+    readers: Arc<Readers>,
     write_slot: Arc<Semaphore>,
     write_wait: Duration,
     metrics: telemetry::PoolMetrics,
@@ -76,27 +86,44 @@ impl SqliteDatabase {
         created_probe.map_err(connect_error)?;
 
         let pool = SqlitePoolOptions::new()
-            .max_connections(config.max_connections)
+            .max_connections(WRITER_CONNECTIONS)
             .acquire_timeout(config.acquire_timeout)
             // A file has no server that could have gone away: sqlx's ping before each
-            // acquire would only be one more hand-off to the connection's worker thread,
-            // on the path of every call.
+            // acquire would only be one more hand-off to the connection's worker thread.
             .test_before_acquire(false)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(connect_error)?;
-        let metrics = crate::pool_metrics(&pool, pool_name, config.max_connections);
+        let readers = Arc::new(Readers::new(
+            options,
+            config.max_connections,
+            config.acquire_timeout,
+        ));
+        let (observed_pool, observed_readers) = (pool.clone(), Arc::clone(&readers));
+        let metrics = telemetry::PoolMetrics::register(
+            pool_name,
+            config.max_connections + WRITER_CONNECTIONS,
+            move || {
+                let (open, idle) = observed_readers.counts();
+                let writers_idle = u32::try_from(observed_pool.num_idle()).unwrap_or(u32::MAX);
+                (open + observed_pool.size(), idle + writers_idle)
+            },
+        );
         Ok(Self {
             pool,
+            readers,
             write_slot: Arc::new(Semaphore::new(1)),
             write_wait: config.statement_timeout,
             metrics,
         })
     }
 
-    /// A pooled connection for reads; the wait for it is measured.
-    pub async fn connection(&self) -> Result<PoolConnection<Sqlite>, sqlx::Error> {
-        crate::acquire(&self.pool, &self.metrics).await
+    /// A connection for reads; the wait for it is measured.
+    pub async fn connection(&self) -> Result<ReadConnection, sqlx::Error> {
+        let started = Instant::now();
+        let connection = self.readers.acquire().await?;
+        self.metrics.record_wait(started.elapsed());
+        Ok(connection)
     }
 
     /// A write transaction (`BEGIN IMMEDIATE`, so that a transaction that read first never
@@ -155,6 +182,7 @@ impl SqliteDatabase {
             .map_err(|error: sqlx::Error| format!("the database cannot be written: {error}"))
     }
 
+    /// The writers' pool (reads go through [`Self::connection`]).
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }

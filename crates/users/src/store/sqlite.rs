@@ -3,8 +3,6 @@
 use std::time::SystemTime;
 
 use database::{PoolConfig, SqliteDatabase};
-use sqlx::Sqlite;
-use sqlx::pool::PoolConnection;
 
 use super::{AccountDeletion, UserStore, from_micros, to_micros, unique_violation_is_email};
 use crate::domain::{DisplayName, Email, User, UserChanges, UserId, Version};
@@ -25,7 +23,7 @@ impl SqliteUserStore {
         Ok(Self { database })
     }
 
-    async fn connection(&self) -> Result<PoolConnection<Sqlite>, Error> {
+    async fn connection(&self) -> Result<database::ReadConnection, Error> {
         Ok(self.database.connection().await?)
     }
 }
