@@ -172,7 +172,7 @@ impl clap::builder::TypedValueParser for DatabaseUrlParser {
 #[derive(Debug, Clone, clap::Args)]
 pub struct PoolConfig {
     /// Most database connections open at once (per process). On SQLite these are the
-    /// readers; the one writer at a time has two connections of its own.
+    /// readers; the one writer at a time has three connections of its own.
     #[arg(long = "database-max-connections", env = "NOTESUITE_DATABASE_MAX_CONNECTIONS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub max_connections: u32,
 

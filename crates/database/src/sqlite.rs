@@ -19,9 +19,10 @@ mod readers;
 pub use readers::ReadConnection;
 use readers::Readers;
 
-/// Connections of the writers' pool: one writes at a time (the write slot), and one may still
-/// be on its way back to the pool.
-const WRITER_CONNECTIONS: u32 = 2;
+/// Connections of the writers' pool: one writes at a time (the write slot), and the one
+/// before it may still be on its way back to the pool, or being closed after a cancelled
+/// write (see `WriteTransaction`), as may the one before that.
+const WRITER_CONNECTIONS: u32 = 3;
 
 /// An embedded SQLite database: one file, WAL journal, a bounded set of readers
 /// ([`readers`]) and one writer at a time.

@@ -8,12 +8,20 @@
 //! server on one core): with reads going through these readers, notes is preempted 0.96 times
 //! per call instead of 1.78, and the calls per second doubled (8.5–8.8k to 17.0–18.4k).
 //!
-//! What the ping was for does not apply to a reader: a SQLite connection has no server that
-//! can go away, and a read cancelled half-way leaves nothing behind (the worker finishes or
-//! resets the statement before it takes the next command). What remains is a worker thread
-//! that died (sqlx's `WorkerCrashed`, a driver bug): a reader not checked in the last
-//! [`CHECK_EVERY`] is pinged when it is handed out, so such a connection is found and
-//! replaced within a second of use.
+//! What the ping was for does not apply to a reader:
+//! - A SQLite connection has no server that can go away.
+//! - A read cancelled half-way leaves nothing behind: the worker finishes the step it is on,
+//!   sees nobody wants the rows and resets the statement before it takes the next command.
+//!   The next caller waits at most for that step (every read the services make is bounded by
+//!   a LIMIT or an index lookup).
+//! - Readers cannot write (`PRAGMA query_only`), so none goes back inside a transaction or
+//!   holding the write lock; writes go through the write slot and sqlx's pool.
+//!
+//! What remains is a worker thread that died (sqlx's `WorkerCrashed`, a driver bug): a reader
+//! not checked in the last [`CHECK_EVERY`] is pinged when it is handed out, so such a
+//! connection is found and replaced within a second. A reader idle for [`IDLE_TIMEOUT`] is
+//! closed (as sqlx's pool does by default), so a burst does not leave threads and page caches
+//! behind for good.
 
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -27,6 +35,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// How long a reader is handed out without a ping after its last check.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 
+/// How long a reader may sit unused before it is closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+
 /// At most `max` read connections, opened when first needed and reused.
 #[derive(Debug)]
 pub(crate) struct Readers {
@@ -36,6 +47,7 @@ pub(crate) struct Readers {
     idle: Mutex<Vec<Reader>>,
     open: Arc<AtomicU32>,
     acquire_timeout: Duration,
+    idle_timeout: Duration,
 }
 
 /// An open read connection and when it was last known to work.
@@ -43,6 +55,8 @@ pub(crate) struct Readers {
 struct Reader {
     connection: SqliteConnection,
     checked: Instant,
+    /// When it was last given back.
+    idle_since: Instant,
     /// Counts this connection while it is open.
     _open: OpenCount,
 }
@@ -66,11 +80,12 @@ impl Drop for OpenCount {
 impl Readers {
     pub(crate) fn new(options: SqliteConnectOptions, max: u32, acquire_timeout: Duration) -> Self {
         Self {
-            options,
+            options: options.pragma("query_only", "ON"),
             slots: Arc::new(Semaphore::new(max as usize)),
             idle: Mutex::new(Vec::new()),
             open: Arc::new(AtomicU32::new(0)),
             acquire_timeout,
+            idle_timeout: IDLE_TIMEOUT,
         }
     }
 
@@ -111,9 +126,11 @@ impl Readers {
             // Its worker is gone: the connection is dropped, and the next one tried.
         }
         let connection = SqliteConnection::connect_with(&self.options).await?;
+        let now = Instant::now();
         let reader = Reader {
             connection,
-            checked: Instant::now(),
+            checked: now,
+            idle_since: now,
             _open: OpenCount::new(&self.open),
         };
         Ok(self.hand_out(reader, slot))
@@ -167,14 +184,26 @@ impl DerefMut for ReadConnection {
 }
 
 impl Drop for ReadConnection {
+    /// Gives the reader back on top of the idle stack, and closes the one at the bottom if it
+    /// has been idle too long (outside the lock: closing ends its worker thread).
     fn drop(&mut self) {
-        if let Some(reader) = self.reader.take() {
-            self.readers
+        let Some(mut reader) = self.reader.take() else {
+            return;
+        };
+        reader.idle_since = Instant::now();
+        let expired = {
+            let mut idle = self
+                .readers
                 .idle
                 .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(reader);
-        }
+                .unwrap_or_else(PoisonError::into_inner);
+            idle.push(reader);
+            let oldest_expired = idle
+                .first()
+                .is_some_and(|oldest| oldest.idle_since.elapsed() > self.readers.idle_timeout);
+            oldest_expired.then(|| idle.remove(0))
+        };
+        drop(expired);
     }
 }
 
@@ -193,7 +222,8 @@ mod tests {
     async fn a_reader_given_back_is_reused_and_at_most_max_are_handed_out() {
         let readers = readers(2, Duration::from_millis(50));
         let mut first = readers.acquire().await.expect("first");
-        sqlx::query("CREATE TEMP TABLE marker (x)")
+        // A setting of this connection only, to know it again.
+        sqlx::query("PRAGMA cache_size = -1234")
             .execute(&mut *first)
             .await
             .expect("mark the connection");
@@ -210,11 +240,43 @@ mod tests {
         assert_eq!(readers.counts(), (2, 2));
         // Last in, first out: the marked connection comes back, not a new one.
         let mut again = readers.acquire().await.expect("again");
-        sqlx::query("SELECT x FROM marker")
-            .fetch_all(&mut *again)
+        let cache_size: i64 = sqlx::query_scalar("PRAGMA cache_size")
+            .fetch_one(&mut *again)
             .await
-            .expect("the same connection, its temp table still there");
+            .expect("read the setting");
+        assert_eq!(cache_size, -1234, "the marked connection");
         assert_eq!(readers.counts(), (2, 1));
+    }
+
+    #[tokio::test]
+    async fn a_reader_idle_too_long_is_closed() {
+        let mut readers = Readers::new(
+            SqliteConnectOptions::from_str("sqlite::memory:").expect("options"),
+            2,
+            Duration::from_secs(5),
+        );
+        readers.idle_timeout = Duration::from_millis(20);
+        let readers = Arc::new(readers);
+        let first = readers.acquire().await.expect("first");
+        let second = readers.acquire().await.expect("second");
+        drop(first);
+        drop(second);
+        assert_eq!(readers.counts(), (2, 2));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // In use again: the other one, at the bottom of the stack, has been idle too long.
+        drop(readers.acquire().await.expect("again"));
+        assert_eq!(readers.counts(), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_reader_cannot_write() {
+        let readers = readers(1, Duration::from_secs(5));
+        let mut connection = readers.acquire().await.expect("acquire");
+        let refused = sqlx::query("CREATE TABLE t (x)")
+            .execute(&mut *connection)
+            .await
+            .expect_err("query_only");
+        assert!(refused.to_string().contains("readonly"), "{refused}");
     }
 
     #[tokio::test]
