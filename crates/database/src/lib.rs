@@ -52,13 +52,13 @@ pub(crate) fn pool_metrics<DB: sqlx::Database>(
     })
 }
 
-/// A pooled connection, the wait for it recorded in `metrics`.
-pub(crate) async fn acquire<DB: sqlx::Database>(
-    pool: &sqlx::Pool<DB>,
+/// Waits for a connection (whatever `acquiring` waits for), the wait recorded in `metrics`.
+pub(crate) async fn measured_wait<T>(
     metrics: &telemetry::PoolMetrics,
-) -> Result<sqlx::pool::PoolConnection<DB>, sqlx::Error> {
+    acquiring: impl Future<Output = Result<T, sqlx::Error>>,
+) -> Result<T, sqlx::Error> {
     let started = std::time::Instant::now();
-    let connection = pool.acquire().await?;
+    let connection = acquiring.await?;
     metrics.record_wait(started.elapsed());
     Ok(connection)
 }

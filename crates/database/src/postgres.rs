@@ -4,6 +4,11 @@ use std::time::Duration;
 use sqlx::migrate::{MigrateDatabase as _, Migrator};
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
+use sqlx::{Connection as _, PgPool, Postgres};
+
+use crate::config::{DatabaseUrl, PoolConfig};
+use crate::migrate::{self, OpenError};
+use crate::transaction::WriteTransaction;
 
 /// How often PostgreSQL checks, while a statement runs, that its client is still connected.
 const CLIENT_CHECK_INTERVAL: &str = "250ms";
@@ -19,17 +24,10 @@ const RELEASE_CHECK: Duration = Duration::from_millis(200);
 /// once is closed instead: the pool opens another, and PostgreSQL, which checks for a gone
 /// client every `CLIENT_CHECK_INTERVAL`, stops the statement.
 async fn usable_again(connection: &mut PgConnection) -> Result<bool, sqlx::Error> {
-    use sqlx::Connection as _;
     Ok(tokio::time::timeout(RELEASE_CHECK, connection.ping())
         .await
         .is_ok_and(|pinged| pinged.is_ok()))
 }
-
-use sqlx::{Connection as _, PgPool, Postgres};
-
-use crate::config::{DatabaseUrl, PoolConfig};
-use crate::migrate::{self, OpenError};
-use crate::transaction::WriteTransaction;
 
 /// A connection used this recently is handed out without a ping (HikariCP's
 /// `aliveBypassWindowMs`, 500 ms, makes the same bet).
@@ -146,7 +144,7 @@ impl PostgresDatabase {
 
     /// A pooled connection for reads; the wait for it is measured.
     pub async fn connection(&self) -> Result<PoolConnection<Postgres>, sqlx::Error> {
-        crate::acquire(&self.pool, &self.metrics).await
+        crate::measured_wait(&self.metrics, self.pool.acquire()).await
     }
 
     /// A write transaction (READ COMMITTED).

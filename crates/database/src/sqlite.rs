@@ -1,7 +1,7 @@
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
@@ -121,26 +121,24 @@ impl SqliteDatabase {
 
     /// A connection for reads; the wait for it is measured.
     pub async fn connection(&self) -> Result<ReadConnection, sqlx::Error> {
-        let started = Instant::now();
-        let connection = self.readers.acquire().await?;
-        self.metrics.record_wait(started.elapsed());
-        Ok(connection)
+        crate::measured_wait(&self.metrics, self.readers.acquire()).await
     }
 
     /// A write transaction (`BEGIN IMMEDIATE`, so that a transaction that read first never
     /// fails to upgrade to a writer). The measured wait includes the write slot, the real
     /// point of contention for writers.
     pub async fn write(&self) -> Result<WriteTransaction<Sqlite>, sqlx::Error> {
-        let started = Instant::now();
-        let write_slot = tokio::time::timeout(
-            self.write_wait,
-            Arc::clone(&self.write_slot).acquire_owned(),
-        )
-        .await
-        .map_err(|_| sqlx::Error::PoolTimedOut)?
-        .map_err(|_| sqlx::Error::PoolClosed)?;
-        let connection = self.pool.acquire().await?;
-        self.metrics.record_wait(started.elapsed());
+        let (write_slot, connection) = crate::measured_wait(&self.metrics, async {
+            let write_slot = tokio::time::timeout(
+                self.write_wait,
+                Arc::clone(&self.write_slot).acquire_owned(),
+            )
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)?
+            .map_err(|_| sqlx::Error::PoolClosed)?;
+            Ok((write_slot, self.pool.acquire().await?))
+        })
+        .await?;
         WriteTransaction::begin(connection, "BEGIN IMMEDIATE", Some(write_slot)).await
     }
 
@@ -181,11 +179,6 @@ impl SqliteDatabase {
             .finish(wrote)
             .await
             .map_err(|error: sqlx::Error| format!("the database cannot be written: {error}"))
-    }
-
-    /// The writers' pool (reads go through [`Self::connection`]).
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
     }
 }
 
